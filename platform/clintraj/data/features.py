@@ -1,0 +1,82 @@
+"""Static per-stay feature vectors from modality tables, fitted on the training split only.
+
+Numbers are sign-log scaled (`sign(x) log(1 + |x|)`, paper appendix B.1) and
+z-scored with training-split statistics; categories are one-hot over the
+training split's values (the most frequent one imputed); an absent modality
+is all zeros next to its presence flag, so the model sees that it is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+def sign_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass
+class ModalityScaler:
+    numbers: list[str]
+    categories: dict[str, list[str]]
+    mean: np.ndarray
+    std: np.ndarray
+    fill: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, table: pd.DataFrame) -> "ModalityScaler":
+        columns = [c for c in table.columns if c != "stay_id"]
+        categorical = [c for c in columns if not pd.api.types.is_numeric_dtype(table[c])]
+        numbers = [c for c in columns if c not in categorical]
+        fill = {c: float(table[c].mean()) if table[c].notna().any() else 0.0 for c in numbers}
+        fill.update({c: (table[c].mode().iloc[0] if table[c].notna().any() else "unknown") for c in categorical})
+        categories = {c: sorted(table[c].fillna(fill[c]).astype(str).unique()) for c in categorical}
+        scaled = sign_log(table[numbers].fillna(fill).to_numpy(dtype=float))
+        mean = scaled.mean(axis=0) if len(scaled) else np.zeros(len(numbers))
+        std = scaled.std(axis=0) if len(scaled) else np.ones(len(numbers))
+        return cls(numbers, categories, mean, np.where(std > 1e-8, std, 1.0), fill)
+
+    @property
+    def names(self) -> list[str]:
+        return self.numbers + [f"{c}={v}" for c, values in self.categories.items() for v in values]
+
+    def transform(self, table: pd.DataFrame) -> np.ndarray:
+        numbers = (sign_log(table[self.numbers].fillna(self.fill).to_numpy(dtype=float)) - self.mean) / self.std
+        one_hots = [
+            (table[c].fillna(self.fill[c]).astype(str).to_numpy()[:, None] == np.array(values)[None, :]).astype(float)
+            for c, values in self.categories.items()
+        ]
+        return np.concatenate([numbers, *one_hots], axis=1)
+
+
+@dataclass
+class StaticFeaturizer:
+    """One fixed-length vector per stay: per modality [features..., present]."""
+
+    scalers: dict[str, ModalityScaler]
+
+    @classmethod
+    def fit(cls, stays: pd.DataFrame, modalities: dict[str, pd.DataFrame]) -> "StaticFeaturizer":
+        train_ids = stays.loc[stays["split"] == "train", "stay_id"]
+        return cls({name: ModalityScaler.fit(table[table["stay_id"].isin(train_ids)])
+                    for name, table in modalities.items()})
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{m}/{n}" for m, s in self.scalers.items() for n in [*s.names, "present"]]
+
+    def transform(self, stays: pd.DataFrame, modalities: dict[str, pd.DataFrame]) -> np.ndarray:
+        blocks = []
+        for name, scaler in self.scalers.items():
+            table = modalities[name]
+            row = pd.Index(table["stay_id"]).get_indexer(stays["stay_id"])
+            present = row >= 0
+            block = np.zeros((len(stays), len(scaler.names) + 1))
+            if present.any():
+                block[present, :-1] = scaler.transform(table.iloc[row[present]])
+            block[present, -1] = 1.0
+            blocks.append(block)
+        return np.concatenate(blocks, axis=1).astype(np.float32)

@@ -1,0 +1,138 @@
+"""The hidden patient state that drives every synthetic modality and every label.
+
+One latent vector per stay (severity, cardiac, respiratory, renal, infection),
+partly shared between the stays of one patient, is the single cause of the
+labels and of what each modality shows. A model therefore beats chance from
+any modality, does better with more of them, and contrastive pretraining can
+align modalities because they describe the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FACTORS = ("severity", "cardiac", "respiratory", "renal", "infection")
+SEVERITY, CARDIAC, RESPIRATORY, RENAL, INFECTION = range(len(FACTORS))
+
+# The 25 acute and chronic phenotypes of the mimic3-benchmarks / MedFuse task.
+PHENOTYPES = (
+    "Acute and unspecified renal failure",
+    "Acute cerebrovascular disease",
+    "Acute myocardial infarction",
+    "Cardiac dysrhythmias",
+    "Chronic kidney disease",
+    "Chronic obstructive pulmonary disease and bronchiectasis",
+    "Complications of surgical procedures or medical care",
+    "Conduction disorders",
+    "Congestive heart failure; nonhypertensive",
+    "Coronary atherosclerosis and other heart disease",
+    "Diabetes mellitus with complications",
+    "Diabetes mellitus without complication",
+    "Disorders of lipid metabolism",
+    "Essential hypertension",
+    "Fluid and electrolyte disorders",
+    "Gastrointestinal hemorrhage",
+    "Hypertension with complications and secondary hypertension",
+    "Other liver diseases",
+    "Other lower respiratory disease",
+    "Other upper respiratory disease",
+    "Pleurisy; pneumothorax; pulmonary collapse",
+    "Pneumonia (except that caused by tuberculosis or sexually transmitted disease)",
+    "Respiratory failure; insufficiency; arrest (adult)",
+    "Septicemia (except in labor)",
+    "Shock",
+)
+
+# Phenotype logit = bias + loadings . latent. Rows follow PHENOTYPES, columns FACTORS.
+_PHENOTYPE_BIAS_AND_LOADINGS = np.array(
+    [
+        # bias  sev   card  resp  renal infect
+        [-1.6, 0.6, 0.0, 0.0, 1.6, 0.3],  # acute renal failure
+        [-2.6, 0.5, 0.6, 0.0, 0.0, 0.0],  # cerebrovascular
+        [-2.4, 0.4, 1.5, 0.0, 0.0, 0.0],  # AMI
+        [-1.1, 0.3, 1.3, 0.0, 0.0, 0.0],  # dysrhythmias
+        [-1.9, 0.0, 0.3, 0.0, 1.4, 0.0],  # CKD
+        [-2.0, 0.0, 0.0, 1.2, 0.0, 0.0],  # COPD
+        [-2.0, 0.4, 0.0, 0.0, 0.0, 0.5],  # complications of care
+        [-2.6, 0.0, 1.0, 0.0, 0.0, 0.0],  # conduction
+        [-1.6, 0.3, 1.4, 0.3, 0.2, 0.0],  # CHF
+        [-1.3, 0.0, 1.2, 0.0, 0.0, 0.0],  # coronary
+        [-2.2, 0.0, 0.2, 0.0, 0.9, 0.0],  # DM with complications
+        [-1.6, 0.0, 0.3, 0.0, 0.4, 0.0],  # DM without complication
+        [-1.0, 0.0, 0.6, 0.0, 0.2, 0.0],  # lipid
+        [-0.6, -0.3, 0.5, 0.0, 0.0, 0.0],  # essential hypertension
+        [-0.9, 0.6, 0.0, 0.0, 0.8, 0.3],  # fluid/electrolyte
+        [-2.4, 0.6, 0.0, 0.0, 0.0, 0.0],  # GI hemorrhage
+        [-1.8, 0.0, 0.5, 0.0, 1.0, 0.0],  # hypertension with complications
+        [-2.4, 0.5, 0.0, 0.0, 0.3, 0.3],  # liver
+        [-2.2, 0.0, 0.0, 0.9, 0.0, 0.3],  # other lower respiratory
+        [-3.0, 0.0, 0.0, 0.6, 0.0, 0.3],  # other upper respiratory
+        [-2.4, 0.3, 0.0, 1.0, 0.0, 0.0],  # pleurisy
+        [-1.8, 0.3, 0.0, 1.0, 0.0, 1.0],  # pneumonia
+        [-1.7, 0.9, 0.0, 1.5, 0.0, 0.2],  # respiratory failure
+        [-2.0, 0.8, 0.0, 0.0, 0.2, 1.7],  # septicemia
+        [-2.4, 1.4, 0.4, 0.0, 0.0, 0.8],  # shock
+    ]
+)
+PHENOTYPE_BIAS = _PHENOTYPE_BIAS_AND_LOADINGS[:, 0]
+PHENOTYPE_LOADINGS = _PHENOTYPE_BIAS_AND_LOADINGS[:, 1:]
+
+MORTALITY_BIAS = -2.5
+MORTALITY_LOADINGS = np.array([1.7, 0.4, 0.5, 0.3, 0.4])
+LOS_LOG_HOURS_MEAN = 3.9  # exp(3.9) ~ 49 h, the median stay
+LOS_LOADINGS = np.array([0.45, 0.1, 0.15, 0.1, 0.2])
+LOS_NOISE = 0.35
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Patients, their stays and the hidden state of every stay (row = stay)."""
+
+    patient_index: np.ndarray  # (n_stays,) int, 0..n_patients-1, stays of a patient are contiguous
+    stay_number: np.ndarray  # (n_stays,) int, 0 for a patient's first stay
+    latent: np.ndarray  # (n_stays, len(FACTORS)) float
+    died: np.ndarray  # (n_stays,) bool, in-hospital mortality
+    los_hours: np.ndarray  # (n_stays,) float, ICU length of stay
+    phenotypes: np.ndarray  # (n_stays, 25) bool
+
+    @property
+    def n_stays(self) -> int:
+        return len(self.patient_index)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def draw_cohort(rng: np.random.Generator, n_stays: int, readmission_rate: float = 0.2) -> Cohort:
+    """Draw `n_stays` stays; a share `readmission_rate` of stays are a patient's 2nd+ stay."""
+    if n_stays < 1:
+        raise ValueError(f"n_stays must be >= 1, got {n_stays}")
+    extra_stays = rng.geometric(1.0 - readmission_rate, size=n_stays) - 1
+    stays_per_patient = 1 + np.minimum(extra_stays, 5)
+    ends = np.cumsum(stays_per_patient)
+    n_patients = int(np.searchsorted(ends, n_stays) + 1)
+    stays_per_patient = stays_per_patient[:n_patients].copy()
+    stays_per_patient[-1] -= ends[n_patients - 1] - n_stays
+    patient_index = np.repeat(np.arange(n_patients), stays_per_patient)
+    first_row = np.concatenate([[0], np.cumsum(stays_per_patient)[:-1]])
+    stay_number = np.arange(n_stays) - np.repeat(first_row, stays_per_patient)
+
+    patient_state = rng.normal(size=(n_patients, len(FACTORS)))
+    latent = 0.7 * patient_state[patient_index] + 0.71 * rng.normal(size=(n_stays, len(FACTORS)))
+
+    died = rng.random(n_stays) < _sigmoid(MORTALITY_BIAS + latent @ MORTALITY_LOADINGS)
+    log_hours = LOS_LOG_HOURS_MEAN + latent @ LOS_LOADINGS + LOS_NOISE * rng.normal(size=n_stays)
+    los_hours = np.clip(np.exp(log_hours), 2.0, 1500.0)
+    phenotypes = rng.random((n_stays, len(PHENOTYPES))) < _sigmoid(PHENOTYPE_BIAS + latent @ PHENOTYPE_LOADINGS.T)
+    return Cohort(patient_index, stay_number, latent, died, los_hours, phenotypes)
+
+
+def presence(rng: np.random.Generator, n_stays: int, probabilities: dict[str, float]) -> dict[str, np.ndarray]:
+    """Independent per-modality presence draws, from a missingness profile {modality: P(present)}."""
+    for name, p in probabilities.items():
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"presence probability of {name!r} must be in [0, 1], got {p}")
+    return {name: rng.random(n_stays) < p for name, p in probabilities.items()}

@@ -1,0 +1,43 @@
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO / ".." / "shared" / "data"
+EICU_DEMO = SHARED_DATA / "eicu-demo-2.0.1"
+MIMIC_DEMO = SHARED_DATA / "mimic-iv-demo-2.2"
+
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real demo data not found at {path} (the shared PhysioNet demo folder is absent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def eicu_demo_raw(tmp_path_factory) -> Path:
+    """The eICU demo as a raw folder: official files linked, lab from the labelled 169-stay substitute."""
+    require(EICU_DEMO)
+    raw = tmp_path_factory.mktemp("eicu-demo-raw")
+    for name in ("patient", "diagnosis", "treatment", "medication", "apacheApsVar"):
+        (raw / f"{name}.csv.gz").symlink_to((EICU_DEMO / f"{name}.csv.gz").resolve())
+    substitute = require(EICU_DEMO / "_partial_substitutes" / "lab.pyhealth_100patient_subset.csv")
+    with open(substitute, "rb") as source, gzip.open(raw / "lab.csv.gz", "wb") as target:
+        shutil.copyfileobj(source, target)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (starting Ray costs seconds)."""
+    from clintraj.runtime import init_ray, shutdown_ray
+
+    init_ray(num_cpus=4)
+    yield
+    shutdown_ray()

@@ -1,0 +1,58 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from clintraj.config import ConfigError, flatten, load, to_dict
+from clintraj.workflows.end_to_end import EndToEndConfig
+
+
+@dataclass
+class Inner:
+    rate: float = 0.1
+    names: list[str] = field(default_factory=lambda: ["a"])
+
+
+@dataclass
+class Outer:
+    epochs: int = 3
+    inner: Inner = field(default_factory=Inner)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    assert load(Outer, None) == Outer()
+    config = load(Outer, write(tmp_path, "epochs: 7\ninner:\n  rate: 1\n  names: [x, y]\n"))
+    assert config == Outer(epochs=7, inner=Inner(rate=1.0, names=["x", "y"]))
+    assert isinstance(config.inner.rate, float)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "inner:\n  ratee: 0.2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'inner\.ratee': unknown key"):
+        load(Outer, path)
+
+
+def test_mistyped_value_names_key_and_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'epochs': expected int, got str"):
+        load(Outer, write(tmp_path, "epochs: three\n"))
+    with pytest.raises(ConfigError, match=r"key 'epochs': expected int, got a boolean"):
+        load(Outer, write(tmp_path, "epochs: true\n"))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load(Outer, tmp_path / "nope.yaml")
+
+
+def test_the_main_job_config_round_trips(tmp_path):
+    import yaml
+
+    config = EndToEndConfig()
+    path = write(tmp_path, yaml.safe_dump(to_dict(config)))
+    assert load(EndToEndConfig, path) == config
+    assert flatten({"a": {"b": 1}, "c": 2}) == {"a.b": 1, "c": 2}

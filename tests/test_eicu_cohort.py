@@ -1,0 +1,93 @@
+import csv
+import gzip
+import math
+
+import pandas as pd
+import pytest
+
+from clintraj.data.eicu import MODALITIES, EicuConfig, build, parse_age
+from clintraj.data.rawio import RawDataError
+
+CONFIG = EicuConfig(lab_min_count=100, vocabulary_min_count=5)
+
+
+def rows(path):
+    with gzip.open(path, "rt", newline="") as handle:
+        yield from csv.DictReader(handle)
+
+
+def expected_cohort(raw):
+    """The adult 12 h-30 d cohort with lab results, computed straight from the CSV files."""
+    lab_stays = set()
+    for row in rows(raw / "lab.csv.gz"):
+        try:
+            if math.isfinite(float(row["labresult"])):
+                lab_stays.add(int(row["patientunitstayid"]))
+        except ValueError:
+            pass
+    kept = set()
+    for row in rows(raw / "patient.csv.gz"):
+        if not row["age"] or row["age"] == "> 89":
+            continue
+        hours = (int(row["hospitaldischargeoffset"]) - int(row["hospitaladmitoffset"])) / 60
+        if 18 <= int(row["age"]) <= 89 and 12 <= hours <= 720 and int(row["patientunitstayid"]) in lab_stays:
+            kept.add(int(row["patientunitstayid"]))
+    return kept
+
+
+def test_real_demo_cohort_matches_an_independent_count(eicu_demo_raw):
+    tables = build(eicu_demo_raw, CONFIG)
+    assert set(tables.stays["stay_id"]) == expected_cohort(eicu_demo_raw)
+    assert tables.funnel[0]["remaining"] == 2520
+    assert tables.funnel[-1]["remaining"] == len(tables.stays)
+    for before, after in zip(tables.funnel, tables.funnel[1:]):
+        assert before["remaining"] - after["removed"] == after["remaining"]
+
+
+def test_real_demo_labels_and_modalities(eicu_demo_raw):
+    tables = build(eicu_demo_raw, CONFIG)
+    stays = tables.stays
+    assert stays["los_hours"].between(12, 720).all()
+    assert set(stays["died"].dropna().unique()) <= {0.0, 1.0}
+    assert stays["has_lab"].all() and stays["has_demographics"].all()
+    for name in MODALITIES:
+        table = tables.modalities[name]
+        assert table["stay_id"].is_unique
+        assert set(table["stay_id"]) == set(stays.loc[stays[f"has_{name}"], "stay_id"])
+    labs = tables.modalities["lab"]
+    assert all(c.startswith("lab:") for c in labs.columns[1:]) and len(labs.columns) > 10
+    # every non-numeric lab result is counted in the quarantine, never dropped silently
+    reasons = {(q["table"], q["reason"]): q["rows"] for q in tables.quarantine.summary()}
+    assert reasons[("lab.csv.gz", "labresult missing or not a finite number")] > 0
+
+
+def test_duplicate_lab_results_are_summed(tmp_path, eicu_demo_raw):
+    for name in ("patient", "diagnosis", "treatment", "medication", "apacheApsVar"):
+        (tmp_path / f"{name}.csv.gz").symlink_to(eicu_demo_raw / f"{name}.csv.gz")
+    lab = pd.read_csv(eicu_demo_raw / "lab.csv.gz")
+    stay = int(lab["patientunitstayid"].iloc[0])
+    extra = lab[(lab["patientunitstayid"] == stay) & (lab["labname"] == "BUN")].head(1).assign(labresult=1000.0)
+    pd.concat([lab, extra]).to_csv(tmp_path / "lab.csv.gz", index=False)
+    before = build(eicu_demo_raw, CONFIG).modalities["lab"].set_index("stay_id").loc[stay, "lab:BUN"]
+    after = build(tmp_path, CONFIG).modalities["lab"].set_index("stay_id").loc[stay, "lab:BUN"]
+    assert after == pytest.approx(before + 1000.0)
+
+
+def test_missing_column_names_file_and_column(tmp_path, eicu_demo_raw):
+    for name in ("diagnosis", "treatment", "medication", "apacheApsVar", "lab"):
+        (tmp_path / f"{name}.csv.gz").symlink_to(eicu_demo_raw / f"{name}.csv.gz")
+    pd.read_csv(eicu_demo_raw / "patient.csv.gz").drop(columns=["hospitaldischargeoffset"]).to_csv(
+        tmp_path / "patient.csv.gz", index=False)
+    with pytest.raises(RawDataError, match=r"patient\.csv\.gz: missing column 'hospitaldischargeoffset'"):
+        build(tmp_path, CONFIG)
+    (tmp_path / "patient.csv.gz").unlink()
+    (tmp_path / "patient.csv.gz").symlink_to(eicu_demo_raw / "patient.csv.gz")
+    (tmp_path / "lab.csv.gz").unlink()
+    with pytest.raises(RawDataError, match=r"missing raw file: .*lab\.csv\.gz"):
+        build(tmp_path, CONFIG)
+
+
+def test_age_strings():
+    parsed = parse_age(pd.Series(["> 89", "45", "", None, "abc"]))
+    assert parsed.iloc[0] == 90 and parsed.iloc[1] == 45
+    assert parsed.iloc[2:].isna().all()
