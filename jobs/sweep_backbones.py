@@ -34,7 +34,9 @@ def main() -> None:
         shutdown_ray()
     print("\nTest metrics of the best checkpoints:")
     for task, metrics in results.items():
-        shown = ", ".join(f"{k[5:]}={v:.3f}" for k, v in metrics.items() if k.startswith("test_"))
+        names = ("auroc", "auprc", "ace", "bss") if task == "mortality" else ("mse", "mae", "pearson", "spearman")
+        shown = ", ".join(f"{n}={metrics[f'test_{n}']:.3f} [{metrics[f'test_{n}_low']:.3f}, "
+                          f"{metrics[f'test_{n}_high']:.3f}]" for n in names)
         print(f"  {task}: {shown}")
     print(f"\nMLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
 

@@ -321,6 +321,33 @@ def test_absent_sources_are_absent_for_every_stay(synthetic_raw):
         assert tables.modalities[name].empty and tables.events[name].empty
         step = next(s for s in tables.funnel if s["step"].startswith(f"{name}:"))
         assert "not provided" in step["step"] and step["stays_with_modality"] == 0
+    # without a CXR root the CXR-subject join is not applied, and the funnel says so
+    step = next(s for s in tables.funnel if "MIMIC-CXR metadata" in s["step"])
+    assert step["step"].endswith("not applied (cxr=None)") and step["removed"] == 0
+    assert tables.funnel[0]["remaining"] == step["remaining"] == 300
+
+
+def test_cohort_is_the_cxr_metadata_join_on_subject(synthetic, synthetic_raw):
+    """Paper A.1: inner join of the MIMIC-CXR metadata and icustays on subject_id. Stays of
+    subjects without any metadata row leave the cohort in their own funnel step."""
+    imaged = {r["subject_id"] for r in rows(synthetic_raw / mt.CXR_METADATA.path)}
+    icu = list(rows(synthetic_raw / mt.ICUSTAYS.path))
+    unlinked = {int(r["stay_id"]) for r in icu if r["subject_id"] not in imaged}
+    assert 0 < len(unlinked) < len(icu)
+    step = next(s for s in synthetic.funnel if "MIMIC-CXR metadata" in s["step"])
+    assert step["removed"] == len(unlinked) and step["remaining"] == len(icu) - len(unlinked)
+    assert set(synthetic.stays["patient_id"]) <= imaged
+    assert not set(synthetic.stays["stay_id"]) & unlinked
+    # with the option off, those stays stay (they have demographics and maybe a time series)
+    kept = build(synthetic_raw, synthetic_raw / "mimic-cxr-jpg", None, MimicConfig(progress=False,
+                                                                                   require_cxr_subject=False))
+    assert unlinked <= set(kept.stays["stay_id"])
+    step = next(s for s in kept.funnel if "MIMIC-CXR metadata" in s["step"])
+    assert step["step"].endswith("not applied (require_cxr_subject=False)") and step["removed"] == 0
+    linked = kept.stays[~kept.stays["stay_id"].isin(unlinked)]
+    assert list(linked["stay_id"]) == list(synthetic.stays["stay_id"])
+    assert (linked["has_cxr"].to_numpy() == synthetic.stays["has_cxr"].to_numpy()).all()
+    assert not kept.stays.loc[kept.stays["stay_id"].isin(unlinked), "has_cxr"].any()
 
 
 # --- small pieces ----------------------------------------------------------------------

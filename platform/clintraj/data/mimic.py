@@ -7,8 +7,10 @@ Layout: `raw` holds `hosp/` and `icu/`; `cxr` is the MIMIC-CXR-JPG root
 that modality is then absent for every stay, and the funnel says so.
 
 Cohort: the ICU stays of `icu/icustays` with a valid stay_id and intime < outtime,
-kept when they have at least one modality. Everything per stay is computed on
-all stays first; the last funnel step drops the stays with none.
+of subjects in the MIMIC-CXR metadata (the paper's inner join of the CXR metadata
+and icustays on subject_id; `MimicConfig.require_cxr_subject`, applied when `cxr`
+is given), kept when they have at least one modality. Everything per stay is
+computed on those stays first; the last funnel step drops the stays with none.
 
 * time_series: the 17 mimic3-benchmarks variables from `icu/chartevents` (and
   glucose / O2 saturation / pH from `hosp/labevents`), charted inside
@@ -63,21 +65,30 @@ note text, ids or dates.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import logging
 import math
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import yaml
 from tqdm.auto import tqdm
 
 from clintraj.data import mimic_tables as mt
 from clintraj.data.cohort import CohortTables
-from clintraj.data.rawio import Quarantine, read_table, stream_table
+from clintraj.data.rawio import Quarantine, RawDataError, check_columns, read_table, stream_table, table_path
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +118,11 @@ class MimicConfig:
     fio2_percent_to_fraction: bool = True  # FiO2 > 1 is a percentage: divide by 100
     cxr_views: tuple[str, ...] = ("AP",)
     cxr_require_file: bool = True  # an image counts only when its JPEG exists below the cxr root
+    require_cxr_subject: bool = True  # cohort: stays of subjects in the CXR metadata (ignored when cxr is None)
     age_edges: tuple[int, ...] = (18, 30, 40, 50, 60, 70, 80)  # groups 18-29, ..., 70-79, 80+
     numeric_age: bool = True  # also keep the age in years (a number) next to the age group
     note_separator: str = "\n\n"
-    chunk_rows: int = 1_000_000
+    chunk_rows: int = 1_000_000  # rows per streamed chunk (chartevents / labevents: about, in blocks <= 4 MiB)
     progress: bool = True
 
 
@@ -174,6 +186,23 @@ def load_stays(raw: Path, quarantine: Quarantine) -> tuple[pd.DataFrame, list[di
          "intime/outtime missing, unparseable or outtime not after intime")
     stays = stays.astype({"stay_id": "int64", "subject_id": "int64"})
     return stays.sort_values("stay_id", kind="stable").reset_index(drop=True), funnel
+
+
+def cxr_linked_stays(stays: pd.DataFrame, cxr: Path | None, config: MimicConfig,
+                     funnel: list[dict]) -> pd.DataFrame:
+    """The paper's cohort (appendix A.1): the stays of subjects with at least one row in the
+    MIMIC-CXR metadata (inner join on subject_id), when `cxr` is given and
+    `require_cxr_subject` is set; a funnel step either way."""
+    step = "subject without a row in the MIMIC-CXR metadata (inner join on subject_id)"
+    if cxr is None or not config.require_cxr_subject:
+        why = "cxr=None" if cxr is None else "require_cxr_subject=False"
+        funnel.append({"step": f"{step}: not applied ({why})", "removed": 0, "remaining": len(stays)})
+        return stays
+    subjects = list(_csv_batches(Path(cxr), _CXR_METADATA, ["subject_id"], config.chunk_rows,
+                                 lambda _, batch: _integers(batch.column("subject_id"))))
+    linked = stays["subject_id"].isin(np.unique(np.concatenate([np.zeros(0, dtype="int64"), *subjects])))
+    funnel.append({"step": step, "removed": int((~linked).sum()), "remaining": int(linked.sum())})
+    return stays[linked].reset_index(drop=True)
 
 
 # --- labels ----------------------------------------------------------------------------
@@ -290,6 +319,13 @@ _GCS_TOTAL = "Glascow coma scale total"
 _GCS_PARTS = ("Glascow coma scale eye opening", "Glascow coma scale motor response",
               "Glascow coma scale verbal response")
 _CAPILLARY_REFILL = "Capillary refill rate"
+_CODE = {name: k for k, name in enumerate(mt.VARIABLES)}  # a variable's code: its index in mt.VARIABLES
+_IS_CATEGORICAL = np.array([name in mt.CATEGORICAL_VARIABLES for name in mt.VARIABLES])
+_GCS_PART_CODES = np.array([_CODE[name] for name in _GCS_PARTS])  # ascending, in _GCS_PARTS order
+_ITEMS = np.array(sorted(mt.ITEMID_TO_VARIABLE), dtype="int64")  # chartevents and labevents item ids
+_ITEM_CODE = np.array([_CODE[mt.ITEMID_TO_VARIABLE[i]] for i in _ITEMS], dtype="int8")
+_BYTES_PER_ROW = 64  # pyarrow reads blocks of about chunk_rows rows (a chartevents row is ~95 bytes) ...
+_MAX_BLOCK_BYTES = 4 << 20  # ... of at most 4 MiB
 
 
 def normal_values() -> dict[str, float]:
@@ -298,19 +334,32 @@ def normal_values() -> dict[str, float]:
 
 
 def _windows(stays: pd.DataFrame, config: MimicConfig) -> pd.DataFrame:
-    """Per cohort stay (index stay_id): subject_id, intime, outtime, and `end`, the last time
-    kept (outtime, or intime + max_hours when that is earlier)."""
-    windows = stays.set_index("stay_id")[["subject_id", "intime", "outtime"]].copy()
+    """Per cohort stay (index stay_id, sorted): subject_id, intime, outtime, and `end`, the
+    last time kept (outtime, or intime + max_hours when that is earlier)."""
+    windows = stays.set_index("stay_id")[["subject_id", "intime", "outtime"]].sort_index()
     windows["end"] = windows["outtime"]
     if config.max_hours is not None:
         windows["end"] = windows["end"].clip(upper=windows["intime"] + config.max_hours * _HOUR)
     return windows
 
 
-def assign_stays(subject: pd.Series, time: pd.Series, windows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _with_nat(times: pd.Series) -> np.ndarray:
+    """The times as datetime64[us], and NaT at -1: the time of a row without a stay (pos -1)."""
+    return np.append(times.to_numpy().astype("datetime64[us]"), np.datetime64("NaT", "us"))
+
+
+def _positions(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in `sorted_ids`, -1 where it is not there."""
+    if not len(sorted_ids):
+        return np.full(len(values), -1, dtype="int64")
+    at = np.searchsorted(sorted_ids, values).clip(max=len(sorted_ids) - 1)
+    return np.where(sorted_ids[at] == values, at, -1)
+
+
+def assign_stays(subject: np.ndarray, time: np.ndarray, windows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(stay_id or -1, number of stays matched) per row: the subject's stays whose
     [intime, outtime] contains the time."""
-    left = pd.DataFrame({"subject_id": subject.fillna(-1).astype("int64").to_numpy(), "t": time.to_numpy(),
+    left = pd.DataFrame({"subject_id": np.asarray(subject, dtype="int64"), "t": np.asarray(time),
                          "pos": np.arange(len(subject))})
     right = windows.reset_index()[["subject_id", "stay_id", "intime", "outtime"]]
     pairs = left.merge(right, on="subject_id")
@@ -322,36 +371,423 @@ def assign_stays(subject: pd.Series, time: pd.Series, windows: pd.DataFrame) -> 
     return stay, count
 
 
-def resolve_values(variable: pd.Series, value: pd.Series, valuenum: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """Numbers for raw rows of the 17 variables, and the quarantine reason of each row that
-    has none (NA when fine). Numeric variables: valuenum (else the text value if it is a
-    number); GCS: the score in valuenum (else the text answer, mapped); capillary refill:
-    the text answer (else valuenum 0/1)."""
-    index = variable.index
-    number = pd.to_numeric(valuenum, errors="coerce").astype("float64")
-    text = value.astype("string").str.strip()
-    from_text = pd.to_numeric(text, errors="coerce").astype("float64")
-    number = number.where(np.isfinite(number))
-    from_text = from_text.where(np.isfinite(from_text))
-    out = pd.Series(np.nan, index=index)
-    reason = pd.Series(pd.NA, index=index, dtype="string")
+# Raw text -> numbers, column by column. pyarrow's casts are the fast path; a chunk they
+# refuse (a stray 'n/a', a padded number, an odd date) goes through pandas as before.
 
-    numeric = ~variable.isin(list(mt.CATEGORICAL_VARIABLES))
-    out[numeric] = number[numeric].fillna(from_text[numeric])
-    reason[numeric & out.isna()] = "valuenum missing or not a finite number"
+
+def _integers(text: pa.Array) -> np.ndarray:
+    """int64 per row of a text column; -1 where blank or not a whole number."""
+    try:
+        return pc.fill_null(pc.cast(text, pa.int64()), -1).to_numpy()
+    except pa.ArrowInvalid:
+        number = _floats(text)
+        whole = np.isfinite(number) & (number == np.floor(number))
+        return np.where(whole, number, -1).astype("int64")
+
+
+def _floats(text: pa.Array) -> np.ndarray:
+    """float64 per row of a text column; NaN where blank, not a number or not finite."""
+    try:
+        number = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        number = pd.to_numeric(text.to_pandas(), errors="coerce").astype("float64").to_numpy()
+    return np.where(np.isfinite(number), number, np.nan)
+
+
+def _datetimes(text: pa.Array) -> np.ndarray:
+    """datetime64[us] per row of a 'YYYY-MM-DD[ HH:MM:SS]' text column; NaT where blank or
+    unparseable (`parse_datetime`'s rules)."""
+    try:
+        return pc.cast(text, pa.timestamp("us")).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        return parse_datetime(text.to_pandas()).to_numpy().astype("datetime64[us]")
+
+
+def _answers(text: pa.Array, mapping) -> np.ndarray:
+    """float64 code of each text answer (`mapping`), NaN for any other text or a blank."""
+    index = pc.index_in(text, value_set=pa.array(list(mapping), pa.string())).to_numpy(zero_copy_only=False)
+    codes = np.array([float(v) for v in mapping.values()] + [np.nan])
+    return codes[np.where(np.isnan(index), len(mapping), index).astype("int64")]
+
+
+class _ReadAhead:
+    """The items of an iterator, produced by a daemon thread up to `depth` ahead. zlib and
+    pyarrow's CSV reader release the GIL, so decompressing and parsing overlap the
+    consumer's work. `get` may be called from any thread; an error of the producer is
+    raised there; after `close`, `get` gives its default."""
+
+    def __init__(self, items: Iterator, depth: int):
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(items,), name="clintraj-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, entry: tuple) -> bool:
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(entry, timeout=0.1)
+                return True
+        return False
+
+    def _produce(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if not self._put((True, item)):
+                    return
+            self._put((False, None))
+        except BaseException as error:  # handed to the consumer
+            self._put((False, error))
+
+    def get(self, default=None):
+        while not self._stop.is_set():
+            try:
+                more, item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if more:
+                return item
+            self._stop.set()
+            if item is not None:
+                raise item
+        return default
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()  # it stops at its next item
+
+
+class _Gunzipped(io.RawIOBase):
+    """A .gz file's bytes for pyarrow, decompressed a block ahead by a background thread
+    (pyarrow's streaming CSV reader would decompress and parse in one thread)."""
+
+    def __init__(self, path: Path, block: int):
+        super().__init__()
+
+        def blocks() -> Iterator[bytes]:
+            with gzip.open(path, "rb") as handle:
+                while data := handle.read(block):
+                    yield data
+
+        self._blocks = _ReadAhead(blocks(), depth=2)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (at most the rest of the current block); b"" at the end."""
+        if not self._pending:
+            self._pending = self._blocks.get(b"")
+        cut = len(self._pending) if size < 0 else size
+        data, self._pending = self._pending[:cut], self._pending[cut:]
+        return data
+
+    def close(self) -> None:
+        self._blocks.close()
+        super().close()
+
+
+def _csv_batches(raw: Path, relative: str, columns: list[str], chunk_rows: int,
+                 prepare: Callable[[int, pa.RecordBatch], object]) -> Iterator:
+    """`prepare(first data row, record batch)` over the batches of a large raw table, all
+    streamed ahead of the caller: blocks of about `chunk_rows` rows (4 MiB at most) are
+    decompressed by one thread, parsed by pyarrow (only `columns`, as text, blank -> null)
+    and prepared by another. Memory: a few blocks, whatever the table's size."""
+    path = table_path(raw, relative)
+    check_columns(path, columns)
+    read = pacsv.ReadOptions(block_size=int(np.clip(chunk_rows * _BYTES_PER_ROW, 1 << 16, _MAX_BLOCK_BYTES)))
+    convert = pacsv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(columns, pa.string()),
+                                   null_values=[""], strings_can_be_null=True)
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+
+    def prepared(reader: pacsv.CSVStreamingReader) -> Iterator:
+        start = 0
+        for batch in reader:
+            yield prepare(start, batch)
+            start += batch.num_rows
+
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(_Gunzipped(path, read.block_size) if path.suffix == ".gz" else open(path, "rb"))
+        try:
+            reader = stack.enter_context(pacsv.open_csv(source, read_options=read, parse_options=parse,
+                                                        convert_options=convert))
+        except (pa.ArrowException, OSError, EOFError) as error:
+            raise _unreadable(path, error) from None
+        batches = _ReadAhead(prepared(reader), depth=2)
+        stack.callback(batches.close)  # closed first: the reader, then the source, after it
+        while (item := _next_batch(batches, path)) is not None:
+            yield item
+    pa.default_memory_pool().release_unused()  # the blocks' memory back to the system
+
+
+def _next_batch(batches: _ReadAhead, path: Path):
+    """The next prepared batch, or None at the end. A broken file is a RawDataError that,
+    unlike pyarrow's, does not quote the offending line (ids, dates)."""
+    try:
+        return batches.get()
+    except (pa.ArrowException, OSError, EOFError) as error:
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: Exception) -> RawDataError:
+    return RawDataError(f"{path}: unreadable CSV ({type(error).__name__})")
+
+
+def _item_set(items: dict[str, tuple[int, ...]]) -> pa.Array:
+    return pa.array(sorted({str(i) for ids in items.values() for i in ids}), pa.string())
+
+
+class _Columns(dict):
+    """Equal-length numpy columns, filtered or reordered together (`rows`: a boolean mask
+    or positions)."""
+
+    def where(self, rows: np.ndarray) -> "_Columns":
+        return _Columns({name: column[rows] for name, column in self.items()})
+
+    @staticmethod
+    def concat(parts: list["_Columns"]) -> "_Columns":
+        return _Columns({name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
+
+
+def _no_rows() -> _Columns:
+    """No measurement: pos (the stay's place in the windows), offset (microseconds from
+    intime), itemid, code (the variable's), value, source (0 chartevents, 1 labevents) and
+    row (the file's data row)."""
+    dtypes = {"pos": "int64", "offset": "int64", "itemid": "int64", "code": "int8", "value": "float64",
+              "source": "int8", "row": "int64"}
+    return _Columns({name: np.zeros(0, dtype=dtype) for name, dtype in dtypes.items()})
+
+
+def resolve_values(code: np.ndarray, number: np.ndarray,
+                   text: Callable[[np.ndarray], pa.Array]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Numbers for raw rows of the 17 variables (`code`: index in mt.VARIABLES, `number`:
+    valuenum, `text(rows)`: the stripped text value of those rows), NaN where there is none,
+    and those rows by quarantine reason. Numeric variables: valuenum (else the text value
+    if it is a number); GCS: the score in valuenum (else the text answer, mapped); capillary
+    refill: the text answer (else valuenum 0/1)."""
+    value = number.copy()
+    numeric = ~_IS_CATEGORICAL[code]
+    need = numeric & np.isnan(value)
+    if need.any():
+        value[need] = _floats(text(need))
+    reasons = {"valuenum missing or not a finite number": numeric & np.isnan(value)}
+    gcs = np.zeros(len(code), dtype=bool)
     for name in _GCS_PARTS:
-        rows = variable.eq(name)
-        answers = text[rows].map(dict(mt.GCS_TEXT_TO_NUMERIC[name])).astype("float64")
-        out[rows] = number[rows].fillna(answers)
-        reason[rows & out.isna()] = "GCS valuenum missing and text not a known answer"
-    rows = variable.eq(_CAPILLARY_REFILL)
-    answers = text[rows].map(dict(mt.CAPILLARY_REFILL_TEXT_TO_NUMERIC)).astype("float64")
-    out[rows] = answers.fillna(number[rows].where(number[rows].isin([0.0, 1.0])))
-    reason[rows & out.isna()] = "capillary refill text missing or not a known answer"
-    return out.to_numpy(), reason
+        rows = code == _CODE[name]
+        gcs |= rows
+        need = rows & np.isnan(value)
+        if need.any():
+            value[need] = _answers(text(need), mt.GCS_TEXT_TO_NUMERIC[name])
+    reasons["GCS valuenum missing and text not a known answer"] = gcs & np.isnan(value)
+    rows = code == _CODE[_CAPILLARY_REFILL]
+    if rows.any():
+        answer = _answers(text(rows), mt.CAPILLARY_REFILL_TEXT_TO_NUMERIC)
+        value[rows] = np.where(np.isnan(answer), np.where(np.isin(number[rows], [0.0, 1.0]), number[rows], np.nan),
+                               answer)
+    reasons["capillary refill text missing or not a known answer"] = rows & np.isnan(value)
+    return value, reasons
 
 
-def convert_units(itemid: np.ndarray, variable: pd.Series, value: np.ndarray, config: MimicConfig) -> np.ndarray:
+@dataclass
+class _ItemRows:
+    """One raw batch's rows of the variables' items, as `_item_rows` prepares them."""
+
+    read: int  # rows in the raw batch
+    batch: pa.RecordBatch  # its rows of the items
+    columns: _Columns  # row, at (the row in `batch`), itemid, code, t, value, and stay + blank or subject
+    reasons: dict[str, np.ndarray]  # the rows without a value, by quarantine reason
+
+
+def _item_rows(start: int, batch: pa.RecordBatch, itemids: pa.Array, stay_column: str | None = None,
+               subjects: np.ndarray | None = None) -> _ItemRows:
+    """(Run by the read-ahead thread.) The batch's rows whose itemid is one of `itemids`
+    (and, given `subjects`, whose subject_id is one of them) as numpy columns, their
+    values resolved: `row` is the data row in the file, `stay` / `blank` the stay_id
+    column's number / blankness (given `stay_column`)."""
+    read = batch.num_rows
+    item = pc.utf8_trim_whitespace(batch.column("itemid"))
+    positions = np.flatnonzero(pc.is_in(item, value_set=itemids).to_numpy(zero_copy_only=False))
+    if len(positions) < read:
+        batch, item = batch.take(positions), item.take(positions)
+    if subjects is not None:
+        subject = _integers(batch.column("subject_id"))
+        cohort = np.isin(subject, subjects)
+        if not cohort.all():
+            batch, item = batch.filter(cohort), item.filter(cohort)
+            positions, subject = positions[cohort], subject[cohort]
+    itemid = _integers(item)
+    code = _ITEM_CODE[np.searchsorted(_ITEMS, itemid)]
+    columns = _Columns(row=start + positions, at=np.arange(batch.num_rows), itemid=itemid, code=code,
+                       t=_datetimes(batch.column("charttime")))
+    texts = batch.column("value") if "value" in batch.schema.names else None
+
+    def text(rows: np.ndarray) -> pa.Array:
+        if texts is None:
+            return pa.nulls(int(rows.sum()), pa.string())
+        return pc.utf8_trim_whitespace(texts.take(columns["at"][rows]))
+
+    columns["value"], reasons = resolve_values(code, _floats(batch.column("valuenum")), text)
+    if subjects is not None:
+        columns["subject"] = subject
+    else:
+        columns["stay"] = _integers(batch.column(stay_column)).copy()
+        columns["blank"] = batch.column(stay_column).is_null().to_numpy(zero_copy_only=False)
+    return _ItemRows(read, batch, columns, reasons)
+
+
+def _measurements(rows: _ItemRows, pos: np.ndarray, keep: np.ndarray, intime: np.ndarray, source: int,
+                  table: str, quarantine: Quarantine) -> _Columns:
+    """The kept rows (`pos`: their stay's place in the windows) that have a value, as
+    measurements (see `_no_rows`); the kept ones without a value quarantined."""
+    for reason, bad in rows.reasons.items():
+        quarantine.add(table, reason, rows.columns["row"][keep & bad])
+    keep = keep & ~np.isnan(rows.columns["value"])
+    kept = rows.columns.where(keep)
+    at = pos[keep]
+    return _Columns(pos=at, offset=(kept["t"] - intime[at]) // np.timedelta64(1, "us"), itemid=kept["itemid"],
+                    code=kept["code"], value=kept["value"], source=np.full(len(at), source, dtype="int8"),
+                    row=kept["row"])
+
+
+def _chart_columns(config: MimicConfig) -> list[str]:
+    if config.chartevents_stand_in:
+        return ["subject_id", "stay_id_inferred", "charttime", "itemid", "valuenum"]
+    return ["subject_id", "stay_id", "charttime", "itemid", "value", "valuenum"]
+
+
+def chart_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, quarantine: Quarantine,
+                       detail: dict) -> list[_Columns]:
+    """Rows of icu/chartevents for the 17 variables' items, inside their cohort stay.
+    With the stand-in, a row without stay_id is placed by (subject, charttime)."""
+    itemids = _item_set(mt.CHART_ITEMIDS)
+    stay_column = "stay_id_inferred" if config.chartevents_stand_in else "stay_id"
+    ids = windows.index.to_numpy()
+    intime, outtime, end = (_with_nat(windows[c]) for c in ("intime", "outtime", "end"))
+    parts = []
+    batches = _csv_batches(raw, _CHART, _chart_columns(config), config.chunk_rows,
+                           lambda start, batch: _item_rows(start, batch, itemids, stay_column=stay_column))
+    for rows in tqdm(batches, desc="MIMIC chartevents", unit="chunk", disable=not config.progress):
+        detail["chartevents rows read"] += rows.read
+        chunk = rows.columns
+        detail["chartevents rows of the variables' items"] += len(chunk["row"])
+        # each check on the rows that passed the ones before
+        row, t, stay = chunk["row"], chunk["t"], chunk["stay"]
+        parsed = ~np.isnat(t)
+        quarantine.add(_CHART, "charttime missing or unparseable", row[~parsed])
+        blank = chunk["blank"] & parsed
+        if blank.any():
+            subject = _integers(rows.batch.column("subject_id").take(chunk["at"][blank]))
+            stay[blank], count = assign_stays(subject, t[blank], windows)
+            quarantine.add(_CHART, "stay_id blank and charttime in no ICU stay of the subject", row[blank][count == 0])
+            quarantine.add(_CHART, "stay_id blank and charttime in several ICU stays of the subject",
+                           row[blank][count > 1])
+            detail["chartevents rows placed in a stay by subject and charttime"] += int((count == 1).sum())
+        given = parsed & ~chunk["blank"]
+        quarantine.add(_CHART, "stay_id not a number", row[given & (stay < 0)])
+        pos = _positions(ids, stay)
+        detail["chartevents rows of stays outside the cohort"] += int((given & (stay >= 0) & (pos < 0)).sum())
+        placed = parsed & (pos >= 0)
+        outside = placed & ((t < intime[pos]) | (t > outtime[pos]))
+        quarantine.add(_CHART, "charttime outside the stay", row[outside])
+        late = placed & ~outside & (t > end[pos])
+        detail["chartevents rows after max_hours"] += int(late.sum())
+        parts.append(_measurements(rows, pos, placed & ~outside & ~late, intime, 0, _CHART, quarantine))
+    return parts
+
+
+def lab_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, quarantine: Quarantine,
+                     detail: dict) -> list[_Columns]:
+    """Rows of hosp/labevents for the lab items of the variables, placed in the cohort stay
+    whose [intime, outtime] holds their charttime (labs carry no stay_id). Labs outside every
+    ICU stay are ward or outpatient results: filtered and counted, not quarantined."""
+    itemids = _item_set(mt.LAB_ITEMIDS)
+    subjects = windows["subject_id"].unique()
+    ids, intime, end = windows.index.to_numpy(), _with_nat(windows["intime"]), _with_nat(windows["end"])
+    parts = []
+    columns = ["subject_id", "charttime", "itemid", "value", "valuenum"]
+    batches = _csv_batches(raw, _LAB, columns, config.chunk_rows,
+                           lambda start, batch: _item_rows(start, batch, itemids, subjects=subjects))
+    for rows in tqdm(batches, desc="MIMIC labevents", unit="chunk", disable=not config.progress):
+        chunk = rows.columns
+        row, t = chunk["row"], chunk["t"]
+        detail["labevents rows of the variables' items for cohort subjects"] += len(row)
+        parsed = ~np.isnat(t)
+        quarantine.add(_LAB, "charttime missing or unparseable", row[~parsed])
+        stay, count = np.full(len(t), -1), np.zeros(len(t), dtype="int64")
+        stay[parsed], count[parsed] = assign_stays(chunk["subject"][parsed], t[parsed], windows)
+        detail["labevents rows outside every ICU stay (not ICU data)"] += int((parsed & (count == 0)).sum())
+        quarantine.add(_LAB, "charttime in several ICU stays of the subject", row[count > 1])
+        pos = _positions(ids, stay)
+        placed = count == 1
+        late = placed & (t > end[pos])
+        detail["labevents rows after max_hours"] += int(late.sum())
+        parts.append(_measurements(rows, pos, placed & ~late, intime, 1, _LAB, quarantine))
+    return parts
+
+
+def _runs(*keys: np.ndarray) -> np.ndarray:
+    """0-based run number of each row: a new run starts where any key changes."""
+    if not len(keys[0]):
+        return np.zeros(0, dtype="int64")
+    change = np.zeros(len(keys[0]), dtype=bool)
+    change[0] = True
+    for key in keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.cumsum(change) - 1
+
+
+def _time_order(rows: _Columns) -> np.ndarray:
+    """Stable order of measurements by stay, then time: rows of one time keep their order
+    (chartevents, as concatenated first, before labevents; each in file order)."""
+    pos, offset = rows["pos"], rows["offset"]  # offset >= 0: every row is inside its stay
+    span = int(offset.max()) + 1 if len(offset) else 1
+    if not len(pos) or int(pos.max()) < (2**62) // span:  # one int64 key: a near-linear sort of nearly sorted rows
+        return np.argsort(pos * span + offset, kind="stable")
+    return np.lexsort((offset, pos))
+
+
+def _drop_duplicates(rows: _Columns, quarantine: Quarantine) -> _Columns:
+    """Quarantine repeats of (stay, charttime, item, value) within a table; keep the first.
+    `rows` are in time order, so a repeat shares its (stay, charttime, source) run: only the
+    rows whose (run, item) is not unique are compared by value."""
+    run = _runs(rows["pos"], rows["offset"], rows["source"])
+    key = run * len(_ITEMS) + np.searchsorted(_ITEMS, rows["itemid"])
+    order = np.argsort(key, kind="stable")
+    same = key[order][1:] == key[order][:-1]
+    shared = np.zeros(len(key), dtype=bool)
+    shared[order[1:][same]] = True
+    shared[order[:-1][same]] = True
+    repeated = np.zeros(len(key), dtype=bool)
+    if shared.any():
+        pairs = pd.DataFrame({"key": key[shared], "value": rows["value"][shared]})
+        repeated[shared] = pairs.duplicated(keep="first").to_numpy()
+    for source, table in ((0, _CHART), (1, _LAB)):
+        quarantine.add(table, "duplicate row (same stay, charttime, item and value)",
+                       rows["row"][repeated & (rows["source"] == source)])
+    return rows.where(~repeated) if repeated.any() else rows
+
+
+def gcs_totals(rows: _Columns) -> _Columns:
+    """GCS total rows: eye + motor + verbal where all three are charted at the same time
+    (the last value of each part at that time). `rows` are in time order."""
+    parts = rows.where(np.isin(rows["code"], _GCS_PART_CODES))
+    if not len(parts["pos"]):
+        return _no_rows()
+    run = _runs(parts["pos"], parts["offset"])
+    key = run * 3 + np.searchsorted(_GCS_PART_CODES, parts["code"])
+    order = np.argsort(key, kind="stable")
+    last = order[np.r_[key[order][1:] != key[order][:-1], True]]
+    table = np.full((run[-1] + 1, 3), np.nan)
+    table[key[last] // 3, key[last] % 3] = parts["value"][last]
+    complete = ~np.isnan(table).any(axis=1)
+    first = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])[complete]
+    n = len(first)
+    return _Columns(pos=parts["pos"][first], offset=parts["offset"][first], itemid=np.full(n, -1),
+                    code=np.full(n, _CODE[_GCS_TOTAL], dtype="int8"), value=table[complete].sum(axis=1),
+                    source=np.zeros(n, dtype="int8"), row=np.full(n, -1))
+
+
+def convert_units(itemid: np.ndarray, code: np.ndarray, value: np.ndarray, config: MimicConfig) -> np.ndarray:
     """Metric units for every item (mimic_tables' F / lb / in items), FiO2 as a fraction and
     O2 saturation in percent (mimic3-benchmarks `clean_fio2`, `clean_o2sat`)."""
     value = value.astype("float64").copy()
@@ -362,127 +798,11 @@ def convert_units(itemid: np.ndarray, variable: pd.Series, value: np.ndarray, co
     inches = np.isin(itemid, list(mt.INCH_ITEMIDS))
     value[inches] = value[inches] * 2.54
     if config.fio2_percent_to_fraction:
-        percent = variable.eq("Fraction inspired oxygen").to_numpy() & (value > 1.0)
+        percent = (code == _CODE["Fraction inspired oxygen"]) & (value > 1.0)
         value[percent] = value[percent] / 100.0
-    fraction = variable.eq("Oxygen saturation").to_numpy() & (value <= 1.0)
+    fraction = (code == _CODE["Oxygen saturation"]) & (value <= 1.0)
     value[fraction] = value[fraction] * 100.0
     return value
-
-
-def _values_frame(chunk: pd.DataFrame, stay: np.ndarray, time: pd.Series, source: int, table: str,
-                  quarantine: Quarantine) -> pd.DataFrame:
-    """The chunk's rows as (stay_id, t, itemid, variable, value, source, row); rows without
-    a usable number quarantined."""
-    itemid = pd.to_numeric(chunk["itemid"]).astype("int64")
-    variable = itemid.map(dict(mt.ITEMID_TO_VARIABLE))
-    value_text = chunk["value"] if "value" in chunk else pd.Series(pd.NA, index=chunk.index, dtype="string")
-    value, reason = resolve_values(variable, value_text, chunk["valuenum"])
-    for why in reason.dropna().unique():
-        quarantine.add(table, why, chunk.index[reason.eq(why).fillna(False).to_numpy()])
-    ok = reason.isna().to_numpy()
-    return pd.DataFrame({
-        "stay_id": stay[ok], "t": time.to_numpy()[ok], "itemid": itemid.to_numpy()[ok],
-        "variable": pd.Categorical(variable[ok], categories=mt.VARIABLES), "value": value[ok],
-        "source": np.int8(source), "row": chunk.index.to_numpy()[ok],
-    })
-
-
-def _chart_columns(config: MimicConfig) -> list[str]:
-    if config.chartevents_stand_in:
-        return ["subject_id", "stay_id_inferred", "charttime", "itemid", "valuenum"]
-    return ["subject_id", "stay_id", "charttime", "itemid", "value", "valuenum"]
-
-
-def chart_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, quarantine: Quarantine,
-                       detail: dict) -> list[pd.DataFrame]:
-    """Rows of icu/chartevents for the 17 variables' items, inside their cohort stay.
-    With the stand-in, a row without stay_id is placed by (subject, charttime)."""
-    itemids = {str(i) for ids in mt.CHART_ITEMIDS.values() for i in ids}
-    frames = []
-    chunks = stream_table(raw, _CHART, _chart_columns(config), dtype="string", chunk_rows=config.chunk_rows)
-    for _, chunk in tqdm(chunks, desc="MIMIC chartevents", unit="chunk", disable=not config.progress):
-        detail["chartevents rows read"] += len(chunk)
-        chunk = chunk.rename(columns=STAND_IN_COLUMNS)
-        chunk = chunk[chunk["itemid"].str.strip().isin(itemids)]
-        detail["chartevents rows of the variables' items"] += len(chunk)
-        time = parse_datetime(chunk["charttime"])
-        quarantine.add(_CHART, "charttime missing or unparseable", chunk.index[time.isna()])
-        chunk, time = chunk[time.notna()], time[time.notna()]
-        stay = pd.to_numeric(chunk["stay_id"], errors="coerce").fillna(-1).astype("int64").to_numpy(copy=True)
-        blank = chunk["stay_id"].isna().to_numpy()
-        if blank.any():
-            subject = pd.to_numeric(chunk.loc[blank, "subject_id"], errors="coerce")
-            assigned, count = assign_stays(subject, time[blank], windows)
-            stay[blank] = assigned
-            quarantine.add(_CHART, "stay_id blank and charttime in no ICU stay of the subject",
-                           chunk.index[blank][count == 0])
-            quarantine.add(_CHART, "stay_id blank and charttime in several ICU stays of the subject",
-                           chunk.index[blank][count > 1])
-            detail["chartevents rows placed in a stay by subject and charttime"] += int((count == 1).sum())
-        not_a_number = ~blank & (stay < 0)
-        quarantine.add(_CHART, "stay_id not a number", chunk.index[not_a_number])
-        row = windows.index.get_indexer(stay)
-        detail["chartevents rows of stays outside the cohort"] += int((~blank & (stay >= 0) & (row < 0)).sum())
-        keep = row >= 0
-        chunk, time, stay, row = chunk[keep], time[keep], stay[keep], row[keep]
-        intime, outtime, end = (windows[c].to_numpy()[row] for c in ("intime", "outtime", "end"))
-        t = time.to_numpy()
-        outside = (t < intime) | (t > outtime)
-        quarantine.add(_CHART, "charttime outside the stay", chunk.index[outside])
-        late = ~outside & (t > end)
-        detail["chartevents rows after max_hours"] += int(late.sum())
-        keep = ~outside & ~late
-        frames.append(_values_frame(chunk[keep], stay[keep], time[keep], 0, _CHART, quarantine))
-    return frames
-
-
-def lab_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, quarantine: Quarantine,
-                     detail: dict) -> list[pd.DataFrame]:
-    """Rows of hosp/labevents for the lab items of the variables, placed in the cohort stay
-    whose [intime, outtime] holds their charttime (labs carry no stay_id). Labs outside every
-    ICU stay are ward or outpatient results: filtered and counted, not quarantined."""
-    itemids = {str(i) for ids in mt.LAB_ITEMIDS.values() for i in ids}
-    subjects = windows["subject_id"].unique()
-    frames = []
-    columns = ["subject_id", "charttime", "itemid", "value", "valuenum"]
-    chunks = stream_table(raw, _LAB, columns, dtype="string", chunk_rows=config.chunk_rows)
-    for _, chunk in tqdm(chunks, desc="MIMIC labevents", unit="chunk", disable=not config.progress):
-        chunk = chunk[chunk["itemid"].str.strip().isin(itemids)]
-        subject = pd.to_numeric(chunk["subject_id"], errors="coerce")
-        chunk, subject = chunk[subject.isin(subjects)], subject[subject.isin(subjects)]
-        detail["labevents rows of the variables' items for cohort subjects"] += len(chunk)
-        time = parse_datetime(chunk["charttime"])
-        quarantine.add(_LAB, "charttime missing or unparseable", chunk.index[time.isna()])
-        chunk, subject, time = chunk[time.notna()], subject[time.notna()], time[time.notna()]
-        stay, count = assign_stays(subject, time, windows)
-        detail["labevents rows outside every ICU stay (not ICU data)"] += int((count == 0).sum())
-        quarantine.add(_LAB, "charttime in several ICU stays of the subject", chunk.index[count > 1])
-        keep = count == 1
-        end = windows["end"].to_numpy()[windows.index.get_indexer(stay)]
-        late = keep & (time.to_numpy() > end)
-        detail["labevents rows after max_hours"] += int(late.sum())
-        keep &= ~late
-        frames.append(_values_frame(chunk[keep], stay[keep], time[keep], 1, _LAB, quarantine))
-    return frames
-
-
-def _drop_duplicates(rows: pd.DataFrame, quarantine: Quarantine) -> pd.DataFrame:
-    """Quarantine repeats of (stay, charttime, item, value) within a table; keep the first."""
-    repeated = rows.duplicated(["source", "stay_id", "t", "itemid", "value"], keep="first")
-    for source, table in ((0, _CHART), (1, _LAB)):
-        quarantine.add(table, "duplicate row (same stay, charttime, item and value)",
-                       rows.loc[repeated & rows["source"].eq(source), "row"])
-    return rows[~repeated]
-
-
-def gcs_totals(rows: pd.DataFrame) -> pd.DataFrame:
-    """GCS total rows: eye + motor + verbal where all three are charted at the same time."""
-    parts = rows[rows["variable"].isin(_GCS_PARTS)]
-    last = parts.groupby(["stay_id", "t", "variable"], observed=True)["value"].last().unstack("variable")
-    last = last.reindex(columns=list(_GCS_PARTS)).dropna()
-    total = last.sum(axis=1).rename("value").reset_index()
-    return total.assign(itemid=-1, variable=pd.Categorical([_GCS_TOTAL] * len(total), categories=mt.VARIABLES),
-                        source=np.int8(0), row=-1)
 
 
 def load_measurements(raw: Path, stays: pd.DataFrame, config: MimicConfig,
@@ -491,23 +811,26 @@ def load_measurements(raw: Path, stays: pd.DataFrame, config: MimicConfig,
     the counts of rows filtered on the way."""
     windows = _windows(stays, config)
     detail = _Counter()
-    frames = chart_measurements(raw, windows, config, quarantine, detail)
+    parts = chart_measurements(raw, windows, config, quarantine, detail)
     if config.use_labevents:
-        frames += lab_measurements(raw, windows, config, quarantine, detail)
-    rows = pd.concat(frames, ignore_index=True)  # stream_table yields at least one chunk
-    rows = _drop_duplicates(rows.sort_values(["stay_id", "t", "source", "row"], kind="stable"), quarantine)
-    rows["value"] = convert_units(rows["itemid"].to_numpy(), rows["variable"], rows["value"].to_numpy(), config)
-    rows = pd.concat([rows, gcs_totals(rows)], ignore_index=True)
-    rows = rows.sort_values(["stay_id", "t", "source", "row"], kind="stable")
-    position = windows.index.get_indexer(rows["stay_id"])
-    intime, end = windows["intime"].to_numpy()[position], windows["end"].to_numpy()[position]
-    hours = (rows["t"].to_numpy() - intime) / np.timedelta64(1, "h")
+        parts += lab_measurements(raw, windows, config, quarantine, detail)
+    rows = _Columns.concat([_no_rows(), *parts])
+    del parts  # (each step below lets go of the rows before it)
+    rows = rows.where(_time_order(rows))
+    rows = _drop_duplicates(rows, quarantine)
+    rows["value"] = convert_units(rows["itemid"], rows["code"], rows["value"], config)
+    rows = _Columns.concat([gcs_totals(rows), rows])  # first: a total goes before the rows of its time
+    rows = rows.where(_time_order(rows))
+    hours = rows["offset"] / 3.6e9
     # a value charted exactly at the window's end belongs to the last bin, not a new one
-    last_bin = np.maximum(np.ceil((end - intime) / np.timedelta64(1, "h") / config.bin_hours) - 1, 0)
-    hours = np.minimum(hours, last_bin * config.bin_hours)
-    measurements = pd.DataFrame({"stay_id": rows["stay_id"].to_numpy(), "hours": hours,
-                                 "variable": rows["variable"].to_numpy(), "value": rows["value"].to_numpy()})
-    return measurements.reset_index(drop=True), dict(detail)
+    length = (windows["end"] - windows["intime"]).to_numpy() / np.timedelta64(1, "h")
+    last_bin = np.maximum(np.ceil(length / config.bin_hours) - 1, 0)
+    hours = np.minimum(hours, last_bin[rows["pos"]] * config.bin_hours)
+    measurements = pd.DataFrame({
+        "stay_id": windows.index.to_numpy()[rows["pos"]], "hours": hours,
+        "variable": pd.Categorical.from_codes(rows["code"], categories=list(mt.VARIABLES)), "value": rows["value"],
+    })
+    return measurements, dict(detail)
 
 
 def discretize(measurements: pd.DataFrame, bin_hours: float = 1.0) -> pd.DataFrame:
@@ -516,39 +839,65 @@ def discretize(measurements: pd.DataFrame, bin_hours: float = 1.0) -> pd.DataFra
     its values (categorical variables: the last); then carry-forward within the stay, and the
     normal value where a variable has no earlier value in the stay. `mask:<variable>` says
     which were measured in the bin."""
-    m = measurements.assign(bin=np.floor(measurements["hours"].to_numpy() / bin_hours).astype("int64"))
-    m = m.sort_values(["stay_id", "bin"], kind="stable")  # stable: the time order within a bin stays
-    variable = m["variable"].astype("string")
-    categorical = variable.isin(list(mt.CATEGORICAL_VARIABLES))
-    keys = ["stay_id", "bin", "variable"]
-    means = m[~categorical].assign(variable=variable[~categorical]).groupby(keys)["value"].mean()
-    lasts = m[categorical].assign(variable=variable[categorical]).groupby(keys)["value"].last()
-    wide = pd.concat([means, lasts]).unstack("variable").reindex(columns=list(mt.VARIABLES))
-    wide = wide.sort_index()
-    measured = wide.notna()
-    filled = wide.groupby(level="stay_id").ffill().fillna(_NUMERIC_NORMAL)
-    events = filled.astype("float64").reset_index()
-    events.insert(1, "time_hours", events.pop("bin").astype("float64") * bin_hours)
-    for name in mt.VARIABLES:
-        events[f"mask:{name}"] = measured[name].to_numpy()
-    events.columns.name = None
-    return events.astype({"stay_id": "int64"}).reset_index(drop=True)
+    code = pd.Categorical(measurements["variable"], categories=list(mt.VARIABLES)).codes
+    value = measurements["value"].to_numpy("float64")
+    known = (code >= 0) & ~np.isnan(value)
+    stay = measurements["stay_id"].to_numpy("int64")[known]
+    bins = np.floor(measurements["hours"].to_numpy("float64")[known] / bin_hours).astype("int64")
+    code, value = code[known], value[known]
+    if ((stay[1:] < stay[:-1]) | ((stay[1:] == stay[:-1]) & (bins[1:] < bins[:-1]))).any():
+        order = np.lexsort((bins, stay))  # stable: the time order within a bin stays
+        stay, bins, code, value = stay[order], bins[order], code[order], value[order]
+    event = _runs(stay, bins)  # one event per (stay, bin)
+    first = np.flatnonzero(np.r_[True, event[1:] != event[:-1]]) if len(event) else np.zeros(0, dtype="int64")
+    n_events = len(first)
+    event_stay = stay[first]
+    new_stay = np.r_[True, event_stay[1:] != event_stay[:-1]] if n_events else np.zeros(0, dtype=bool)
+    stay_start = np.maximum.accumulate(np.where(new_stay, np.arange(n_events), 0)) if n_events else first
+    columns = {"stay_id": event_stay, "time_hours": bins[first].astype("float64") * bin_hours}
+    masks = {}
+    by_variable = np.argsort(code, kind="stable")  # stable: each variable's rows stay in time order
+    bounds = np.searchsorted(code[by_variable], np.arange(len(mt.VARIABLES) + 1))
+    for k, name in enumerate(mt.VARIABLES):
+        rows = by_variable[bounds[k]:bounds[k + 1]]
+        e, v = event[rows], value[rows]
+        starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]]) if len(e) else np.zeros(0, dtype="int64")
+        if not len(v):
+            binned = v
+        elif name in mt.CATEGORICAL_VARIABLES:
+            binned = v[np.r_[starts[1:] - 1, len(v) - 1]]  # the last value of the bin
+        else:
+            binned = np.add.reduceat(v, starts) / np.diff(np.r_[starts, len(v)])
+        measured = np.zeros(n_events, dtype=bool)
+        measured[e[starts]] = True
+        own = np.full(n_events, np.nan)
+        own[e[starts]] = binned
+        latest = np.maximum.accumulate(np.where(measured, np.arange(n_events), -1)) if n_events else first
+        columns[name] = np.where(latest >= stay_start, own[latest], _NUMERIC_NORMAL[name])
+        masks[f"mask:{name}"] = measured
+    return pd.DataFrame({**columns, **masks}, copy=False)
 
 
 def summarise(events: pd.DataFrame) -> pd.DataFrame:
     """Per stay, over its event bins (after imputation): mean, min, max and last of each
     variable, and the share of bins where it was measured."""
-    grouped = events.groupby("stay_id", sort=True)
-    parts = {}
+    if not events["stay_id"].is_monotonic_increasing:
+        events = events.sort_values("stay_id", kind="stable")
+    stay = events["stay_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, stay[1:] != stay[:-1]]) if len(stay) else np.zeros(0, dtype="int64")
+    bins = np.diff(np.r_[starts, len(stay)])
+    lasts = np.r_[starts[1:], len(stay)] - 1
+    table = {"stay_id": stay[starts].astype("int64")}
     for name in mt.VARIABLES:
-        column = grouped[name]
-        parts[f"ts:{name}:mean"] = column.mean()
-        parts[f"ts:{name}:min"] = column.min()
-        parts[f"ts:{name}:max"] = column.max()
-        parts[f"ts:{name}:last"] = column.last()
-        parts[f"ts:{name}:measured_share"] = grouped[f"mask:{name}"].mean()
-    table = pd.DataFrame(parts).astype("float64")
-    return table.rename_axis("stay_id").reset_index()
+        value = events[name].to_numpy("float64")
+        measured = events[f"mask:{name}"].to_numpy("float64")
+        empty = not len(starts)
+        table[f"ts:{name}:mean"] = value[:0] if empty else np.add.reduceat(value, starts) / bins
+        table[f"ts:{name}:min"] = value[:0] if empty else np.minimum.reduceat(value, starts)
+        table[f"ts:{name}:max"] = value[:0] if empty else np.maximum.reduceat(value, starts)
+        table[f"ts:{name}:last"] = value[lasts]
+        table[f"ts:{name}:measured_share"] = measured[:0] if empty else np.add.reduceat(measured, starts) / bins
+    return pd.DataFrame(table, copy=False)
 
 
 def time_series(raw: Path, stays: pd.DataFrame, config: MimicConfig,
@@ -737,6 +1086,7 @@ def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig |
     raw = Path(raw)
     quarantine = Quarantine()
     stays, funnel = load_stays(raw, quarantine)
+    stays = cxr_linked_stays(stays, cxr, config, funnel)
     admissions = read_admissions(raw, quarantine)
     stays["died"] = mortality(stays, admissions, quarantine)
     stays = pd.concat([stays, phenotype_labels(raw, stays, config, quarantine)], axis=1)

@@ -110,6 +110,8 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
         "clintraj_version": __version__,
         "dataset": config.dataset,
         "config": to_dict(config),
+        "sources": {"raw": str(Path(raw).resolve()), "cxr": str(Path(cxr).resolve()) if cxr else None,
+                    "notes": str(Path(notes).resolve()) if notes else None},
         "modalities": list(tables.modality_names),
         "labels": list(tables.label_columns),
         "funnel": [{k: v for k, v in step.items() if k in ("step", "removed", "remaining")} for step in tables.funnel],

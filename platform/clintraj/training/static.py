@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from clintraj.evaluation.metrics import binary_metrics, regression_metrics
+from clintraj.evaluation.metrics import binary_metrics, evaluate_task, regression_metrics
 from clintraj.models.static_mlp import StaticMLP
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,6 @@ def train_loop(config: dict) -> None:
     """Ray Train worker loop; `config` holds StaticTrainConfig fields plus run wiring."""
     import ray.train
     import ray.train.torch
-    from mlflow.tracking import MlflowClient
-
     torch.manual_seed(config["seed"])
     task = config["task"]
     model = ray.train.torch.prepare_model(
@@ -100,7 +98,6 @@ def train_loop(config: dict) -> None:
     metric, mode = selection_metric(task)
     context = ray.train.get_context()
     rank_zero = context.get_world_rank() == 0
-    mlflow = MlflowClient(config["tracking_uri"]) if rank_zero and config.get("mlflow_run_id") else None
     train_shard = ray.train.get_dataset_shard("train")
     # The validation split is small and read every epoch: held in memory after the first pass.
     val_batches = list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=1024, dtypes=torch.float32))
@@ -120,10 +117,6 @@ def train_loop(config: dict) -> None:
                    **{f"val_{k}": v for k, v in task_metrics(task, y, output).items()}}
         improved = best is None or (metrics[metric] > best if mode == "max" else metrics[metric] < best)
         best, stale = (metrics[metric], 0) if improved else (best, stale + 1)
-        if mlflow:
-            for key, value in metrics.items():
-                if key != "epoch" and np.isfinite(value):
-                    mlflow.log_metric(config["mlflow_run_id"], key, value, step=epoch)
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if rank_zero:
@@ -148,6 +141,8 @@ def fit(
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from clintraj.training.callbacks import MlflowEpochLogger
+
     workdir = Path(workdir).resolve()
     x_train, y_train = splits["train"]
     # Materialised once: each epoch then streams from the object store instead of re-reading files.
@@ -158,8 +153,6 @@ def fit(
         **vars(config),
         "in_features": int(x_train.shape[1]),
         "pos_weight": (len(y_train) - positives) / max(positives, 1.0) if config.task == "mortality" else None,
-        "tracking_uri": tracking_uri,
-        "mlflow_run_id": mlflow_run_id,
     }
     metric, mode = selection_metric(config.task)
     trainer = TorchTrainer(
@@ -172,6 +165,7 @@ def fit(
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(workdir / "ray_results"),
+            callbacks=[MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else [],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode)),
     )
@@ -185,9 +179,14 @@ def fit(
     with torch.no_grad():
         x_test, y_test = splits["test"]
         output = model(torch.as_tensor(x_test, dtype=torch.float32)).squeeze(-1).numpy()
+    if config.task == "mortality":  # AUROC, AUPRC, ACE, BSS against the training prevalence, with 95% CIs
+        test = evaluate_task("mortality", y_test, output, train_prevalence=float(y_train.mean()),
+                             seed=config.seed)
+    else:  # errors in hours
+        test = evaluate_task("los", np.expm1(y_test), np.expm1(output), seed=config.seed)
     return {
         "best_epoch": int(best_metrics["epoch"]),
         **{f"best_{k}": v for k, v in best_metrics.items() if k.startswith("val_")},
-        **{f"test_{k}": v for k, v in task_metrics(config.task, y_test, output).items()},
+        **{f"test_{k}": v for k, v in test.items()},
         "checkpoint": best_checkpoint.path,
     }

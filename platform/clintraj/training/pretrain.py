@@ -1,0 +1,209 @@
+"""Masked Global Alignment pretraining on Ray Train (DDP), fed by Ray Data, recorded in MLflow.
+
+Every epoch each worker trains on its shard, the validation MGA loss is
+summed over all workers, and rank 0 saves a checkpoint (model, optimizer,
+epoch, early-stopping state). Ray Train keeps the best checkpoints by
+validation loss and, when a worker dies, restarts the group from the last
+checkpoint (`FailureConfig`), so no epoch is counted twice. Early stopping
+follows appendix B.2: patience 10 on the validation MGA loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from clintraj.data.stay_inputs import (IMAGE_MODALITIES, NOTE_MODALITIES, InputConfig, LoadImages, TokenizeNotes,
+                                       collate)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    latent_dim: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 128
+    epochs: int = 100
+    patience: int = 10
+    modality_dropout: float = 0.2
+    missing_tokens_in_context: bool = False  # METHOD.md ambiguity A
+    text_model: str | None = None  # a BERT-family dir or hub id; None: the offline MiniLM, else a tiny BERT
+    image_weights: str | None = None  # ImageNet state_dict of the CNN; None: random init (said once)
+    image_arch: str = "resnet18"
+    num_workers: int = 2
+    cpus_per_worker: float = 0.5  # fractional: leaves CPUs to Ray Data's map stages
+    use_gpu: bool = False
+    max_failures: int = 2
+    seed: int = 0
+    inputs: InputConfig = field(default_factory=InputConfig)
+
+
+def build_model(meta: dict, config: dict):
+    from clintraj.models.encoders import build_encoders
+    from clintraj.models.mga import MGAModel
+
+    encoders = build_encoders(meta["dataset"], meta["feature_dims"], config["latent_dim"],
+                              text_model=meta.get("text_model") or config.get("text_model"),
+                              image_weights=config.get("image_weights"),
+                              image_arch=config.get("image_arch", "resnet18"),
+                              text_max_length=config.get("text_max_length", 512))
+    return MGAModel(encoders, meta["modalities"], config["latent_dim"],
+                    modality_dropout=config["modality_dropout"],
+                    missing_tokens_in_context=config["missing_tokens_in_context"])
+
+
+def _loss(model, batch, config):
+    from clintraj.models.mga import mga_loss
+
+    out = model(batch)
+    return mga_loss(out["z"], out["present"], out["tau"], config["missing_tokens_in_context"])
+
+
+def _save(directory: Path, model, optimizer, state: dict, config: dict) -> None:
+    """model.pt + optimizer.pt + state.json, and the model's config and input description
+    (config.json, meta.json), so a checkpoint folder alone rebuilds the encoders."""
+    module = model.module if hasattr(model, "module") else model
+    torch.save(module.state_dict(), directory / "model.pt")
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    (directory / "state.json").write_text(json.dumps(state))
+    (directory / "meta.json").write_text(json.dumps(config["meta"]))
+    (directory / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "meta"}))
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train worker loop. `config`: PretrainConfig fields + meta, run wiring."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    torch.manual_seed(config["seed"])
+    meta = config["meta"]
+    model = build_model(meta, config)
+    state = {"epoch": -1, "best_val_loss": math.inf, "stale": 0}
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    resumed = ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as directory:
+            model.load_state_dict(torch.load(Path(directory) / "model.pt", weights_only=True))
+            optimizer.load_state_dict(torch.load(Path(directory) / "optimizer.pt", weights_only=True))
+            state = json.loads((Path(directory) / "state.json").read_text())
+    # An absent modality's encoder is not run, so some parameters get no gradient in a step.
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    rank_zero = ray.train.get_context().get_world_rank() == 0
+    batches = partial(collate, feature_dims=meta["feature_dims"])
+
+    for epoch in range(state["epoch"] + 1, config["epochs"]):
+        model.train()
+        totals = torch.zeros(3)  # loss sum, batches, empty batches
+        for batch in ray.train.get_dataset_shard("train").iter_torch_batches(
+                batch_size=config["batch_size"], collate_fn=batches):
+            loss, info = _loss(model, batch, config)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            totals += torch.tensor([float(loss), 1.0, float(info.get("empty_batch", False))])
+        model.eval()
+        val = torch.zeros(2)  # loss sum over non-empty batches, their count
+        with torch.no_grad():
+            for batch in ray.train.get_dataset_shard("val").iter_torch_batches(
+                    batch_size=config["batch_size"], collate_fn=batches):
+                loss, info = _loss(model, batch, config)
+                if not info.get("empty_batch", False):
+                    val += torch.tensor([float(loss), 1.0])
+        if dist.is_initialized():
+            dist.all_reduce(totals)
+            dist.all_reduce(val)
+        val_loss = float(val[0] / val[1]) if val[1] > 0 else math.inf
+        improved = val_loss < state["best_val_loss"]
+        state = {"epoch": epoch, "val_loss": val_loss, "best_val_loss": min(val_loss, state["best_val_loss"]),
+                 "stale": 0 if improved else state["stale"] + 1}
+        module = model.module if hasattr(model, "module") else model
+        metrics = {"epoch": epoch, "train_loss": float(totals[0] / max(totals[1], 1)), "val_loss": val_loss,
+                   "tau": float(module.tau), "empty_batches": int(totals[2]), "stale_epochs": state["stale"]}
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank_zero:
+                _save(Path(directory), model, optimizer, state, config)
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if state["stale"] >= config["patience"]:
+            break
+
+
+def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("train", "val"),
+             augment: bool = True) -> dict:
+    """Ray Datasets of the stay table; tokenisation and image decoding run as Ray Data map stages
+    (images of the training split augmented when `augment`)."""
+    import ray.data
+
+    out = {}
+    for split in splits:
+        ds = ray.data.read_parquet(str(Path(inputs_dir) / split))
+        notes = [m for m in NOTE_MODALITIES if m in meta["modalities"]]
+        if notes:
+            ds = ds.map_batches(TokenizeNotes, fn_constructor_kwargs={
+                "tokenizer_dir": str(meta["text_model"]), "max_length": config.inputs.text_max_length,
+                "modalities": notes}, concurrency=1, batch_size=64, num_cpus=0.25)
+        if any(m in meta["modalities"] for m in IMAGE_MODALITIES):
+            ds = ds.map_batches(LoadImages, fn_constructor_kwargs={
+                "image_root": meta["image_root"], "config": config.inputs, "train": augment and split == "train",
+                "seed": config.seed}, concurrency=1, batch_size=32, num_cpus=0.25)
+        out[split] = ds
+    return out
+
+
+def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: Path, name: str,
+            tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=()):
+    """The TorchTrainer of one pretraining run (used alone, or inside a Tune trial)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from clintraj.training.callbacks import MlflowEpochLogger
+
+    loop_config = {**asdict(config), "meta": meta, "text_max_length": config.inputs.text_max_length}
+    loop_config.pop("inputs")
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                               resources_per_worker={"CPU": config.cpus_per_worker}),
+        datasets=datasets(inputs_dir, meta, config),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(Path(storage).resolve()),
+            callbacks=[*callbacks, *([MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else [])],
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=3, checkpoint_score_attribute="val_loss", checkpoint_score_order="min")),
+    )
+
+
+def best_checkpoint(result):
+    """(checkpoint, metrics) with the lowest validation MGA loss."""
+    return min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
+
+
+def best_saved_checkpoint(run_dir: Path) -> dict | None:
+    """The lowest-validation-loss checkpoint saved under a TorchTrainer run folder, read from the
+    checkpoints themselves (so it works for runs a Tune scheduler stopped early)."""
+    saved = [{"checkpoint": str(path.parent), **json.loads(path.read_text())}
+             for path in Path(run_dir).glob("checkpoint_*/state.json")]
+    return min(saved, key=lambda s: s["val_loss"]) if saved else None
+
+
+def load_model(checkpoint_dir: Path, meta: dict | None = None, config: dict | None = None):
+    """The MGA model of a checkpoint folder (its own meta.json / config.json unless given)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    meta = meta or json.loads((checkpoint_dir / "meta.json").read_text())
+    config = config or json.loads((checkpoint_dir / "config.json").read_text())
+    model = build_model(meta, config)
+    model.load_state_dict(torch.load(Path(checkpoint_dir) / "model.pt", weights_only=True))
+    return model.eval()

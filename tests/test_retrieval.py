@@ -1,0 +1,118 @@
+"""Retrieval Recall@K and the modality silhouette against brute force and sklearn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import silhouette_score
+
+from clintraj.evaluation.retrieval import modality_silhouette, recall_at_k
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def brute_force(z, present, ks):
+    """For each ordered pair and query: sort every candidate by cosine, ties against the query."""
+    N, M, _ = z.shape
+    out = {}
+    for a in range(M):
+        for b in range(M):
+            if a == b:
+                continue
+            candidates = [j for j in range(N) if present[j, b]]
+            hits, queries = {k: 0 for k in ks}, 0
+            for i in range(N):
+                if not (present[i, a] and present[i, b]):
+                    continue
+                queries += 1
+                own = float(_unit(z[i, a]) @ _unit(z[i, b]))
+                better = sum(1 for j in candidates if j != i and float(_unit(z[i, a]) @ _unit(z[j, b])) >= own)
+                for k in ks:
+                    hits[k] += better < k
+            if queries:
+                out[(a, b)] = {k: hits[k] / queries for k in ks} | {"n": len(candidates), "q": queries}
+    return out
+
+
+def test_recall_matches_brute_force():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(15, 3, 4))
+    present = rng.random((15, 3)) < 0.7
+    ks = (1, 3, 5)
+    names = ["ts", "cxr", "demo"]
+    result = recall_at_k(z, present, ks=ks, modality_names=names)
+    expected = brute_force(z, present, ks)
+    assert len(result["pairs"]) == len(expected) == 6
+    for (a, b), values in expected.items():
+        pair = result["pairs"][f"{names[a]}->{names[b]}"]
+        assert pair["n_candidates"] == values["n"] and pair["n_queries"] == values["q"]
+        for k in ks:
+            assert pair[f"recall_at_{k}"] == pytest.approx(values[k])
+            assert pair[f"random_at_{k}"] == pytest.approx(min(k, values["n"]) / values["n"])
+    for k in ks:
+        assert result["mean"][f"recall_at_{k}"] == pytest.approx(np.mean([v[k] for v in expected.values()]))
+    assert recall_at_k(z, present, ks=ks, modality_names=names, chunk=2) == result
+
+
+def test_aligned_embeddings_retrieve_perfectly():
+    rng = np.random.default_rng(1)
+    z = np.repeat(rng.normal(size=(50, 1, 8)), 4, axis=1) * rng.uniform(0.5, 2, size=(50, 4, 1))  # scale-free
+    present = rng.random((50, 4)) < 0.8
+    result = recall_at_k(z, present)
+    assert all(p["recall_at_1"] == 1.0 for p in result["pairs"].values())
+    assert result["mean"]["recall_at_1"] == 1.0
+
+
+def test_random_embeddings_score_the_random_baseline():
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(1000, 3, 16))
+    present = rng.random((1000, 3)) < 0.9
+    mean = recall_at_k(z, present, ks=(1, 5, 10))["mean"]
+    for k in (1, 5, 10):
+        assert mean[f"recall_at_{k}"] == pytest.approx(mean[f"random_at_{k}"], abs=0.01)
+
+
+def test_collapsed_embeddings_score_zero_not_one():
+    z = np.ones((20, 2, 4))
+    result = recall_at_k(z, np.ones((20, 2), dtype=bool), ks=(1, 10))
+    assert result["mean"]["recall_at_1"] == 0.0 and result["mean"]["recall_at_10"] == 0.0
+
+
+def test_pairs_without_queries_are_left_out():
+    z = np.random.default_rng(3).normal(size=(6, 2, 3))
+    present = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0], [0, 1]], dtype=bool)
+    result = recall_at_k(z, present)
+    assert result["pairs"] == {} and np.isnan(result["mean"]["recall_at_1"])
+
+
+def test_silhouette_equals_sklearn():
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(30, 3, 5))
+    present = rng.random((30, 3)) < 0.6
+    stays, modalities = np.nonzero(present)
+    expected = silhouette_score(z[stays, modalities], modalities, metric="cosine")
+    assert modality_silhouette(z, present, ["a", "b", "c"]) == pytest.approx(expected)
+
+
+def test_silhouette_separated_vs_mixed_and_subsampling():
+    rng = np.random.default_rng(5)
+    centres = np.eye(4)[:3] * 10
+    separated = centres[None] + rng.normal(size=(400, 3, 4))
+    mixed = rng.normal(size=(400, 3, 4))
+    present = np.ones((400, 3), dtype=bool)
+    assert modality_silhouette(separated, present, max_points=300) > 0.5
+    assert abs(modality_silhouette(mixed, present, max_points=300)) < 0.05
+    assert modality_silhouette(mixed, present, max_points=300, seed=1) == modality_silhouette(
+        mixed, present, max_points=300, seed=1)
+    assert np.isnan(modality_silhouette(mixed, np.eye(3, dtype=bool)[[0] * 10]))  # one modality only
