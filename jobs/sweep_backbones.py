@@ -1,5 +1,6 @@
-"""The main job. Today it runs the end-to-end slice that exists (raw eICU -> cohort ->
-static MLP on Ray Train -> MLflow); the backbone sweep replaces the training step.
+"""The main job. Today it runs the pipeline that exists end to end: raw eICU -> cohort and
+splits -> MGA pretraining -> contrastive and scratch embeddings -> static MLP / LSTM baselines
+(Ray Tune over Ray Train), all in MLflow. The sequential backbone sweep joins it when it lands.
 
     python jobs/sweep_backbones.py                       # embedded default: local Ray, synthetic data
     ray job submit --working-dir . -- python jobs/sweep_backbones.py --raw /data/eicu-crd/2.0
@@ -32,12 +33,10 @@ def main() -> None:
         results = run(config, args.workdir, tracking, raw=args.raw)
     finally:
         shutdown_ray()
-    print("\nTest metrics of the best checkpoints:")
-    for task, metrics in results.items():
-        names = ("auroc", "auprc", "ace", "bss") if task == "mortality" else ("mse", "mae", "pearson", "spearman")
-        shown = ", ".join(f"{n}={metrics[f'test_{n}']:.3f} [{metrics[f'test_{n}_low']:.3f}, "
-                          f"{metrics[f'test_{n}_high']:.3f}]" for n in names)
-        print(f"  {task}: {shown}")
+    print("\nTest metrics of the static baselines (best checkpoint of each trial):")
+    columns = [c for c in ("test_auroc", "test_auprc", "test_ace", "test_bss", "test_mae", "test_spearman")
+               if c in results]
+    print(results[["task", "architecture", "initialisation", *columns]].to_string(index=False, float_format="%.3f"))
     print(f"\nMLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
 
 

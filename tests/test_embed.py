@@ -1,6 +1,7 @@
 """The embedding job: per-modality vectors per stay, the learned missing token where absent."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -9,19 +10,29 @@ import torch
 from clintraj.config import from_dict
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
-from clintraj.tracking import Tracking
-from clintraj.training.pretrain import PretrainConfig
+from clintraj.training.pretrain import PretrainConfig, build_model
 from clintraj.workflows import embed, pretrain
 
 pytestmark = pytest.mark.slow
 
 
-def test_absent_modalities_carry_exactly_the_learned_missing_token(tmp_path, ray_local):
+def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path, ray_local):
     generate("eicu", tmp_path / "raw", n_stays=500, seed=21, progress=False,
              presence={"diagnosis": 0.6, "treatment": 0.6})
     prepare(tmp_path / "raw", tmp_path / "data", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 100}}))
     config = from_dict(PretrainConfig, {"latent_dim": 16, "batch_size": 64, "epochs": 2, "num_workers": 1})
-    summary = pretrain.run(tmp_path / "data", tmp_path / "pre", config, Tracking.resolve(None, tmp_path / "ml"), "e")
+    # a checkpoint folder in the layout pretraining writes (model.pt, meta.json, config.json)
+    _, meta = pretrain.prepare_inputs(tmp_path / "data", tmp_path / "w0", config, None)
+    model_config = {**asdict(config), "text_max_length": config.inputs.text_max_length}
+    model_config.pop("inputs")
+    torch.manual_seed(3)
+    model = build_model(meta, model_config)
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    torch.save(model.state_dict(), checkpoint / "model.pt")
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+    (checkpoint / "config.json").write_text(json.dumps(model_config))
+    summary = {"checkpoint": str(checkpoint)}
 
     record = embed.run(tmp_path / "data", tmp_path / "emb", summary["checkpoint"], tmp_path / "w")
     frame, saved = embed.read_static(tmp_path / "emb")

@@ -74,3 +74,19 @@ def test_mimic_dataset_folder_with_all_modalities(mimic_raw, tmp_path):
     phenotyping = read_task(tmp_path / "m", "phenotyping").merge(stays, on="stay_id")
     assert phenotyping.filter(like="pheno:").notna().all().all()
     json.loads((tmp_path / "m" / "report.json").read_text())
+
+
+def test_dataset_lands_in_mlflow_as_counts_and_artifacts(eicu_raw, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from clintraj.data.prepare import log_dataset
+    from clintraj.tracking import Tracking
+
+    report = prepare(eicu_raw, tmp_path / "a", config("eicu"))
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    run_id = log_dataset(tmp_path / "a", tracking, "datasets")
+    client = MlflowClient(tracking.uri)
+    funnel = client.get_metric_history(run_id, "funnel_remaining")
+    assert [m.value for m in sorted(funnel, key=lambda m: m.step)] == [s["remaining"] for s in report["funnel"]]
+    names = {a.path for a in client.list_artifacts(run_id, "dataset")}
+    assert names == {"dataset/report.md", "dataset/report.json", "dataset/missingness.png"}

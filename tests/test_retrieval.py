@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples, silhouette_score
 
-from clintraj.evaluation.retrieval import modality_silhouette, recall_at_k
+from clintraj.evaluation.retrieval import (modality_silhouette, projection_plot, recall_at_k, retrieval_table,
+                                           silhouette_per_modality)
 
 
 @pytest.fixture(autouse=True)
@@ -116,3 +117,97 @@ def test_silhouette_separated_vs_mixed_and_subsampling():
     assert modality_silhouette(mixed, present, max_points=300, seed=1) == modality_silhouette(
         mixed, present, max_points=300, seed=1)
     assert np.isnan(modality_silhouette(mixed, np.eye(3, dtype=bool)[[0] * 10]))  # one modality only
+
+
+# ---------------------------------------------------------------- Table 1 layout, per-modality silhouette, plot
+
+def _partly_aligned(n=120, M=3, D=8, seed=6):
+    rng = np.random.default_rng(seed)
+    z = np.repeat(rng.normal(size=(n, 1, D)), M, axis=1) + 0.7 * rng.normal(size=(n, M, D))
+    present = rng.random((n, M)) < 0.75
+    return z, present
+
+
+def test_retrieval_table_layout_and_improvement_factor():
+    z, present = _partly_aligned()
+    names = ["ts", "cxr", "notes"]
+    ks = (1, 5, 10)
+    result = recall_at_k(z, present, ks=ks, modality_names=names)
+    table = retrieval_table(result, ks=ks)
+    pairs = [f"{a}->{b}" for a in names for b in names if a != b]
+    assert list(table.index) == pairs + ["mean"] and table.index.name == "pair"
+    assert list(table.columns) == [c for k in ks for c in (f"R@{k}", f"random@{k}", f"improvement@{k}")] + [
+        "n_queries", "n_candidates"]
+    for pair in pairs:
+        scores = result["pairs"][pair]
+        assert table.loc[pair, "n_queries"] == scores["n_queries"]
+        assert table.loc[pair, "n_candidates"] == scores["n_candidates"]
+        for k in ks:
+            assert table.loc[pair, f"R@{k}"] == scores[f"recall_at_{k}"]
+            assert table.loc[pair, f"random@{k}"] == scores[f"random_at_{k}"]
+    for k in ks:
+        assert np.allclose(table[f"improvement@{k}"], table[f"R@{k}"] / table[f"random@{k}"])  # mean row too
+        assert table.loc["mean", f"R@{k}"] == pytest.approx(result["mean"][f"recall_at_{k}"])
+        assert table.loc["mean", f"random@{k}"] == pytest.approx(result["mean"][f"random_at_{k}"])
+        assert table.loc[pairs, f"improvement@{k}"].gt(1).all()  # aligned views beat chance
+    pair_rows = table.loc[pairs]
+    for column in [c for c in table.columns if not c.startswith("improvement@")]:
+        assert table.loc["mean", column] == pytest.approx(pair_rows[column].mean())
+
+
+def test_retrieval_table_subset_of_ks_and_no_pairs():
+    z, present = _partly_aligned()
+    table = retrieval_table(recall_at_k(z, present, ks=(1, 5, 10)), ks=(5,))
+    assert list(table.columns) == ["R@5", "random@5", "improvement@5", "n_queries", "n_candidates"]
+    empty = retrieval_table(recall_at_k(z[:4, :2], np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=bool)))
+    assert list(empty.index) == ["mean"] and empty.loc["mean"].isna().all()
+
+
+def test_silhouette_per_modality_matches_sklearn_and_overall():
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(40, 3, 5)) + np.eye(5)[:3][None] * 1.5
+    present = rng.random((40, 3)) < 0.6
+    names = ["a", "b", "c"]
+    scores = silhouette_per_modality(z, present, names)
+    assert list(scores) == names + ["overall"]
+    assert scores["overall"] == pytest.approx(modality_silhouette(z, present, names))
+    stays, modalities = np.nonzero(present)
+    values = silhouette_samples(z[stays, modalities], modalities, metric="cosine")
+    for m, name in enumerate(names):
+        assert scores[name] == pytest.approx(values[modalities == m].mean())
+    # subsampling: the same points as modality_silhouette
+    big_z = rng.normal(size=(300, 3, 4))
+    big_present = np.ones((300, 3), dtype=bool)
+    sub = silhouette_per_modality(big_z, big_present, names, max_points=200, seed=3)
+    assert sub["overall"] == pytest.approx(modality_silhouette(big_z, big_present, max_points=200, seed=3))
+
+
+def test_silhouette_per_modality_degenerate_cases():
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(10, 3, 4))
+    one = silhouette_per_modality(z, np.eye(3, dtype=bool)[[0] * 10], ["a", "b", "c"])
+    assert all(np.isnan(v) for v in one.values())
+    present = np.zeros((10, 3), dtype=bool)
+    present[:, :2] = True  # "c" absent everywhere
+    two = silhouette_per_modality(z, present, ["a", "b", "c"])
+    assert np.isnan(two["c"]) and not np.isnan(two["a"]) and not np.isnan(two["overall"])
+    with pytest.raises(ValueError):
+        silhouette_per_modality(z, present, ["a", "b"])
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_projection_plot_writes_a_png(tmp_path, method):
+    z, present = _partly_aligned(n=80 if method == "tsne" else 300)
+    path = projection_plot(z, present, ["ts", "cxr", "notes"], tmp_path / "sub" / f"latent_{method}.png",
+                           method=method, max_points=200)
+    assert path.exists() and path.stat().st_size > 5_000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_projection_pca_is_deterministic_and_rejects_unknown_method(tmp_path):
+    z, present = _partly_aligned()
+    first = projection_plot(z, present, None, tmp_path / "a.png").read_bytes()
+    second = projection_plot(z, present, None, tmp_path / "b.png").read_bytes()
+    assert first == second
+    with pytest.raises(ValueError):
+        projection_plot(z, present, None, tmp_path / "c.png", method="umap")

@@ -593,32 +593,43 @@ class _ItemRows:
     """One raw batch's rows of the variables' items, as `_item_rows` prepares them."""
 
     read: int  # rows in the raw batch
-    batch: pa.RecordBatch  # its rows of the items
-    columns: _Columns  # row, at (the row in `batch`), itemid, code, t, value, and stay + blank or subject
+    batch: pa.RecordBatch  # its rows of the items (of cohort stays or subjects)
+    columns: _Columns  # row, at (the row in `batch`), itemid, code, t, value, and stay + blank + pos or subject
     reasons: dict[str, np.ndarray]  # the rows without a value, by quarantine reason
+    other_stays: int = 0  # rows dropped: of a stay outside the cohort (with a parseable charttime)
 
 
-def _item_rows(start: int, batch: pa.RecordBatch, itemids: pa.Array, stay_column: str | None = None,
+def _item_rows(start: int, batch: pa.RecordBatch, itemids: pa.Array, stays: tuple[str, np.ndarray] | None = None,
                subjects: np.ndarray | None = None) -> _ItemRows:
     """(Run by the read-ahead thread.) The batch's rows whose itemid is one of `itemids`
-    (and, given `subjects`, whose subject_id is one of them) as numpy columns, their
-    values resolved: `row` is the data row in the file, `stay` / `blank` the stay_id
-    column's number / blankness (given `stay_column`)."""
+    as numpy columns, their values resolved; `row` is the data row in the file. Given
+    `stays` (the stay_id column, the cohort's sorted stay ids): `stay` / `blank` that
+    column's number / blankness, `pos` the stay's place in the ids (-1: none), and the
+    rows of other stays dropped (counted) unless their charttime is unparseable. Given
+    `subjects`: `subject`, and the rows of other subjects dropped."""
     read = batch.num_rows
     item = pc.utf8_trim_whitespace(batch.column("itemid"))
     positions = np.flatnonzero(pc.is_in(item, value_set=itemids).to_numpy(zero_copy_only=False))
     if len(positions) < read:
         batch, item = batch.take(positions), item.take(positions)
+    t = _datetimes(batch.column("charttime"))
+    keep, other_stays, extra = None, 0, {}
+    if stays is not None:
+        stay_column, ids = stays
+        extra["stay"] = _integers(batch.column(stay_column)).copy()
+        extra["blank"] = batch.column(stay_column).is_null().to_numpy(zero_copy_only=False)
+        extra["pos"] = _positions(ids, extra["stay"])
+        other = ~np.isnat(t) & ~extra["blank"] & (extra["stay"] >= 0) & (extra["pos"] < 0)
+        keep, other_stays = ~other, int(other.sum())
     if subjects is not None:
-        subject = _integers(batch.column("subject_id"))
-        cohort = np.isin(subject, subjects)
-        if not cohort.all():
-            batch, item = batch.filter(cohort), item.filter(cohort)
-            positions, subject = positions[cohort], subject[cohort]
+        extra["subject"] = _integers(batch.column("subject_id"))
+        keep = np.isin(extra["subject"], subjects)
+    if keep is not None and not keep.all():
+        batch, item, t, positions = batch.filter(keep), item.filter(keep), t[keep], positions[keep]
+        extra = {name: column[keep] for name, column in extra.items()}
     itemid = _integers(item)
     code = _ITEM_CODE[np.searchsorted(_ITEMS, itemid)]
-    columns = _Columns(row=start + positions, at=np.arange(batch.num_rows), itemid=itemid, code=code,
-                       t=_datetimes(batch.column("charttime")))
+    columns = _Columns(row=start + positions, at=np.arange(batch.num_rows), itemid=itemid, code=code, t=t, **extra)
     texts = batch.column("value") if "value" in batch.schema.names else None
 
     def text(rows: np.ndarray) -> pa.Array:
@@ -627,12 +638,7 @@ def _item_rows(start: int, batch: pa.RecordBatch, itemids: pa.Array, stay_column
         return pc.utf8_trim_whitespace(texts.take(columns["at"][rows]))
 
     columns["value"], reasons = resolve_values(code, _floats(batch.column("valuenum")), text)
-    if subjects is not None:
-        columns["subject"] = subject
-    else:
-        columns["stay"] = _integers(batch.column(stay_column)).copy()
-        columns["blank"] = batch.column(stay_column).is_null().to_numpy(zero_copy_only=False)
-    return _ItemRows(read, batch, columns, reasons)
+    return _ItemRows(read, batch, columns, reasons, other_stays)
 
 
 def _measurements(rows: _ItemRows, pos: np.ndarray, keep: np.ndarray, intime: np.ndarray, source: int,
@@ -660,32 +666,30 @@ def chart_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, qu
     """Rows of icu/chartevents for the 17 variables' items, inside their cohort stay.
     With the stand-in, a row without stay_id is placed by (subject, charttime)."""
     itemids = _item_set(mt.CHART_ITEMIDS)
-    stay_column = "stay_id_inferred" if config.chartevents_stand_in else "stay_id"
-    ids = windows.index.to_numpy()
+    stays = ("stay_id_inferred" if config.chartevents_stand_in else "stay_id", windows.index.to_numpy())
     intime, outtime, end = (_with_nat(windows[c]) for c in ("intime", "outtime", "end"))
     parts = []
     batches = _csv_batches(raw, _CHART, _chart_columns(config), config.chunk_rows,
-                           lambda start, batch: _item_rows(start, batch, itemids, stay_column=stay_column))
+                           lambda start, batch: _item_rows(start, batch, itemids, stays=stays))
     for rows in tqdm(batches, desc="MIMIC chartevents", unit="chunk", disable=not config.progress):
-        detail["chartevents rows read"] += rows.read
         chunk = rows.columns
-        detail["chartevents rows of the variables' items"] += len(chunk["row"])
+        detail["chartevents rows read"] += rows.read
+        detail["chartevents rows of the variables' items"] += len(chunk["row"]) + rows.other_stays
+        detail["chartevents rows of stays outside the cohort"] += rows.other_stays
         # each check on the rows that passed the ones before
-        row, t, stay = chunk["row"], chunk["t"], chunk["stay"]
+        row, t, stay, pos = chunk["row"], chunk["t"], chunk["stay"], chunk["pos"]
         parsed = ~np.isnat(t)
         quarantine.add(_CHART, "charttime missing or unparseable", row[~parsed])
         blank = chunk["blank"] & parsed
         if blank.any():
             subject = _integers(rows.batch.column("subject_id").take(chunk["at"][blank]))
             stay[blank], count = assign_stays(subject, t[blank], windows)
+            pos[blank] = _positions(stays[1], stay[blank])
             quarantine.add(_CHART, "stay_id blank and charttime in no ICU stay of the subject", row[blank][count == 0])
             quarantine.add(_CHART, "stay_id blank and charttime in several ICU stays of the subject",
                            row[blank][count > 1])
             detail["chartevents rows placed in a stay by subject and charttime"] += int((count == 1).sum())
-        given = parsed & ~chunk["blank"]
-        quarantine.add(_CHART, "stay_id not a number", row[given & (stay < 0)])
-        pos = _positions(ids, stay)
-        detail["chartevents rows of stays outside the cohort"] += int((given & (stay >= 0) & (pos < 0)).sum())
+        quarantine.add(_CHART, "stay_id not a number", row[parsed & ~chunk["blank"] & (stay < 0)])
         placed = parsed & (pos >= 0)
         outside = placed & ((t < intime[pos]) | (t > outtime[pos]))
         quarantine.add(_CHART, "charttime outside the stay", row[outside])

@@ -201,3 +201,26 @@ def read_dataset(path: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dic
 def read_task(path: Path, task: str) -> pd.DataFrame:
     """The task's cohort (stay_id, split)."""
     return pd.read_parquet(Path(path) / "tasks" / f"{task}.parquet")
+
+
+def log_dataset(out: Path, tracking, experiment: str) -> str:
+    """One MLflow run for a prepared dataset: the funnel and split sizes as metrics, the report,
+    its JSON and the missingness figure as artifacts (counts only: no identifiers, no dates)."""
+    import mlflow
+
+    out = Path(out)
+    report = json.loads((out / "report.json").read_text())
+    mlflow.set_tracking_uri(tracking.uri)
+    with mlflow.start_run(experiment_id=tracking.experiment(experiment),
+                          run_name=f"dataset-{report['dataset']}") as run:
+        mlflow.set_tags({"dataset": report["dataset"], "stage": "dataset"})
+        mlflow.log_params({"seed": report["config"]["seed"], "stays": report["stays"]})
+        for index, step in enumerate(report["funnel"]):
+            mlflow.log_metric("funnel_remaining", step["remaining"], step=index)
+            mlflow.log_metric("funnel_removed", step["removed"], step=index)
+        mlflow.log_metrics({f"stays_{split}": n for split, n in report["splits"]["stays"].items()})
+        mlflow.log_metrics({f"presence_{m}": share for m, share in report["presence_share"].items()})
+        mlflow.log_metric("quarantined_rows", sum(q["rows"] for q in report["quarantine"]))
+        for name in ("report.md", "report.json", "missingness.png"):
+            mlflow.log_artifact(str(out / name), "dataset")
+        return run.info.run_id

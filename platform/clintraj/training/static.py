@@ -1,10 +1,14 @@
-"""Static MLP on per-stay vectors: Ray Data feeds Ray Train workers (DDP), MLflow records the run.
+"""Static baselines (MLP / LSTM over per-stay vectors) on Ray Train, fed by Ray Data.
 
 The driver writes each split's (x, y) to Parquet; Ray Data streams the
-training split, sharded over workers, and gives every worker the whole
+training split, sharded over workers (DDP), and gives every worker the whole
 validation split. Each epoch rank 0 reports metrics and a checkpoint; Ray
 Train keeps the best by the validation metric, and the driver scores the
-test split from that checkpoint.
+test split from that checkpoint, with bootstrap confidence intervals.
+
+Losses (METHOD.md section 4): mortality BCE with pos_weight = negatives /
+positives of the training split; phenotyping BCE with a pos_weight per label;
+length of stay MSE on log(1 + hours), errors reported in hours.
 """
 
 from __future__ import annotations
@@ -19,18 +23,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from scipy.special import expit
 from torch import nn
 
-from clintraj.evaluation.metrics import binary_metrics, evaluate_task, regression_metrics
-from clintraj.models.static_mlp import StaticMLP
+from clintraj.evaluation.metrics import binary_metrics, evaluate_task, multilabel_metrics, regression_metrics
+from clintraj.models.static import build_static_model
 
 log = logging.getLogger(__name__)
-Task = Literal["mortality", "los"]
+Task = Literal["mortality", "phenotyping", "los"]
+PHENOTYPE_PREFIX = "pheno:"
 
 
 @dataclass
 class StaticTrainConfig:
     task: Task = "mortality"
+    architecture: Literal["mlp", "lstm"] = "mlp"
     hidden: int = 128
     dropout: float = 0.2
     lr: float = 1e-3
@@ -45,33 +52,57 @@ class StaticTrainConfig:
 
 
 def selection_metric(task: Task) -> tuple[str, str]:
-    return ("val_auroc", "max") if task == "mortality" else ("val_mse", "min")
+    return ("val_mse", "min") if task == "los" else ("val_auroc", "max")
 
 
 def targets(stays, task: Task) -> np.ndarray:
-    """Mortality as 0/1; length of stay as log(1 + hours) (METHOD.md section 4)."""
+    """Mortality 0/1; phenotyping (N, 25) 0/1; length of stay log(1 + hours)."""
     if task == "mortality":
         return stays["died"].astype(float).to_numpy()
+    if task == "phenotyping":
+        return stays[[c for c in stays.columns if c.startswith(PHENOTYPE_PREFIX)]].astype(float).to_numpy()
     return np.log1p(stays["los_hours"].astype(float).to_numpy())
 
 
-def task_metrics(task: Task, y: np.ndarray, output: np.ndarray) -> dict[str, float]:
+def validation_metrics(task: Task, y: np.ndarray, output: np.ndarray) -> dict[str, float]:
     if task == "mortality":
         return binary_metrics(y, output)
+    if task == "phenotyping":
+        macro = multilabel_metrics(y, expit(output), y.mean(axis=0))
+        return {"auroc": macro["auroc"], "auprc": macro["auprc"], "skipped_labels": macro["skipped_labels"]}
     return regression_metrics(np.expm1(y), np.expm1(output))  # errors in hours
+
+
+def test_metrics(task: Task, y: np.ndarray, output: np.ndarray, y_train: np.ndarray, seed: int) -> dict:
+    """The test split's metrics with 95% bootstrap CIs (calibration against the training prevalence)."""
+    if task == "los":
+        return evaluate_task("los", np.expm1(y), np.expm1(output), seed=seed)
+    prevalence = y_train.mean(axis=0)
+    return evaluate_task(task, y, output, train_prevalence=prevalence if task == "phenotyping" else float(prevalence),
+                         seed=seed)
+
+
+def pos_weight(task: Task, y_train: np.ndarray) -> list[float] | None:
+    if task == "los":
+        return None
+    positives = y_train.sum(axis=0)
+    return np.atleast_1d((len(y_train) - positives) / np.maximum(positives, 1.0)).tolist()
 
 
 def write_split(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).ravel()), x.shape[1])
-    pq.write_table(pa.table({"x": vectors, "y": y.astype(np.float32)}), path)
+
+    def fixed(a: np.ndarray) -> pa.Array:
+        a = a.reshape(len(a), -1).astype(np.float32)
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel()), a.shape[1])
+
+    pq.write_table(pa.table({"x": fixed(x), "y": fixed(y)}), path)
     return path
 
 
-def _loss(task: Task, pos_weight: float | None) -> nn.Module:
-    if task == "mortality":
-        return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
-    return nn.MSELoss()
+def _model(config: dict) -> nn.Module:
+    return build_static_model(config["architecture"], config["in_features"], config["out_features"],
+                              config["hidden"], config["dropout"], config.get("modalities", 0))
 
 
 def _predict(model: nn.Module, batches) -> tuple[np.ndarray, np.ndarray]:
@@ -79,25 +110,29 @@ def _predict(model: nn.Module, batches) -> tuple[np.ndarray, np.ndarray]:
     ys, outs = [], []
     with torch.no_grad():
         for batch in batches:
-            outs.append(model(batch["x"]).squeeze(-1).float().cpu().numpy())
+            outs.append(model(batch["x"]).float().cpu().numpy())
             ys.append(batch["y"].cpu().numpy())
     model.train()
-    return np.concatenate(ys), np.concatenate(outs)
+    return _squeeze(np.concatenate(ys)), _squeeze(np.concatenate(outs))
+
+
+def _squeeze(a: np.ndarray) -> np.ndarray:
+    return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
 
 
 def train_loop(config: dict) -> None:
-    """Ray Train worker loop; `config` holds StaticTrainConfig fields plus run wiring."""
+    """Ray Train worker loop; `config` holds StaticTrainConfig fields plus the data's shape."""
     import ray.train
     import ray.train.torch
+
     torch.manual_seed(config["seed"])
     task = config["task"]
-    model = ray.train.torch.prepare_model(
-        StaticMLP(config["in_features"], 1, config["hidden"], config["dropout"]))
+    model = ray.train.torch.prepare_model(_model(config))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    loss_fn = _loss(task, config.get("pos_weight"))
+    weights = config["pos_weight"]
+    loss_fn = nn.MSELoss() if task == "los" else nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights))
     metric, mode = selection_metric(task)
-    context = ray.train.get_context()
-    rank_zero = context.get_world_rank() == 0
+    rank_zero = ray.train.get_context().get_world_rank() == 0
     train_shard = ray.train.get_dataset_shard("train")
     # The validation split is small and read every epoch: held in memory after the first pass.
     val_batches = list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=1024, dtypes=torch.float32))
@@ -107,16 +142,18 @@ def train_loop(config: dict) -> None:
         total, count = 0.0, 0
         for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=torch.float32):
             optimizer.zero_grad()
-            loss = loss_fn(model(batch["x"]).squeeze(-1), batch["y"])
+            loss = loss_fn(model(batch["x"]), batch["y"])
             loss.backward()
             optimizer.step()
             total += float(loss) * len(batch["y"])
             count += len(batch["y"])
         y, output = _predict(model, val_batches)
         metrics = {"epoch": epoch, "train_loss": total / max(count, 1),
-                   **{f"val_{k}": v for k, v in task_metrics(task, y, output).items()}}
-        improved = best is None or (metrics[metric] > best if mode == "max" else metrics[metric] < best)
-        best, stale = (metrics[metric], 0) if improved else (best, stale + 1)
+                   **{f"val_{k}": v for k, v in validation_metrics(task, y, output).items()}}
+        value = metrics[metric]
+        metrics["val_score"] = value if mode == "max" else -value  # one higher-is-better key for Tune
+        improved = best is None or (value > best if mode == "max" else value < best)
+        best, stale = (value, 0) if improved else (best, stale + 1)
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if rank_zero:
@@ -128,15 +165,9 @@ def train_loop(config: dict) -> None:
             break
 
 
-def fit(
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
-    config: StaticTrainConfig,
-    workdir: Path,
-    run_name: str,
-    tracking_uri: str | None = None,
-    mlflow_run_id: str | None = None,
-) -> dict:
-    """Train on splits {'train'|'val'|'test': (x, y)}; return best-checkpoint val and test metrics."""
+def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: str, modalities: int = 0,
+            tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=()):
+    """The TorchTrainer of one static run over splits {'train'|'val'|'test': (x, y)}."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -148,14 +179,12 @@ def fit(
     # Materialised once: each epoch then streams from the object store instead of re-reading files.
     datasets = {name: ray.data.read_parquet(str(write_split(workdir / "splits" / f"{name}.parquet", *splits[name])))
                 .materialize() for name in ("train", "val")}
-    positives = float(y_train.sum()) if config.task == "mortality" else 0.0
-    loop_config = {
-        **vars(config),
-        "in_features": int(x_train.shape[1]),
-        "pos_weight": (len(y_train) - positives) / max(positives, 1.0) if config.task == "mortality" else None,
-    }
+    loop_config = {**vars(config), "in_features": int(x_train.shape[1]),
+                   "out_features": 1 if y_train.ndim == 1 else int(y_train.shape[1]),
+                   "modalities": modalities, "pos_weight": pos_weight(config.task, y_train)}
     metric, mode = selection_metric(config.task)
-    trainer = TorchTrainer(
+    mlflow_logger = [MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else []
+    return TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
@@ -164,29 +193,34 @@ def fit(
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=str(workdir / "ray_results"),
-            callbacks=[MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else [],
+            name=run_name, storage_path=str(workdir / "ray_results"), callbacks=[*callbacks, *mlflow_logger],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode)),
-    )
-    result = trainer.fit()
+    ), loop_config
+
+
+def score(result, loop_config: dict, splits: dict, config: StaticTrainConfig) -> dict:
+    """Best-checkpoint validation metrics and test metrics (with CIs) of a finished run."""
+    metric, mode = selection_metric(config.task)
     best_checkpoint, best_metrics = max(
         result.best_checkpoints, key=lambda pair: pair[1][metric] if mode == "max" else -pair[1][metric])
-    model = StaticMLP(loop_config["in_features"], 1, config.hidden, config.dropout)
+    model = _model(loop_config)
     with best_checkpoint.as_directory() as directory:
         model.load_state_dict(torch.load(Path(directory) / "model.pt", weights_only=True))
     model.eval()
+    x_test, y_test = splits["test"]
     with torch.no_grad():
-        x_test, y_test = splits["test"]
-        output = model(torch.as_tensor(x_test, dtype=torch.float32)).squeeze(-1).numpy()
-    if config.task == "mortality":  # AUROC, AUPRC, ACE, BSS against the training prevalence, with 95% CIs
-        test = evaluate_task("mortality", y_test, output, train_prevalence=float(y_train.mean()),
-                             seed=config.seed)
-    else:  # errors in hours
-        test = evaluate_task("los", np.expm1(y_test), np.expm1(output), seed=config.seed)
+        output = _squeeze(model(torch.as_tensor(x_test, dtype=torch.float32)).numpy())
     return {
         "best_epoch": int(best_metrics["epoch"]),
         **{f"best_{k}": v for k, v in best_metrics.items() if k.startswith("val_")},
-        **{f"test_{k}": v for k, v in test.items()},
+        **{f"test_{k}": v for k, v in test_metrics(config.task, y_test, output, splits["train"][1], config.seed).items()},
         "checkpoint": best_checkpoint.path,
     }
+
+
+def fit(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: str, modalities: int = 0,
+        tracking_uri: str | None = None, mlflow_run_id: str | None = None) -> dict:
+    """Train on splits {'train'|'val'|'test': (x, y)}; return best-checkpoint val and test metrics."""
+    run, loop_config = trainer(splits, config, workdir, run_name, modalities, tracking_uri, mlflow_run_id)
+    return score(run.fit(), loop_config, splits, config)

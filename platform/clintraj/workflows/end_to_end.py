@@ -1,10 +1,12 @@
-"""The end-to-end slice that exists today: raw eICU -> dataset -> static MLP per task, in MLflow.
+"""The end-to-end pipeline that exists today, as one run of the main job.
 
-Raw files come from `--raw` or, by default, from the synthetic generator
-(written once under the work folder). Each task trains on its own cohort
-(stays unseen in pretraining, re-split) on Ray Train, under one MLflow parent
-run, with a child run per task holding its config, per-epoch metrics, and the
-best checkpoint's validation and test metrics.
+raw eICU (synthetic by default, written once under the work folder)
+  -> cohort, splits and task cohorts (`data.prepare`)
+  -> MGA pretraining of the modality encoders (Ray Train)
+  -> embeddings of every stay by the contrastive and the scratch encoders (Ray Data)
+  -> static MLP / LSTM baselines per task and initialisation (Ray Tune over Ray Train)
+Everything lands in one MLflow experiment. The sequential LLM sweep joins here
+when it exists.
 """
 
 from __future__ import annotations
@@ -13,26 +15,36 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clintraj.config import flatten, to_dict
+import pandas as pd
+
 from clintraj.data.eicu import EicuConfig
-from clintraj.data.features import StaticFeaturizer
-from clintraj.data.prepare import PrepareConfig, prepare, read_dataset, read_task
+from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
 from clintraj.tracking import Tracking
-from clintraj.training import static
+from clintraj.training.pretrain import PretrainConfig
+from clintraj.training.static import StaticTrainConfig
+from clintraj.tuning import SearchSpace
+from clintraj.workflows import embed, pretrain, static_baselines
 
 log = logging.getLogger(__name__)
+
+
+def _demo_search_space() -> SearchSpace:
+    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=2,
+                       params={"architecture": {"grid": ["mlp", "lstm"]}})  # 2 x 2 initialisations x tasks
 
 
 @dataclass
 class EndToEndConfig:
     experiment: str = "clintraj-demo"
-    synthetic_stays: int = 5000
+    synthetic_stays: int = 4000
     seed: int = 0
     tasks: list[str] = field(default_factory=lambda: ["mortality", "los"])
     # The paper's 10,000-result lab threshold is for 196k stays; the demo scales it down.
     prepare: PrepareConfig = field(default_factory=lambda: PrepareConfig(eicu=EicuConfig(lab_min_count=500)))
-    train: static.StaticTrainConfig = field(default_factory=static.StaticTrainConfig)
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(latent_dim=32, epochs=8, patience=3))
+    static: StaticTrainConfig = field(default_factory=lambda: StaticTrainConfig(epochs=15, patience=4))
+    static_search: SearchSpace = field(default_factory=_demo_search_space)
 
 
 def ensure_synthetic_raw(workdir: Path, stays: int, seed: int) -> Path:
@@ -53,40 +65,20 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
     return out
 
 
-def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None = None) -> dict[str, dict]:
-    import mlflow
-
+def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None = None) -> pd.DataFrame:
+    """Run the pipeline; return the static baselines' test metrics, one row per trial."""
     workdir = Path(workdir).resolve()
     raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.synthetic_stays, config.seed)
     dataset = ensure_dataset(raw, workdir, config.prepare)
-    stays, modalities, report = read_dataset(dataset)
-    mlflow.set_tracking_uri(tracking.uri)
-    experiment_id = tracking.experiment(config.experiment)
-    results = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name="end-to-end") as parent:
-        mlflow.log_params({k: v for k, v in flatten(to_dict(config)).items() if not isinstance(v, list)})
-        mlflow.set_tags({"dataset": "eicu", "stage": "end-to-end", "raw": "synthetic" if raw.is_relative_to(workdir) else "given"})
-        mlflow.log_artifact(str(dataset / "report.md"), "dataset")
-        mlflow.log_artifact(str(dataset / "report.json"), "dataset")
-        mlflow.log_artifact(str(dataset / "missingness.png"), "dataset")
-        for task in config.tasks:
-            # the task's cohort (stays unseen in pretraining), with its own split; features fitted on its train
-            cohort = read_task(dataset, task).merge(stays.drop(columns="split"), on="stay_id", validate="1:1")
-            x = StaticFeaturizer.fit(cohort, modalities).transform(cohort, modalities)
-            splits = {name: (x[(cohort["split"] == name).to_numpy()],
-                             static.targets(cohort[cohort["split"] == name], task))
-                      for name in ("train", "val", "test")}
-            train_config = static.StaticTrainConfig(**{**vars(config.train), "task": task})
-            with mlflow.start_run(experiment_id=experiment_id, run_name=f"static-mlp-{task}", nested=True) as child:
-                mlflow.set_tags({"dataset": "eicu", "task": task, "architecture": "mlp", "initialisation": "raw-features"})
-                mlflow.log_params({f"train.{k}": v for k, v in vars(train_config).items()})
-                mlflow.log_params({"features": x.shape[1], **{f"stays.{s}": len(splits[s][1]) for s in splits}})
-                metrics = static.fit(splits, train_config, workdir / "runs" / child.info.run_id,
-                                     run_name=f"static-mlp-{task}", tracking_uri=tracking.uri,
-                                     mlflow_run_id=child.info.run_id)
-                mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-                mlflow.set_tag("checkpoint", metrics["checkpoint"])
-            results[task] = metrics
-        mlflow.log_metrics({f"{task}.{k}": v for task, m in results.items() for k, v in m.items()
-                            if k.startswith("test_")})
-    return results
+    log_dataset(dataset, tracking, config.experiment)
+    summary = pretrain.run(dataset, workdir / "pretrain", config.pretrain, tracking, config.experiment)
+    log.info("pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", summary["best_epoch"],
+             summary["retrieval"]["mean"]["recall_at_10"], summary["retrieval"]["mean"]["random_at_10"])
+    embeddings = {
+        "contrastive": workdir / "embeddings" / "contrastive",
+        "scratch": workdir / "embeddings" / "scratch",
+    }
+    embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], workdir / "embed")
+    embed.run(dataset, embeddings["scratch"], "scratch", workdir / "embed", config.pretrain, seed=config.seed)
+    return static_baselines.run(dataset, embeddings, config.tasks, workdir / "static", config.static,
+                                config.static_search, tracking, config.experiment)

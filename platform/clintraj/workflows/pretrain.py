@@ -63,13 +63,27 @@ def embed_split(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainCo
     return np.concatenate(zs), np.concatenate(presents), np.concatenate(ids)
 
 
-def evaluate(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig) -> dict:
-    from clintraj.evaluation.retrieval import modality_silhouette, recall_at_k
+def evaluate(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, out: Path) -> dict:
+    """Test-split Recall@K (per pair and mean, Table 1 layout), silhouette (overall and per modality)
+    and a 2-D projection of the latent space (appendix A.8), written under `out`."""
+    from clintraj.evaluation.retrieval import projection_plot, recall_at_k, retrieval_table, silhouette_per_modality
 
     z, present, _ = embed_split(model, inputs_dir, meta, config)
     retrieval = recall_at_k(z, present, modality_names=meta["modalities"])
-    return {"retrieval": retrieval,
-            "silhouette": float(modality_silhouette(z, present, modality_names=meta["modalities"]))}
+    silhouette = silhouette_per_modality(z, present, meta["modalities"])
+    out.mkdir(parents=True, exist_ok=True)
+    table = retrieval_table(retrieval)
+    table.to_csv(out / "retrieval.csv")
+    (out / "retrieval.md").write_text(_markdown(table))
+    projection_plot(z, present, meta["modalities"], out / "latent_projection.png")
+    return {"retrieval": retrieval, "silhouette": float(silhouette["overall"]), "silhouette_per_modality": silhouette}
+
+
+def _markdown(table) -> str:
+    header = "| pair | " + " | ".join(table.columns) + " |"
+    rule = "|---|" + "---:|" * len(table.columns)
+    rows = [f"| {pair} | " + " | ".join(f"{v:.4g}" for v in row) + " |" for pair, row in table.iterrows()]
+    return "\n".join([header, rule, *rows]) + "\n"
 
 
 def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking: Tracking,
@@ -89,12 +103,15 @@ def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking:
         with checkpoint.as_directory() as directory:
             model = pretrain.load_model(Path(directory), meta,
                                         {**asdict(config), "text_max_length": config.inputs.text_max_length})
-        scores = evaluate(model, inputs_dir, meta, config)
+        scores = evaluate(model, inputs_dir, meta, config, workdir / "evaluation")
         summary = {"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"]),
                    "checkpoint": checkpoint.path, "meta": meta, "config": to_dict(config), **scores}
         mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
+                            **{f"test_silhouette_{m}": v for m, v in scores["silhouette_per_modality"].items()
+                               if np.isfinite(v)},
                             "test_silhouette": scores["silhouette"],
                             **{f"test_{k}": v for k, v in scores["retrieval"]["mean"].items()}})
+        mlflow.log_artifacts(str(workdir / "evaluation"), "evaluation")
         mlflow.set_tag("best_checkpoint", checkpoint.path)
         (workdir / "pretrain_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         mlflow.log_artifact(str(workdir / "pretrain_result.json"))

@@ -1,0 +1,115 @@
+"""Static MLP / LSTM baselines on frozen-encoder embeddings, swept by Ray Tune, one MLflow run per trial.
+
+The grid is initialisation (contrastive / scratch embeddings) x task x the
+search space's own axes (architecture, optimiser settings). Each trial is a
+Tune function trainable that opens its MLflow child run (tagged dataset,
+task, architecture, initialisation), fits one static `TorchTrainer` whose
+epochs reach Tune through `TuneReportCallback` and MLflow through
+`MlflowEpochLogger`, then scores the test split from the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clintraj.config import from_dict, to_dict
+from clintraj.data.prepare import read_task
+from clintraj.tracking import Tracking
+from clintraj.training import static
+from clintraj.tuning import SearchSpace, param_space, scheduler
+from clintraj.workflows.embed import read_static
+
+log = logging.getLogger(__name__)
+
+
+def task_splits(dataset: Path, embeddings: Path, task: str) -> tuple[dict, int]:
+    """{'train'|'val'|'test': (x, y)} of a task's cohort, x = the modality embeddings concatenated."""
+    frame, record = read_static(embeddings)
+    stays = pd.read_parquet(Path(dataset) / "stays.parquet").drop(columns="split")
+    cohort = read_task(dataset, task).merge(stays, on="stay_id", validate="1:1").merge(
+        frame.drop(columns="split"), on="stay_id", validate="1:1")
+    x = np.concatenate([np.stack(cohort[f"{m}.h"].to_numpy()) for m in record["modalities"]], axis=1)
+    splits = {}
+    for name in ("train", "val", "test"):
+        rows = (cohort["split"] == name).to_numpy()
+        splits[name] = (x[rows].astype(np.float32), static.targets(cohort[rows], task))
+    return splits, len(record["modalities"])
+
+
+def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTrainConfig, storage: Path,
+               tracking: Tracking, experiment_id: str, parent_run_id: str, dataset_name: str):
+    def trial(sampled: dict) -> None:
+        from mlflow.tracking import MlflowClient
+        from ray import tune
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        initialisation = sampled["initialisation"]
+        overrides = {k: v for k, v in sampled.items() if k != "initialisation"}
+        config = from_dict(static.StaticTrainConfig, {**vars(base), **overrides}, "search space sample")
+        name = f"{config.architecture}-{initialisation}-{config.task}-{tune.get_context().get_trial_id()}"
+        client = MlflowClient(tracking.uri)
+        run = client.create_run(experiment_id, run_name=name, tags={
+            "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
+            "architecture": config.architecture, "initialisation": initialisation, "stage": "static-baseline"})
+        run_id = run.info.run_id
+        for key, value in {**vars(config), "embeddings": embeddings[initialisation]}.items():
+            client.log_param(run_id, key, value)
+        splits, modalities = task_splits(dataset, Path(embeddings[initialisation]), config.task)
+        trainer, loop_config = static.trainer(splits, config, storage / name, name, modalities,
+                                              tracking.uri, run_id, callbacks=[TuneReportCallback()])
+        metrics = static.score(trainer.fit(), loop_config, splits, config)
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                client.log_metric(run_id, key, float(value))
+        client.set_tag(run_id, "checkpoint", metrics["checkpoint"])
+        client.set_terminated(run_id)
+
+    return trial
+
+
+def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: Path,
+        base: static.StaticTrainConfig, space: SearchSpace, tracking: Tracking, experiment: str,
+        name: str = "static-baselines") -> pd.DataFrame:
+    """Sweep the static baselines; return one row per trial (its config and test metrics)."""
+    import json
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    workdir = Path(workdir).resolve()
+    dataset_name = json.loads((Path(dataset) / "report.json").read_text())["dataset"]
+    embeddings = {init: str(Path(path).resolve()) for init, path in embeddings.items()}
+    grid = {**param_space(space), "initialisation": tune.grid_search(sorted(embeddings)),
+            "task": tune.grid_search(list(tasks))}
+    mlflow.set_tracking_uri(tracking.uri)
+    experiment_id = tracking.experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-{dataset_name}") as parent:
+        mlflow.set_tags({"dataset": dataset_name, "stage": "static-baselines"})
+        mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space), "embeddings": embeddings},
+                        "sweep.json")
+        trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results", tracking,
+                           experiment_id, parent.info.run_id, dataset_name)
+        tuner = tune.Tuner(
+            tune.with_resources(trial, {"cpu": 0.1}),
+            param_space=grid,
+            tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=space.num_samples,
+                                        max_concurrent_trials=space.max_concurrent_trials,
+                                        scheduler=scheduler(space, base.epochs)),
+            run_config=tune.RunConfig(name=name, storage_path=str(workdir / "tune")),
+        )
+        results = tuner.fit()
+        client = MlflowClient(tracking.uri)
+        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        rows = [{**{k: r.data.tags.get(k) for k in ("task", "architecture", "initialisation")},
+                 **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")}, "run_id": r.info.run_id}
+                for r in children]
+        table = pd.DataFrame(rows).sort_values(["task", "architecture", "initialisation"]).reset_index(drop=True)
+        mlflow.log_text(table.to_string(index=False), "results.txt")
+        mlflow.log_metric("trials", len(results))
+        mlflow.log_metric("trial_errors", len(results.errors))
+    return table
