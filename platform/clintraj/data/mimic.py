@@ -22,7 +22,9 @@ computed on those stays first; the last funnel step drops the stays with none.
   fraction -> percent, as mimic3-benchmarks' preprocessing does. GCS: MIMIC-IV
   keeps the score in valuenum (used first; the text answer through
   `GCS_TEXT_TO_NUMERIC` when valuenum is blank); the total is the sum of eye,
-  verbal and motor when the three are charted at the same time.
+  verbal and motor when the three are charted at the same time. Both event tables
+  are streamed (pyarrow, a read-ahead thread): memory grows with the cohort's
+  measurements, not with the tables (`bench/etl.py`).
 * cxr: the paper's join of the CXR metadata and icustays on subject_id; an image
   counts for a stay when StudyDate+StudyTime is strictly inside (intime, outtime)
   and ViewPosition is AP; the most recent one is the stay's image.
@@ -66,8 +68,6 @@ note text, ids or dates.
 from __future__ import annotations
 
 import contextlib
-import gzip
-import io
 import logging
 import math
 import queue
@@ -411,10 +411,10 @@ def _answers(text: pa.Array, mapping) -> np.ndarray:
 
 
 class _ReadAhead:
-    """The items of an iterator, produced by a daemon thread up to `depth` ahead. zlib and
-    pyarrow's CSV reader release the GIL, so decompressing and parsing overlap the
-    consumer's work. `get` may be called from any thread; an error of the producer is
-    raised there; after `close`, `get` gives its default."""
+    """The items of an iterator, produced by a daemon thread up to `depth` ahead: pyarrow
+    (decompressing, parsing, computing) releases the GIL, so that work overlaps the
+    consumer's. An error of the producer is raised by `get`; after `close`, `get` gives
+    its default."""
 
     def __init__(self, items: Iterator, depth: int):
         self._queue: queue.Queue = queue.Queue(depth)
@@ -456,43 +456,12 @@ class _ReadAhead:
         self._thread.join()  # it stops at its next item
 
 
-class _Gunzipped(io.RawIOBase):
-    """A .gz file's bytes for pyarrow, decompressed a block ahead by a background thread
-    (pyarrow's streaming CSV reader would decompress and parse in one thread)."""
-
-    def __init__(self, path: Path, block: int):
-        super().__init__()
-
-        def blocks() -> Iterator[bytes]:
-            with gzip.open(path, "rb") as handle:
-                while data := handle.read(block):
-                    yield data
-
-        self._blocks = _ReadAhead(blocks(), depth=2)
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to `size` bytes (at most the rest of the current block); b"" at the end."""
-        if not self._pending:
-            self._pending = self._blocks.get(b"")
-        cut = len(self._pending) if size < 0 else size
-        data, self._pending = self._pending[:cut], self._pending[cut:]
-        return data
-
-    def close(self) -> None:
-        self._blocks.close()
-        super().close()
-
-
 def _csv_batches(raw: Path, relative: str, columns: list[str], chunk_rows: int,
                  prepare: Callable[[int, pa.RecordBatch], object]) -> Iterator:
-    """`prepare(first data row, record batch)` over the batches of a large raw table, all
-    streamed ahead of the caller: blocks of about `chunk_rows` rows (4 MiB at most) are
-    decompressed by one thread, parsed by pyarrow (only `columns`, as text, blank -> null)
-    and prepared by another. Memory: a few blocks, whatever the table's size."""
+    """`prepare(first data row, record batch)` over the batches of a large raw table,
+    streamed ahead of the caller by one thread: pyarrow decompresses and parses blocks of
+    about `chunk_rows` rows (4 MiB at most), converting only `columns` (as text, blank ->
+    null), and `prepare` runs there too. Memory: a few blocks, whatever the table's size."""
     path = table_path(raw, relative)
     check_columns(path, columns)
     read = pacsv.ReadOptions(block_size=int(np.clip(chunk_rows * _BYTES_PER_ROW, 1 << 16, _MAX_BLOCK_BYTES)))
@@ -506,17 +475,17 @@ def _csv_batches(raw: Path, relative: str, columns: list[str], chunk_rows: int,
             yield prepare(start, batch)
             start += batch.num_rows
 
-    with contextlib.ExitStack() as stack:
-        source = stack.enter_context(_Gunzipped(path, read.block_size) if path.suffix == ".gz" else open(path, "rb"))
-        try:
-            reader = stack.enter_context(pacsv.open_csv(source, read_options=read, parse_options=parse,
-                                                        convert_options=convert))
-        except (pa.ArrowException, OSError, EOFError) as error:
-            raise _unreadable(path, error) from None
+    try:  # a path ending in .gz is decompressed by pyarrow
+        reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
+    except (pa.ArrowException, OSError) as error:
+        raise _unreadable(path, error) from None
+    with reader:
         batches = _ReadAhead(prepared(reader), depth=2)
-        stack.callback(batches.close)  # closed first: the reader, then the source, after it
-        while (item := _next_batch(batches, path)) is not None:
-            yield item
+        try:
+            while (item := _next_batch(batches, path)) is not None:
+                yield item
+        finally:
+            batches.close()  # the thread stops reading before the reader closes
     pa.default_memory_pool().release_unused()  # the blocks' memory back to the system
 
 
@@ -525,7 +494,7 @@ def _next_batch(batches: _ReadAhead, path: Path):
     unlike pyarrow's, does not quote the offending line (ids, dates)."""
     try:
         return batches.get()
-    except (pa.ArrowException, OSError, EOFError) as error:
+    except (pa.ArrowException, OSError) as error:
         raise _unreadable(path, error) from None
 
 
