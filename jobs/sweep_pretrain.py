@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+from clintraj.cli import add_dataset_arguments, add_run_arguments, check_dataset
 from clintraj.config import load
 from clintraj.runtime import init_ray, shutdown_ray
 from clintraj.tracking import Tracking
@@ -21,21 +22,15 @@ SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["eicu", "mimic"], required=True)
-    parser.add_argument("--data", type=Path, required=True, help="a dataset folder written by jobs/preprocess.py")
+    add_dataset_arguments(parser)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of PretrainConfig (the base of every trial)")
     parser.add_argument("--search-space", type=Path, help="default: search_spaces/pretrain_<dataset>.yaml")
     parser.add_argument("--name", default="mga-sweep", help="sweep name (its folder under --workdir/tune)")
     parser.add_argument("--resume", action="store_true", help="restore a stopped sweep of this name")
-    parser.add_argument("--workdir", type=Path, default=Path("clintraj-work/sweep-pretrain"))
-    parser.add_argument("--experiment", default="clintraj-pretrain")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else local sqlite)")
-    parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    add_run_arguments(parser, "clintraj-work/sweep-pretrain", "clintraj-pretrain")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    dataset = json.loads((args.data / "report.json").read_text())["dataset"]
-    if dataset != args.dataset:
-        parser.error(f"--data holds a {dataset} dataset, not {args.dataset}")
+    check_dataset(parser, args)
     base = load(PretrainConfig, args.config)
     space = load_search_space(args.search_space or SPACES / f"pretrain_{args.dataset}.yaml", PretrainConfig)
     tracking = Tracking.resolve(args.tracking_uri, Path("clintraj-work/mlflow"))

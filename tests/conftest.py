@@ -41,3 +41,14 @@ def ray_local():
     init_ray(num_cpus=4)
     yield
     shutdown_ray()
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

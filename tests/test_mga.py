@@ -14,13 +14,7 @@ from clintraj.models.encoders import VectorEncoder
 from clintraj.models.mga import MGAModel, embed, mga_loss, modality_dropout
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ---------------------------------------------------------------- reference (METHOD.md §1, plain loops)

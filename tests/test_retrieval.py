@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import silhouette_samples, silhouette_score
 
 from clintraj.evaluation.retrieval import (modality_silhouette, projection_plot, recall_at_k, retrieval_table,
                                            silhouette_per_modality)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _unit(x):

@@ -168,10 +168,9 @@ class LoadImages:
             base += [v2.CenterCrop(config.image_crop)]
         self.transform = v2.Compose([*base, v2.ToDtype(torch.float32, scale=True),
                                      v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # the augmentations draw from this actor's global generator
 
     def __call__(self, batch: dict) -> dict:
-        import torch
         from torchvision.io import ImageReadMode, decode_image
 
         images = np.zeros((len(batch["cxr.path"]), 3, self.crop, self.crop), np.float32)

@@ -55,8 +55,6 @@ class EmbedStays:
 def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain.PretrainConfig | None = None,
         seed: int = 0, actors: int = 1, use_gpu: bool = False) -> dict:
     """Embed every stay of `dataset` with `encoders` ("scratch" or an MGA checkpoint folder)."""
-    import ray.data
-
     checkpoint = None if encoders == "scratch" else str(Path(encoders).resolve())
     if checkpoint:
         saved = json.loads((Path(checkpoint) / "config.json").read_text())

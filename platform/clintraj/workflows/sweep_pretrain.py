@@ -8,7 +8,6 @@ A stopped sweep resumes where it stopped with `Tuner.restore`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 

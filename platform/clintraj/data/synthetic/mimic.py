@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from clintraj.data import mimic_tables as mt
 from clintraj.data.synthetic import latent
-from clintraj.data.synthetic.latent import CARDIAC, INFECTION, PHENOTYPES, RENAL, RESPIRATORY, SEVERITY
+from clintraj.data.synthetic.latent import CARDIAC, INFECTION, PHENOTYPES, RESPIRATORY, SEVERITY
 from clintraj.data.synthetic.writer import GzipCsvWriter
 
 MODALITIES = ("time_series", "cxr", "discharge_note", "radiology_note", "demographics")
