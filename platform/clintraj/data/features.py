@@ -72,11 +72,15 @@ class StaticFeaturizer:
         blocks = []
         for name, scaler in self.scalers.items():
             table = modalities[name]
-            row = pd.Index(table["stay_id"]).get_indexer(stays["stay_id"])
-            present = row >= 0
-            block = np.zeros((len(stays), len(scaler.names) + 1))
-            if present.any():
-                block[present, :-1] = scaler.transform(table.iloc[row[present]])
-            block[present, -1] = 1.0
-            blocks.append(block)
+            present = stays["stay_id"].isin(table["stay_id"]).to_numpy(float)[:, None]
+            blocks += [modality_vectors(scaler, table, stays["stay_id"]), present]
         return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def modality_vectors(scaler: ModalityScaler, table: pd.DataFrame, stay_ids: pd.Series) -> np.ndarray:
+    """The scaled rows of one modality's table in `stay_ids` order; zeros for stays without it."""
+    row = pd.Index(table["stay_id"]).get_indexer(stay_ids)
+    vectors = np.zeros((len(stay_ids), len(scaler.names)))
+    if (row >= 0).any():
+        vectors[row >= 0] = scaler.transform(table.iloc[row[row >= 0]])
+    return vectors

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from clintraj.data.features import ModalityScaler
+from clintraj.data.features import ModalityScaler, modality_vectors
 
 NOTE_MODALITIES = ("discharge_note", "radiology_note")
 IMAGE_MODALITIES = ("cxr",)
@@ -93,11 +93,7 @@ def build_stay_table(dataset: Path, out: Path, config: InputConfig, image_root: 
     for name in vector_modalities(names):
         table = modalities[name]
         scaler = ModalityScaler.fit(table[table["stay_id"].isin(train_ids)])
-        row = pd.Index(table["stay_id"]).get_indexer(stays["stay_id"])
-        vectors = np.zeros((len(stays), len(scaler.names)), np.float32)
-        if (row >= 0).any():
-            vectors[row >= 0] = scaler.transform(table.iloc[row[row >= 0]])
-        columns[f"{name}.x"] = _fixed(vectors)
+        columns[f"{name}.x"] = _fixed(modality_vectors(scaler, table, stays["stay_id"]))
         meta["feature_dims"][name] = len(scaler.names)
     if "time_series" in names:
         events = pd.read_parquet(Path(dataset) / "events" / "time_series")
