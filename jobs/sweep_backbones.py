@@ -1,18 +1,23 @@
-"""The main job. Today it runs the pipeline that exists end to end: raw eICU -> cohort and
-splits -> MGA pretraining -> contrastive and scratch embeddings -> static MLP / LSTM baselines
-(Ray Tune over Ray Train), all in MLflow. The sequential backbone sweep joins it when it lands.
+"""The main job: raw eICU -> cohort and splits -> MGA pretraining -> contrastive and scratch
+embeddings -> static MLP / LSTM baselines -> the backbone sweep ((Q)LoRA fine-tuning of six
+decoders on event timelines, Ray Tune over Ray Train), all in one MLflow experiment.
 
-    python jobs/sweep_backbones.py                       # embedded default: local Ray, synthetic data
-    ray job submit --working-dir . -- python jobs/sweep_backbones.py --raw /data/eicu-crd/2.0
+    python jobs/sweep_backbones.py                       # embedded default: local Ray, synthetic data, tiny backbones
+    ray job submit --working-dir . -- python jobs/sweep_backbones.py --raw /data/eicu-crd/2.0 \\
+        --backbones local --model-dir /models --search-space search_spaces/backbones.yaml --config cluster.yaml
 """
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from clintraj.config import load
+from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.runtime import init_ray, shutdown_ray
 from clintraj.tracking import Tracking
+from clintraj.training.sequential import SequentialTrainConfig
+from clintraj.tuning import load_search_space
 from clintraj.workflows.end_to_end import EndToEndConfig, run
 
 
@@ -20,24 +25,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of EndToEndConfig")
     parser.add_argument("--raw", type=Path, help="a raw eICU v2.0 folder (default: synthetic data, made once)")
-    parser.add_argument("--workdir", type=Path, default=Path("clintraj-work"), help="data, checkpoints, local MLflow")
+    parser.add_argument("--backbones", choices=["tiny", "hub", "local"],
+                        help="backbone weights: tiny random models (the default's), the Hugging Face hub, or "
+                             "--model-dir/<name>/ (default: the config's)")
+    parser.add_argument("--model-dir", help="folder of <backbone>/ weight folders (default: $CLINTRAJ_MODEL_DIR)")
+    parser.add_argument("--search-space", type=Path, help="the backbone sweep's space, e.g. search_spaces/backbones.yaml")
+    parser.add_argument("--tasks", nargs="+", choices=["mortality", "los"], help="tasks of the backbone sweep")
+    parser.add_argument("--resume", action="store_true", help="restore an interrupted backbone sweep (Tuner.restore)")
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("CLINTRAJ_WORKDIR", "clintraj-work")),
+                        help="data, checkpoints, local MLflow (default: $CLINTRAJ_WORKDIR, else ./clintraj-work)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: the config's)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in --workdir)")
     parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     config = load(EndToEndConfig, args.config)
+    if args.backbones:
+        config.sequential.weights = args.backbones
+    if args.model_dir:
+        config.sequential.model_dir = args.model_dir
+    if args.search_space:
+        config.backbone_search = load_search_space(args.search_space, SequentialTrainConfig)
+    if args.tasks:
+        config.sequential_tasks = args.tasks
+    if args.experiment:
+        config.experiment = args.experiment
     tracking = Tracking.resolve(args.tracking_uri, args.workdir / "mlflow")
     init_ray(args.ray_address)
     try:
-        results = run(config, args.workdir, tracking, raw=args.raw)
+        static, sequential = run(config, args.workdir, tracking, raw=args.raw, resume=args.resume)
     finally:
         shutdown_ray()
-    print("\nTest metrics of the static baselines (best checkpoint of each trial):")
-    columns = [c for c in ("test_auroc", "test_auprc", "test_ace", "test_bss", "test_mae", "test_spearman")
-               if c in results]
-    print(results[["task", "architecture", "initialisation", *columns]].to_string(index=False, float_format="%.3f"))
-    print(f"\nMLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
+    print("\nTest metrics (95% bootstrap CIs), static baselines and backbones, as in the paper's Tables 2-3:")
+    print(markdown(comparison_table(sequential, static)))
+    print(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,23 @@ def test_the_main_job_config_round_trips(tmp_path):
     path = write(tmp_path, yaml.safe_dump(to_dict(config)))
     assert load(EndToEndConfig, path) == config
     assert flatten({"a": {"b": 1}, "c": 2}) == {"a.b": 1, "c": 2}
+
+
+@pytest.mark.parametrize("name,config_cls", [
+    ("pretrain_eicu.yaml", "clintraj.training.pretrain:PretrainConfig"),
+    ("pretrain_mimic.yaml", "clintraj.training.pretrain:PretrainConfig"),
+    ("static_baselines.yaml", "clintraj.training.static:StaticTrainConfig"),
+    ("backbones.yaml", "clintraj.training.sequential:SequentialTrainConfig"),
+])
+def test_shipped_search_spaces_load_against_their_configs(name, config_cls):
+    import importlib
+
+    from clintraj.models.backbones import BACKBONES
+    from clintraj.tuning import load_search_space
+
+    module, cls = config_cls.split(":")
+    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / name,
+                              getattr(importlib.import_module(module), cls))
+    assert space.params
+    if name == "backbones.yaml":  # the paper's six decoders, each a registry entry
+        assert space.params["backbone"] == {"grid": list(BACKBONES)}

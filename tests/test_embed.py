@@ -4,6 +4,7 @@ import json
 from dataclasses import asdict
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -51,3 +52,22 @@ def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path,
     scratch = embed.run(tmp_path / "data", tmp_path / "scratch", "scratch", tmp_path / "w2", config, seed=7)
     assert scratch["encoders"] == "scratch" and scratch["seed"] == 7
     assert json.loads((tmp_path / "scratch" / "embeddings.json").read_text())["checkpoint"] is None
+    # the sequential view: one embedding per timeline event, keyed by stay, in time order
+    timelines = embed.read_timelines(tmp_path / "emb").set_index("stay_id")
+    assert set(timelines.index) == set(frame["stay_id"])
+    events = pd.read_parquet(tmp_path / "data" / "events" / "lab")
+    lab = record["modalities"].index("lab")
+    stay = events["stay_id"].value_counts().index[0]  # the stay with the most lab results
+    row = timelines.loc[stay]
+    modality, times = np.asarray(row["modality"]), np.asarray(row["time_hours"])
+    h = np.asarray(row["h"]).reshape(-1, record["latent_dim"])
+    assert len(modality) == row["n_events"] == len(h) and (np.diff(times) >= 0).all()
+    # one event per lab draw time (results drawn together are one event)
+    assert (modality == lab).sum() == events.loc[events["stay_id"] == stay, "time_hours"].nunique()
+    static = frame.set_index("stay_id")
+    demographics = record["modalities"].index("demographics")
+    assert modality[0] == demographics and times[0] == 0.0  # admission events lead
+    np.testing.assert_array_equal(h[0], static.loc[stay, "demographics.h"])
+    assert not np.isclose(h[modality == lab], tokens[lab]).all(axis=1).any()  # encoded, not the missing token
+    absent = frame.loc[~present[:, record["modalities"].index("diagnosis")], "stay_id"].iloc[0]
+    assert record["modalities"].index("diagnosis") not in np.asarray(timelines.loc[absent, "modality"])

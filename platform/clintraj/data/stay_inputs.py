@@ -63,21 +63,28 @@ def _fixed(vectors: np.ndarray) -> pa.Array:
 def time_series_steps(events: pd.DataFrame, stays: pd.DataFrame, max_steps: int) -> tuple[list, list[str], dict]:
     """Per stay (in `stays` order) a flat float32 array of its first `max_steps` steps of
     [z-scored values..., measured masks...], z-scores fitted on the training split."""
-    values = [c for c in events.columns if c not in ("stay_id", "time_hours") and not c.startswith("mask:")]
-    masks = [f"mask:{v}" for v in values]
-    train = events["stay_id"].isin(stays.loc[stays["split"] == "train", "stay_id"])
-    mean = events.loc[train, values].mean().fillna(0.0)
-    std = events.loc[train, values].std().replace(0.0, 1.0).fillna(1.0)
     events = events.sort_values(["stay_id", "time_hours"], kind="stable")
-    events = events[events.groupby("stay_id").cumcount() < max_steps]
-    steps = np.concatenate([((events[values] - mean) / std).to_numpy(float),
-                            events[masks].to_numpy(float)], axis=1).astype(np.float32)
+    steps, values, scaling = normalised_steps(events, stays)
+    kept = (events.groupby("stay_id").cumcount() < max_steps).to_numpy()
+    events, steps = events[kept], steps[kept]
     bounds = np.flatnonzero(np.diff(events["stay_id"].to_numpy())) + 1
     per_stay = dict(zip(events["stay_id"].to_numpy()[np.r_[0, bounds]] if len(events) else [],
                         np.split(steps, bounds) if len(events) else []))
     empty = np.zeros((0, steps.shape[1]), np.float32)
     flat = [per_stay.get(s, empty).ravel() for s in stays["stay_id"]]
-    return flat, values, {"mean": mean.tolist(), "std": std.tolist()}
+    return flat, values, scaling
+
+
+def normalised_steps(events: pd.DataFrame, stays: pd.DataFrame) -> tuple[np.ndarray, list[str], dict]:
+    """Each time-series row as [z-scored values..., measured masks...] (float32), z-scores fitted on the
+    training split; the variables and the scaling."""
+    values = [c for c in events.columns if c not in ("stay_id", "time_hours") and not c.startswith("mask:")]
+    train = events["stay_id"].isin(stays.loc[stays["split"] == "train", "stay_id"])
+    mean = events.loc[train, values].mean().fillna(0.0)
+    std = events.loc[train, values].std().replace(0.0, 1.0).fillna(1.0)
+    steps = np.concatenate([((events[values] - mean) / std).to_numpy(float),
+                            events[[f"mask:{v}" for v in values]].to_numpy(float)], axis=1).astype(np.float32)
+    return steps, values, {"mean": mean.tolist(), "std": std.tolist()}
 
 
 def build_stay_table(dataset: Path, out: Path, config: InputConfig, image_root: Path | None = None) -> dict:

@@ -12,7 +12,8 @@ class MlflowEpochLogger(UserCallback):
 
     It runs after all workers have reported and the checkpoint is persisted, so
     an epoch that a worker failure interrupts is never logged, and the epoch
-    redone after the restart is logged once.
+    redone after the restart is logged once. A report marked `final` (the
+    sequential trainer's closing one, which repeats the best epoch) is skipped.
     """
 
     def __init__(self, tracking_uri: str, run_id: str):
@@ -23,6 +24,8 @@ class MlflowEpochLogger(UserCallback):
         from mlflow.tracking import MlflowClient
 
         reported = metrics[0] if metrics else {}
+        if reported.get("final"):  # a closing report repeats the best epoch: not a new epoch
+            return
         step = int(reported.get("epoch", 0))
         client = MlflowClient(self.tracking_uri)
         for key, value in reported.items():

@@ -1,12 +1,18 @@
-"""The end-to-end pipeline that exists today, as one run of the main job.
+"""The main job's pipeline, end to end.
 
 raw eICU (synthetic by default, written once under the work folder)
   -> cohort, splits and task cohorts (`data.prepare`)
   -> MGA pretraining of the modality encoders (Ray Train)
-  -> embeddings of every stay by the contrastive and the scratch encoders (Ray Data)
+  -> static and per-event embeddings by the contrastive and the scratch encoders (Ray Data)
   -> static MLP / LSTM baselines per task and initialisation (Ray Tune over Ray Train)
-Everything lands in one MLflow experiment. The sequential LLM sweep joins here
-when it exists.
+  -> the backbone sweep: (Q)LoRA fine-tuning of the decoders on the event timelines
+     (Ray Tune over Ray Train), compared with the static baselines
+Everything lands in one MLflow experiment.
+
+The embedded default sizes every stage for a 2-core laptop: tiny random-weight
+backbones of the six families, one CPU worker per trial, and the sequential
+sweep on mortality only (`sequential_tasks`); a cluster config names the real
+weights, GPUs, all tasks and the paper's epochs.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
 from clintraj.tracking import Tracking
 from clintraj.training.pretrain import PretrainConfig
+from clintraj.training.sequential import SequentialTrainConfig
 from clintraj.training.static import StaticTrainConfig
 from clintraj.tuning import SearchSpace
-from clintraj.workflows import embed, pretrain, static_baselines
+from clintraj.workflows import embed, pretrain, static_baselines, sweep_backbones
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +41,31 @@ def _demo_search_space() -> SearchSpace:
                        params={"architecture": {"grid": ["mlp", "lstm"]}})  # 2 x 2 initialisations x tasks
 
 
+def _demo_backbone_space() -> SearchSpace:
+    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=3, params={
+        "backbone": {"grid": ["llama3-8b", "mistral-7b", "deepseek-7b", "phi3-mini", "biomistral-7b", "meditron-7b"]}})
+
+
+def _demo_sequential() -> SequentialTrainConfig:
+    # One CPU worker per trial: DeepSpeed has nothing to shard (its multi-worker path is tested).
+    return SequentialTrainConfig(weights="tiny", epochs=2, patience=2, max_events=64, batch_size=16, lr=1e-3,
+                                 deepspeed_stage=0)
+
+
 @dataclass
 class EndToEndConfig:
     experiment: str = "clintraj-demo"
-    synthetic_stays: int = 4000
+    synthetic_stays: int = 3000
     seed: int = 0
     tasks: list[str] = field(default_factory=lambda: ["mortality", "los"])
     # The paper's 10,000-result lab threshold is for 196k stays; the demo scales it down.
     prepare: PrepareConfig = field(default_factory=lambda: PrepareConfig(eicu=EicuConfig(lab_min_count=500)))
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(latent_dim=32, epochs=8, patience=3))
-    static: StaticTrainConfig = field(default_factory=lambda: StaticTrainConfig(epochs=15, patience=4))
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(latent_dim=32, epochs=6, patience=3))
+    static: StaticTrainConfig = field(default_factory=lambda: StaticTrainConfig(epochs=12, patience=4))
     static_search: SearchSpace = field(default_factory=_demo_search_space)
+    sequential_tasks: list[str] = field(default_factory=lambda: ["mortality"])
+    sequential: SequentialTrainConfig = field(default_factory=_demo_sequential)
+    backbone_search: SearchSpace = field(default_factory=_demo_backbone_space)
 
 
 def ensure_synthetic_raw(workdir: Path, stays: int, seed: int) -> Path:
@@ -65,8 +86,9 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
     return out
 
 
-def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None = None) -> pd.DataFrame:
-    """Run the pipeline; return the static baselines' test metrics, one row per trial."""
+def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None = None,
+        resume: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the pipeline; return the test metrics of the static baselines and of the backbone sweep."""
     workdir = Path(workdir).resolve()
     raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.synthetic_stays, config.seed)
     dataset = ensure_dataset(raw, workdir, config.prepare)
@@ -80,5 +102,11 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
     }
     embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], workdir / "embed")
     embed.run(dataset, embeddings["scratch"], "scratch", workdir / "embed", config.pretrain, seed=config.seed)
-    return static_baselines.run(dataset, embeddings, config.tasks, workdir / "static", config.static,
-                                config.static_search, tracking, config.experiment)
+    static = static_baselines.run(dataset, embeddings, config.tasks, workdir / "static", config.static,
+                                  config.static_search, tracking, config.experiment)
+    if config.sequential.weights == "tiny" and not config.sequential.tiny_root:
+        config.sequential.tiny_root = str(workdir / "tiny-backbones")  # beside the runs that used them
+    sequential = sweep_backbones.run(dataset, embeddings, config.sequential_tasks, workdir / "sequential",
+                                     config.sequential, config.backbone_search, tracking, config.experiment,
+                                     static_results=static, resume=resume)
+    return static, sequential

@@ -1,0 +1,483 @@
+"""Sequential fine-tuning benchmark: training tokens/s of the backbone step, what length
+bucketing buys, and the share of a Ray Train worker's epoch spent waiting on Ray Data.
+
+    .venv/bin/python bench/finetune.py                  # tiny llama3-8b on CPU (~2-3 min; setup ~3 min once)
+    .venv/bin/python bench/finetune.py --quick          # fewer steps and rounds (smoke run)
+    .venv/bin/python bench/finetune.py --dataset /tmp/dev/data --embeddings /tmp/dev/emb_scratch
+    .venv/bin/python bench/finetune.py --device cuda --shape 7b --layers 2 --peak-tflops 989
+
+Setup (not measured): synthetic eICU (`--stays`, default 1500) -> `prepare` -> scratch
+embeddings (`workflows.embed.run`, latent 32) -> `sequential.task_sequences` (mortality,
+`--max-events` 64), cached under `--workdir` (default `bench/.cache`, git-ignored by a
+`.gitignore` inside it). `--dataset` and `--embeddings` reuse an existing pair instead.
+The task's sequences are rewritten every run (a second).
+
+A token is what the decoder reads and is not padding: an event or the [PREDICT] after it
+(2 x the events of the batch, as `sequential.train_loop` counts them). A step is what the
+training loop does between two `next(batches)`: `collate` (with modality dropout),
+forward, loss, backward, optimizer step.
+
+Measured, in one process:
+
+1. Step throughput, in process (no Ray): the llama3-8b backbone (`--shape tiny`: the
+   tiny random stand-in of `models.backbones`; `--shape 7b`: Llama-3-8B's shape, hidden
+   4096, intermediate 14336, 32 heads / 8 KV heads, `--layers` layers, random weights)
+   with LoRA, once with 4-bit NF4 weights + 8-bit AdamW and once unquantized + AdamW,
+   on the same fixed batches (batch 16, length-bucketed, the same modality dropout draws).
+   After 3 warm-up steps each, `--rounds` rounds of `--steps` steps, alternating the
+   order round by round; tokens/s of the best round (others' load only ever slows a
+   round) and of the median round, and tokens per CPU second of this process
+   (`time.process_time`, on CPU), which others' load disturbs less.
+2. Length bucketing (`bucketed`, which sorts each chunk of `bucket_batches` batches by
+   length): one training epoch of the split with bucket_batches 8 and with 1 (no
+   bucketing: each batch pads to its own longest stay of a random-length mix), alternating,
+   `--rounds` times: padded share of the positions, tokens/s and tokens per CPU second.
+3. Ray Data alone: the materialised training split through `streaming_split(1)` as the
+   worker reads it, without training: per epoch, the time to the first batch (the
+   epoch's pipeline start) and the total wait for the rest.
+4. Ray Train: `sequential.trainer(...).fit()` with one worker, `--epochs` (2) epochs,
+   deepspeed_stage 0, batch 16, `--quantization` (nf4 + adamw8bit by default; none:
+   adamw). A controller callback records every epoch's report: `train_tokens_per_s` and
+   `data_wait_share` (time blocked in `next(batches)` / the epoch's training wall time).
+
+On CUDA (`--device cuda`) MFU = 6 * N * tokens/s / peak, with N the parameters the
+tokens pass through (frozen base weights, counted at their unquantized size, LoRA,
+projection and head; not the input embedding table, which `inputs_embeds` bypasses) and
+the peak from `--peak-tflops` (default 989: H100 SXM dense bf16). 6N is the usual
+approximation (attention's own FLOPs left out; with LoRA the frozen weights get no
+weight gradient, and activation checkpointing recomputes the forward, which about
+cancel out).
+
+Torch runs `--threads` (1) intra-op threads in this process, as in a Ray worker with 0.5
+CPU (Ray sets OMP_NUM_THREADS=1 there). The last line is the headline: the Ray Data
+wait share of the last Ray Train epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+
+from clintraj.config import from_dict  # noqa: E402
+from clintraj.training import sequential  # noqa: E402
+
+BACKBONE = "llama3-8b"
+TASK = "mortality"
+LATENT = 32
+WARMUP = 3
+# Llama-3-8B (meta-llama/Meta-Llama-3-8B config.json), layers from --layers. The vocabulary is
+# kept: the table is loaded but never multiplied (inputs_embeds), and is left out of N.
+LLAMA3_8B_SHAPE = {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+                   "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256,
+                   "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 500000.0}
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+
+def inputs(args) -> Path:
+    """The task's sequences folder (train/val/test.parquet, sequences.json), built when missing."""
+    root = args.workdir / "finetune"
+    root.mkdir(parents=True, exist_ok=True)
+    ignore = args.workdir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    if args.embeddings is not None:
+        dataset, embeddings = args.dataset, args.embeddings
+        out = root / f"sequences-{embeddings.name}-{TASK}-{args.max_events}"
+    else:
+        base = root / f"eicu-{args.stays}-s{args.seed}"
+        dataset, embeddings = base / "data", base / "embeddings"
+        out = base / f"sequences-{TASK}-{args.max_events}"
+        if not (embeddings / "embeddings.json").is_file():
+            build(base, args.stays, args.seed)
+    sequential.task_sequences(dataset, embeddings, TASK, out, args.max_events)
+    return out
+
+
+def build(base: Path, stays: int, seed: int) -> None:
+    from clintraj.data.prepare import PrepareConfig, prepare
+    from clintraj.data.synthetic import generate
+    from clintraj.training.pretrain import PretrainConfig
+    from clintraj.workflows import embed
+
+    print(f"building the inputs under {base} ({stays} synthetic eICU stays) ...", flush=True)
+    start = time.perf_counter()
+    shutil.rmtree(base, ignore_errors=True)
+    generate("eicu", base / "raw", n_stays=stays, seed=seed, progress=False)
+    prepare(base / "raw", base / "data", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 100}}))
+    start_ray()
+    embed.run(base / "data", base / "embeddings", "scratch", base / "work",
+              from_dict(PretrainConfig, {"latent_dim": LATENT}), seed=0)
+    shutil.rmtree(base / "work", ignore_errors=True)
+    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def start_ray(tries: int = 3) -> None:
+    """`init_ray(num_cpus=4)`, tried again when a loaded machine makes the node's start time out."""
+    import ray
+
+    from clintraj.runtime import init_ray
+
+    for attempt in range(tries):
+        try:
+            return init_ray(num_cpus=4)
+        except Exception as error:  # ray raises a bare Exception ("timed out during startup")
+            if attempt == tries - 1:
+                raise
+            print(f"Ray did not start ({str(error).splitlines()[0]}); trying again", flush=True)
+            ray.shutdown()
+            time.sleep(10)
+
+
+def weights(args) -> dict:
+    """SequentialTrainConfig fields that locate the backbone's weights (written once)."""
+    root = args.workdir / "finetune"
+    if args.shape == "tiny":
+        return {"weights": "tiny", "tiny_root": str(root / "tiny-backbones")}
+    model_dir = root / f"llama3-8b-shape-L{args.layers}"
+    target = model_dir / BACKBONE
+    if not (target / "config.json").is_file():
+        from transformers import AutoModel, LlamaConfig
+
+        shape = dict(LLAMA3_8B_SHAPE)
+        config = LlamaConfig(num_hidden_layers=args.layers, bos_token_id=128000, eos_token_id=128001,
+                             rope_parameters={"rope_type": "default", "rope_theta": shape.pop("rope_theta")},
+                             **shape)
+        print(f"writing a random {args.layers}-layer Llama-3-8B-shaped model to {target} ...", flush=True)
+        torch.manual_seed(0)
+        model = AutoModel.from_config(config, dtype=torch.bfloat16)
+        staging = model_dir / f".{BACKBONE}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        os.replace(staging, target)
+        del model
+    return {"weights": "local", "model_dir": str(model_dir)}
+
+
+# --- in-process steps ----------------------------------------------------------------------------------
+
+
+def train_config(args, quantization: str, **overrides) -> sequential.SequentialTrainConfig:
+    optimizer = "adamw8bit" if quantization == "nf4" else "adamw"
+    return from_dict(sequential.SequentialTrainConfig, {
+        "task": TASK, "backbone": BACKBONE, **weights(args), "quantization": quantization, "optimizer": optimizer,
+        "batch_size": args.batch_size, "max_events": args.max_events, "deepspeed_stage": 0,
+        "use_gpu": args.device == "cuda", "seed": args.seed, **overrides})
+
+
+class Trainer:
+    """One model + optimizer built as `sequential.train_loop` builds them, stepping outside Ray."""
+
+    def __init__(self, config: sequential.SequentialTrainConfig, info: dict, device: torch.device):
+        from clintraj.training import capabilities
+
+        self.config = {**asdict(config), "latent_dim": info["latent_dim"], "out_features": info["out_features"],
+                       "train_prevalence": info["train_prevalence"]}
+        self.runtime = capabilities.resolve(config.attention, config.precision, config.quantization,
+                                            config.optimizer, 0, config.use_gpu)
+        self.device = device
+        torch.manual_seed(config.seed)
+        self.model = sequential.build_model(self.config, self.runtime, device)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if config.optimizer == "adamw8bit":
+            import bitsandbytes as bnb
+
+            self.optimizer = bnb.optim.AdamW8bit(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        weight = info["pos_weight"]
+        self.pos_weight = torch.tensor(weight, device=device) if weight is not None else None
+
+    def step(self, batch: dict, rng: np.random.Generator) -> tuple[int, int]:
+        """One training step; (tokens, padded positions) of the batch."""
+        from clintraj.models.sequential import sequence_loss
+
+        tensors = sequential.collate(batch, self.config["latent_dim"], self.config["modality_dropout"], rng,
+                                     self.device)
+        logits = self.model(tensors["events"], tensors["event_mask"])
+        loss = sequence_loss(logits.float(), tensors["y"], tensors["event_mask"], TASK, self.pos_weight,
+                             self.config["loss_on"])
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        loss.item()  # the loop reads the loss every step (and it syncs a GPU)
+        mask = tensors["event_mask"]
+        return 2 * int(mask.sum()), 2 * (mask.numel() - int(mask.sum()))
+
+    def run(self, batches: list[dict], seed: int) -> dict:
+        """Step through `batches`; wall seconds, tokens and padded positions."""
+        rng = np.random.default_rng(seed)  # the same modality dropout draws for every variant
+        tokens = padded = 0
+        _sync(self.device)
+        start, cpu = time.perf_counter(), time.process_time()
+        for batch in batches:
+            t, p = self.step(batch, rng)
+            tokens, padded = tokens + t, padded + p
+        _sync(self.device)
+        return {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "tokens": tokens,
+                "padded": padded, "steps": len(batches)}
+
+    def matmul_params(self) -> int:
+        """N of MFU: every parameter but the unused input embedding, 4-bit ones at their real size."""
+        embedding = self.model.backbone.get_input_embeddings().weight
+        total = 0
+        for parameter in self.model.parameters():
+            if parameter is embedding:
+                continue
+            quant_state = getattr(parameter, "quant_state", None)
+            total += math.prod(quant_state.shape) if quant_state is not None else parameter.numel()
+        return total
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def epoch_batches(split: dict, batch_size: int, bucket_batches: int, seed: int) -> list[dict]:
+    """One epoch's batches as the worker cuts them: chunks of `bucket_batches` batches in file
+    order (how the materialised dataset streams), each sorted by length, batch order shuffled."""
+    n = len(split["stay_id"])
+    chunk = batch_size * bucket_batches
+    chunks = ({key: value[i:i + chunk] for key, value in split.items()} for i in range(0, n, chunk))
+    return list(sequential.bucketed(chunks, batch_size, shuffle=True, rng=np.random.default_rng(seed)))
+
+
+def rounds_of(trainers: dict, plan, rounds: int) -> dict[str, list[dict]]:
+    """`plan(round)` -> {variant: batches}; variants alternate their order round by round."""
+    results = {name: [] for name in plan(0)}
+    for r in range(rounds):
+        batches = plan(r)
+        names = list(batches) if r % 2 == 0 else list(batches)[::-1]
+        for name in names:
+            results[name].append(trainers[name].run(batches[name], seed=1000 + r))
+    return results
+
+
+def summary(runs: list[dict]) -> dict:
+    rates = [run["tokens"] / run["seconds"] for run in runs]
+    tokens, padded = sum(r["tokens"] for r in runs), sum(r["padded"] for r in runs)
+    return {"best": max(rates), "median": statistics.median(rates), "steps": sum(r["steps"] for r in runs),
+            "ms_per_step": statistics.median(r["seconds"] / r["steps"] for r in runs) * 1e3,
+            "cpu_rate": tokens / sum(r["cpu"] for r in runs),
+            "cpu_ms_per_step": sum(r["cpu"] for r in runs) / sum(r["steps"] for r in runs) * 1e3,
+            "padded_share": padded / (tokens + padded), "tokens_per_step": tokens / sum(r["steps"] for r in runs)}
+
+
+# --- Ray --------------------------------------------------------------------------------------------
+
+
+def ray_data_alone(sequences: Path, batch_size: int, bucket_batches: int, epochs: int) -> list[dict]:
+    """The training split through streaming_split(1) as the worker reads it, no training."""
+    import ray.data
+
+    dataset = ray.data.read_parquet(str(sequences / "train.parquet")).materialize()
+    shard = dataset.streaming_split(1, equal=True)[0]
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        batches = sequential.bucketed(shard.iter_batches(batch_size=batch_size * bucket_batches,
+                                                         batch_format="numpy"), batch_size, shuffle=True, rng=rng)
+        next(batches)
+        to_first = time.perf_counter() - start
+        count = 1 + sum(1 for _ in batches)
+        out.append({"first_s": to_first, "rest_s": time.perf_counter() - start - to_first, "batches": count})
+    del shard, dataset
+    return out
+
+
+def _epoch_recorder(path: Path):
+    """A Train controller callback appending each worker-0 report to `path` (JSON lines)."""
+    from ray.train import UserCallback
+
+    class EpochRecorder(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            reported = metrics[0] if metrics else {}
+            with open(path, "a") as handle:
+                handle.write(json.dumps({k: v for k, v in reported.items() if isinstance(v, (int, float))}) + "\n")
+
+    return EpochRecorder()
+
+
+def ray_train(args, sequences: Path) -> tuple[list[dict], float]:
+    """Per-epoch reports of one `sequential.trainer(...).fit()`; and its wall seconds."""
+    config = train_config(args, args.quantization, epochs=args.epochs, num_workers=1, patience=args.epochs)
+    storage = args.workdir / "finetune" / "ray"
+    name = f"bench-finetune-{os.getpid()}"
+    record = storage / f"{name}.jsonl"
+    storage.mkdir(parents=True, exist_ok=True)
+    record.unlink(missing_ok=True)
+    start = time.perf_counter()
+    run, _ = sequential.trainer(sequences, config, storage, name, callbacks=[_epoch_recorder(record.resolve())])
+    result = run.fit()
+    seconds = time.perf_counter() - start
+    reports = [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []
+    if not reports:  # no callback record: the checkpoints kept (the last epoch and the final report)
+        reports = [metrics for _, metrics in result.best_checkpoints]
+    epochs = sorted((r for r in reports if not r.get("final") and "data_wait_share" in r), key=lambda r: r["epoch"])
+    shutil.rmtree(storage / name, ignore_errors=True)
+    record.unlink(missing_ok=True)
+    return epochs, seconds
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 6 steps, 1 bucketing round (smoke run)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--shape", choices=("tiny", "7b"), default="tiny",
+                        help="tiny random llama3-8b stand-in, or Llama-3-8B's shape with --layers layers")
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers of --shape 7b (default 2)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0,
+                        help="peak of the device for MFU (default 989: H100 dense bf16); printed on CUDA")
+    parser.add_argument("--quantization", choices=("nf4", "none"), default="nf4",
+                        help="of the bucketing and Ray Train runs (nf4: + adamw8bit; none: + adamw)")
+    parser.add_argument("--stays", type=int, default=1500, help="synthetic eICU stays of the setup")
+    parser.add_argument("--max-events", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per variant and round (default 12)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--epochs", type=int, default=2, help="Ray Train epochs (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU (default 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache")
+    parser.add_argument("--dataset", type=Path, help="a prepared dataset folder (with --embeddings)")
+    parser.add_argument("--embeddings", type=Path, help="its embedding folder (embed.run output): skip the setup")
+    args = parser.parse_args(argv)
+    if (args.dataset is None) != (args.embeddings is None):
+        parser.error("--dataset and --embeddings go together")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    steps, rounds, bucket_rounds = (6, 2, 1) if args.quick else (args.steps, args.rounds, args.rounds)
+
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
+
+    setup = time.perf_counter()
+    sequences = inputs(args)
+    weights(args)
+    info = json.loads((sequences / "sequences.json").read_text())
+    split = sequential.read_split(sequences / "train.parquet")
+    setup = time.perf_counter() - setup
+    bench_start = time.perf_counter()
+    lengths = np.asarray(split["n_events"])
+    print(f"{TASK}: {info['stays']['train']} training stays, events per stay (<= {args.max_events}): median "
+          f"{np.median(lengths):.0f}, min {lengths.min()}, max {lengths.max()}; batch {args.batch_size}; "
+          f"backbone {BACKBONE} ({args.shape}{f', {args.layers} layers' if args.shape == '7b' else ''}) + LoRA "
+          f"r=16 on {args.device}" + (f" ({args.threads} thread(s))" if args.device == "cpu" else ""), flush=True)
+
+    # 1. quantised vs unquantised step, the same batches
+    variants = {"nf4 + adamw8bit": "nf4", "none + adamw": "none"}
+    trainers = {name: Trainer(train_config(args, q), info, device) for name, q in variants.items()}
+    params = trainers["none + adamw"].matmul_params()
+    fixed = epoch_batches(split, args.batch_size, 8, args.seed)
+    fixed = (fixed * math.ceil((WARMUP + rounds * steps) / len(fixed)))[:WARMUP + rounds * steps]
+    for trainer in trainers.values():
+        trainer.run(fixed[:WARMUP], seed=999)
+    names = list(trainers)
+    step_runs = rounds_of(trainers, lambda r: {name: fixed[WARMUP + r * steps:WARMUP + (r + 1) * steps]
+                                               for name in names}, rounds)
+    steps_table = {name: summary(runs) for name, runs in step_runs.items()}
+
+    # 2. length bucketing: bucket_batches 8 vs 1, one epoch per round
+    chosen = trainers["nf4 + adamw8bit" if args.quantization == "nf4" else "none + adamw"]
+    bucket_trainers = {"bucket_batches=8": chosen, "bucket_batches=1": chosen}
+    bucket_runs = rounds_of(bucket_trainers, lambda r: {
+        "bucket_batches=8": epoch_batches(split, args.batch_size, 8, args.seed + r),
+        "bucket_batches=1": epoch_batches(split, args.batch_size, 1, args.seed + r)}, bucket_rounds)
+    bucket_table = {name: summary(runs) for name, runs in bucket_runs.items()}
+    del trainers, chosen, bucket_trainers
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # 3. Ray Data alone, 4. Ray Train
+    start_ray()
+    data_alone = ray_data_alone(sequences, args.batch_size, 8, max(args.epochs, 2))
+    epochs, train_seconds = ray_train(args, sequences)
+    from clintraj.runtime import shutdown_ray
+
+    shutdown_ray()  # before the tables: Ray's exit messages do not follow the headline
+    bench_seconds = time.perf_counter() - bench_start
+
+    mfu = args.device == "cuda"
+
+    def mfu_text(rate: float) -> str:
+        return f" {6 * params * rate / (args.peak_tflops * 1e12) * 100:6.2f}%" if mfu else ""
+
+    def cpu_text(row: dict) -> str:
+        return f" {row['cpu_ms_per_step']:>11.1f} {row['cpu_rate']:>12,.0f}"
+
+    print()
+    print(f"1. training step in process ({rounds} rounds x {steps} steps after {WARMUP} warm-up, bucket_batches=8)")
+    print(f"   {'variant':<18} {'steps':>5} {'tokens/step':>11} {'ms/step':>8} {'tokens/s best':>13} "
+          f"{'median':>8}" + (f" {'MFU':>7}" if mfu else f" {'CPU ms/step':>11} {'tokens/CPU-s':>12}"))
+    for name, row in steps_table.items():
+        print(f"   {name:<18} {row['steps']:>5} {row['tokens_per_step']:>11.0f} {row['ms_per_step']:>8.1f} "
+              f"{row['best']:>13,.0f} {row['median']:>8,.0f}" + (mfu_text(row["best"]) if mfu else cpu_text(row)))
+    nf4, plain = steps_table["nf4 + adamw8bit"], steps_table["none + adamw"]
+    print(f"   nf4 + adamw8bit / none + adamw tokens/s: {nf4['best'] / plain['best']:.2f}x "
+          f"(median {nf4['median'] / plain['median']:.2f}x"
+          + ("" if mfu else f", CPU time {nf4['cpu_rate'] / plain['cpu_rate']:.2f}x") + ")"
+          + (f"; N = {params / 1e6:,.1f} M parameters, peak {args.peak_tflops:g} TFLOP/s" if mfu else ""))
+    print()
+    print(f"2. length bucketing ({bucket_rounds} epoch(s) each, {args.quantization})")
+    print(f"   {'variant':<18} {'steps':>5} {'padded share':>12} {'ms/step':>8} {'tokens/s best':>13} {'median':>8}"
+          + ("" if mfu else f" {'CPU ms/step':>11} {'tokens/CPU-s':>12}"))
+    for name, row in bucket_table.items():
+        print(f"   {name:<18} {row['steps']:>5} {row['padded_share'] * 100:>11.1f}% {row['ms_per_step']:>8.1f} "
+              f"{row['best']:>13,.0f} {row['median']:>8,.0f}" + ("" if mfu else cpu_text(row)))
+    on, off = bucket_table["bucket_batches=8"], bucket_table["bucket_batches=1"]
+    print(f"   bucketing speed-up in tokens/s: {on['best'] / off['best']:.2f}x (median {on['median'] / off['median']:.2f}x"
+          + ("" if mfu else f", CPU time {on['cpu_rate'] / off['cpu_rate']:.2f}x") + "); positions per token "
+          f"{1 / (1 - off['padded_share']):.2f} -> {1 / (1 - on['padded_share']):.2f}")
+    print()
+    print("3. Ray Data alone (streaming_split(1) of the materialised split, no training)")
+    print(f"   {'epoch':>5} {'batches':>7} {'to 1st batch s':>14} {'rest s':>7}")
+    for index, row in enumerate(data_alone):
+        print(f"   {index:>5} {row['batches']:>7} {row['first_s']:>14.3f} {row['rest_s']:>7.3f}")
+    print()
+    print(f"4. Ray Train (1 worker, {args.epochs} epochs, deepspeed_stage 0, {args.quantization}; fit {train_seconds:.0f} s)")
+    print(f"   {'epoch':>5} {'tokens/s':>9} {'data wait':>9} {'wait s':>7} {'~epoch s':>8}" + (f" {'MFU':>7}" if mfu else ""))
+    for row in epochs:
+        rate = row["train_tokens_per_s"]
+        epoch_s = on["tokens_per_step"] * on["steps"] / max(bucket_rounds, 1) / rate  # one epoch's tokens / rate
+        print(f"   {row['epoch']:>5} {rate:>9,.0f} {row['data_wait_share'] * 100:>8.1f}% "
+              f"{row['data_wait_share'] * epoch_s:>7.2f} {epoch_s:>8.2f}" + mfu_text(rate))
+    if not epochs:
+        raise SystemExit("no epoch report came back from Ray Train")
+    last = epochs[-1]
+    print(f"   last epoch: Ray Train tokens/s / in-process tokens/s (same config, best round): "
+          f"{last['train_tokens_per_s'] / on['best']:.2f}x")
+    print()
+    print(f"setup {setup:.0f} s (cached), bench {bench_seconds:.0f} s")
+    print(f"headline: Ray Data wait share of training step time = {last['data_wait_share'] * 100:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

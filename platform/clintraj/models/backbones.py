@@ -1,0 +1,229 @@
+"""The six decoder backbones: registry, tiny stand-ins, loading (optionally 4-bit) and LoRA.
+
+The paper fine-tunes Llama-3-8B, Mistral-7B, DeepSeek-7B, Phi-3-mini, BioMistral-7B and
+Meditron-7B with (Q)LoRA on q,k,v,o,gate,up,down. We feed `inputs_embeds` to the base decoder
+(no LM head) and read its hidden states through our own head.
+
+Tests and CPU hosts use `tiny_config`: the backbone's real config class (so the same module
+names, attention and rope code run) with toy dimensions. peft and bitsandbytes are imported
+inside the functions that need them: importing peft alone costs ~7 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+MODEL_DIR_ENV = "CLINTRAJ_MODEL_DIR"
+DEFAULT_TINY_ROOT = Path.home() / ".cache" / "clintraj" / "tiny-backbones"
+
+_LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Phi-3 fuses q,k,v into qkv_proj and gate,up into gate_up_proj: the unfused names match nothing
+# there, and peft says nothing when only some targets match.
+_PHI3_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str  # registry key
+    hf_id: str  # Hugging Face hub id
+    family: str  # "llama" | "mistral" | "phi3": the transformers config class family
+    hidden_size: int  # of the real model
+    lora_targets: tuple[str, ...]  # the paper's q,k,v,o,gate,up,down as module names of this family
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    s.name: s
+    for s in (
+        BackboneSpec("llama3-8b", "meta-llama/Meta-Llama-3-8B", "llama", 4096, _LLAMA_TARGETS),
+        BackboneSpec("mistral-7b", "mistralai/Mistral-7B-v0.1", "mistral", 4096, _LLAMA_TARGETS),
+        BackboneSpec("deepseek-7b", "deepseek-ai/deepseek-llm-7b-base", "llama", 4096, _LLAMA_TARGETS),
+        BackboneSpec("phi3-mini", "microsoft/Phi-3-mini-4k-instruct", "phi3", 3072, _PHI3_TARGETS),
+        BackboneSpec("biomistral-7b", "BioMistral/BioMistral-7B", "mistral", 4096, _LLAMA_TARGETS),
+        BackboneSpec("meditron-7b", "epfl-llm/meditron-7b", "llama", 4096, _LLAMA_TARGETS),
+    )
+}
+
+# The cheap settings that distinguish each real config (copied from its hub config.json).
+_TINY_DISTINCTIVE: dict[str, dict] = {
+    "llama3-8b": {"rope_theta": 500000.0, "rms_norm_eps": 1e-5},
+    "mistral-7b": {"rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": 4096},
+    "deepseek-7b": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6},
+    "phi3-mini": {"rope_theta": 10000.0, "rms_norm_eps": 1e-5, "original_max_position_embeddings": 512},
+    "biomistral-7b": {"rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": 4096},
+    "meditron-7b": {"rope_theta": 10000.0, "rms_norm_eps": 1e-5},
+}
+
+
+def spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}") from None
+
+
+def tiny_config(name: str):
+    """The backbone's real config class with toy dimensions (hidden 64, 2 layers, vocab 256).
+
+    bos/eos/pad are set inside the vocabulary: Phi-3's defaults (32000) are not, and
+    transformers warns about that.
+    """
+    from transformers import LlamaConfig, MistralConfig, Phi3Config
+
+    config_class = {"llama": LlamaConfig, "mistral": MistralConfig, "phi3": Phi3Config}[spec(name).family]
+    settings = dict(_TINY_DISTINCTIVE[name])
+    rope_theta = settings.pop("rope_theta")
+    return config_class(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, vocab_size=256, max_position_embeddings=512,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+        **settings,
+    )
+
+
+def materialise_tiny(name: str, root: Path, seed: int = 0) -> Path:
+    """Write a seeded tiny model of `name` to root/<name>/ once, and return that folder.
+
+    It is saved to a temporary sibling and renamed into place, so a concurrent caller (another
+    Ray worker) either sees no folder or a complete one; whoever renames second drops its copy.
+    """
+    from transformers import AutoModelForCausalLM
+
+    root = Path(root)
+    target = root / name
+    if target.is_dir():
+        return target
+    config = tiny_config(name)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream alone
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config)
+        model.save_pretrained(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def weights_location(name: str, source: str, model_dir: str | Path | None = None,
+                     tiny_root: Path | None = None) -> str:
+    """Where `load_backbone` finds `name`: "tiny" (materialised under tiny_root, default
+    ~/.cache/clintraj/tiny-backbones), "local" (<model_dir or $CLINTRAJ_MODEL_DIR>/<name>) or "hub"."""
+    backbone = spec(name)
+    if source == "tiny":
+        seed = list(BACKBONES).index(name)  # distinct random weights per backbone, the same on every call
+        return str(materialise_tiny(name, Path(tiny_root) if tiny_root is not None else DEFAULT_TINY_ROOT, seed))
+    if source == "local":
+        base = model_dir if model_dir is not None else os.environ.get(MODEL_DIR_ENV)
+        if not base:
+            raise ValueError(f"source 'local' needs model_dir or the {MODEL_DIR_ENV} environment variable")
+        folder = Path(base) / name
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"no local weights for {name!r} at {folder} (set model_dir or {MODEL_DIR_ENV} "
+                f"to the folder that holds <name>/ subfolders)"
+            )
+        return str(folder)
+    if source == "hub":
+        return backbone.hf_id
+    raise ValueError(f"unknown weights source {source!r}; valid: tiny, local, hub")
+
+
+def load_backbone(location: str, *, attention: str = "sdpa", quantization: str = "none",
+                  dtype=torch.float32, device_map=None):
+    """The base decoder (AutoModel: no LM head) at `location`.
+
+    quantization "nf4" loads 4-bit QLoRA weights (double quant, compute in `dtype`); bitsandbytes
+    runs this on CPU too. A 4-bit model cannot be moved after loading, so it is placed on this
+    process's own device: {"": "cpu"}, or {"": current CUDA device} on a GPU worker.
+    """
+    from transformers import AutoModel
+
+    if attention == "flash_attention_2":
+        if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
+            raise RuntimeError(
+                "attention 'flash_attention_2' needs the flash_attn package and a CUDA device: install "
+                "the [gpu] extra (pip install 'clintraj[gpu]') on a CUDA host, or use attention='sdpa'"
+            )
+    kwargs = {"attn_implementation": attention}
+    if quantization == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        if device_map is None:
+            device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+    elif quantization != "none":
+        raise ValueError(f"unknown quantization {quantization!r}; valid: none, nf4")
+    # Always explicit: left unset, the dtype of the unquantised parts (and of the 4-bit blocks'
+    # quantisation state) depends on what the process loaded before.
+    kwargs["dtype"] = dtype
+    model = AutoModel.from_pretrained(location, device_map=device_map, **kwargs)
+    if quantization == "nf4":
+        keep_4bit_math_in_compute_dtype(model)
+    return model
+
+
+def keep_4bit_math_in_compute_dtype(model) -> int:
+    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights.
+
+    On CPUs with AVX512-BF16, `Linear4bit` repacks its weights for a bf16 kernel the first time it
+    runs in eval mode without grad, and unpacks them again whenever a state dict is taken: the
+    predictions then differ from the training-mode math (about 1e-3 here), and each cycle moves
+    the stored quantisation state. Off, evaluation uses the same compute dtype as training.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def apply_lora(model, spec: BackboneSpec, *, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+               quantized: bool = False, gradient_checkpointing: bool = True):
+    """Wrap `model` with LoRA on `spec.lora_targets`; return the PeftModel.
+
+    No task_type: the forward is the base decoder's (inputs_embeds in, hidden states out).
+    Checkpointing is always non-reentrant: with inputs_embeds the reentrant variant sees no input
+    that requires grad and fails (the embedding layer, where transformers would hook it, is
+    bypassed). For the same reason peft's kbit preparation runs without its own checkpointing
+    step (its default is reentrant, and it calls the deprecated gradient_checkpointing_enable).
+    """
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=list(spec.lora_targets), bias="none")
+    peft_model = get_peft_model(model, config)
+    if gradient_checkpointing:
+        peft_model.get_base_model().activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    missing = set(spec.lora_targets) - wrapped_modules(peft_model)
+    if missing:
+        raise ValueError(f"LoRA targets {sorted(missing)} of {spec.name!r} match no module of the model")
+    return peft_model
+
+
+def wrapped_modules(peft_model) -> set[str]:
+    """Leaf names (e.g. "q_proj") of the modules that carry LoRA adapters."""
+    from peft.tuners.lora import LoraLayer
+
+    return {name.rsplit(".", 1)[-1] for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)}

@@ -1,0 +1,148 @@
+"""The backbone sweep (paper §3.4.2, Tables 2-3): backbones x initialisation x task on Ray Tune.
+
+Before Tune starts, the driver writes each (initialisation, task) pair's
+timelines once (`sequential.task_sequences`). Each trial is a Tune function
+trainable (Ray Train V2's composition) that opens its MLflow child run
+(tagged backbone, init, task, dataset; every parameter), fits one
+sequential `TorchTrainer` whose epochs reach Tune via `TuneReportCallback`
+and MLflow via `MlflowEpochLogger` (the workers add per-step losses), then
+scores the test predictions of the best epoch with bootstrap CIs, draws
+ROC/PR and calibration (or LoS) figures, and records where the adapter is.
+The parent run ends with the comparison table in the layout of the paper's
+Tables 2 and 3, with the static baselines beside when given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clintraj.config import from_dict, to_dict
+from clintraj.evaluation import plots
+from clintraj.evaluation.comparison import comparison_table, markdown
+from clintraj.tracking import Tracking
+from clintraj.training import sequential
+from clintraj.training.static import test_metrics
+from clintraj.tuning import SearchSpace, param_space, scheduler
+
+log = logging.getLogger(__name__)
+
+
+def write_sequences(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: Path,
+                    max_events: int) -> dict[tuple[str, str], Path]:
+    """(initialisation, task) -> its timelines folder, written once per sweep."""
+    folders = {}
+    for init, path in embeddings.items():
+        for task in tasks:
+            folder = Path(workdir) / "sequences" / init / task
+            sequential.task_sequences(dataset, path, task, folder, max_events)
+            folders[(init, task)] = folder
+    return folders
+
+
+def score_trial(finished: dict, sequences: Path, task: str, seed: int) -> dict:
+    """Test metrics (95% bootstrap CIs) of a finished trial's best-epoch predictions."""
+    y, output = sequential.outputs(finished["predictions"])
+    y_train = sequential.read_split(sequences / "train.parquet")["y"]
+    y_train = np.stack(y_train)
+    return test_metrics(task, y, output, y_train[:, 0] if y_train.shape[1] == 1 else y_train, seed)
+
+
+def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage: Path, tracking: Tracking,
+               experiment_id: str, parent_run_id: str, dataset_name: str):
+    def trial(sampled: dict) -> None:
+        import tempfile
+
+        from mlflow.tracking import MlflowClient
+        from ray import tune
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        init = sampled["initialisation"]
+        overrides = {k: v for k, v in sampled.items() if k != "initialisation"}
+        config = from_dict(sequential.SequentialTrainConfig, {**to_dict(base), **overrides}, "search space sample")
+        folder = sequences[(init, config.task)]
+        name = f"{config.backbone}-{init}-{config.task}-{tune.get_context().get_trial_id()}"
+        client = MlflowClient(tracking.uri)
+        run_id = client.create_run(experiment_id, run_name=name, tags={
+            "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
+            "backbone": config.backbone, "initialisation": init, "stage": "sequential"}).info.run_id
+        info = json.loads((Path(folder) / "sequences.json").read_text())
+        for key, value in {**to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
+                           "dropped_events": info["dropped_events"]}.items():
+            client.log_param(run_id, key, value)
+        try:
+            trainer, _ = sequential.trainer(folder, config, storage / name, name, tracking.uri, run_id,
+                                            callbacks=[TuneReportCallback()])
+            finished = sequential.finished(trainer.fit())
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        metrics = {**score_trial(finished, Path(folder), config.task, config.seed),
+                   "best_epoch": finished["metrics"].get("best_epoch", float("nan"))}
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                client.log_metric(run_id, key if key == "best_epoch" else f"test_{key}", float(value))
+        with tempfile.TemporaryDirectory() as scratch:
+            y, output = sequential.outputs(finished["predictions"])
+            for figure in plots.task_figures(config.task, y, output, Path(scratch), name):
+                client.log_artifact(run_id, str(figure), "figures")
+            finished["predictions"].to_parquet(Path(scratch) / "test_predictions.parquet")
+            client.log_artifact(run_id, str(Path(scratch) / "test_predictions.parquet"))
+        client.set_tag(run_id, "checkpoint", finished["checkpoint"])
+        client.set_tag(run_id, "adapter", f"{finished['checkpoint']}/adapter")
+        client.set_terminated(run_id)
+
+    return trial
+
+
+def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: Path,
+        base: sequential.SequentialTrainConfig, space: SearchSpace, tracking: Tracking, experiment: str,
+        static_results: pd.DataFrame | None = None, name: str = "backbone-sweep", resume: bool = False) -> pd.DataFrame:
+    """Sweep; return one row per trial (backbone, initialisation, task, test metrics, run id)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    workdir = Path(workdir).resolve()
+    dataset_name = json.loads((Path(dataset) / "report.json").read_text())["dataset"]
+    embeddings = {init: Path(path).resolve() for init, path in embeddings.items()}
+    sequences = write_sequences(Path(dataset), embeddings, tasks, workdir, base.max_events)
+    grid = {**param_space(space), "initialisation": tune.grid_search(sorted(embeddings)),
+            "task": tune.grid_search(list(tasks))}
+    mlflow.set_tracking_uri(tracking.uri)
+    experiment_id = tracking.experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-{dataset_name}") as parent:
+        mlflow.set_tags({"dataset": dataset_name, "stage": "backbone-sweep"})
+        mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space),
+                         "embeddings": {k: str(v) for k, v in embeddings.items()}}, "sweep.json")
+        trial = tune.with_resources(make_trial(sequences, base, workdir / "ray_results", tracking, experiment_id,
+                                               parent.info.run_id, dataset_name), {"cpu": 0.1})
+        tune_path = workdir / "tune" / name
+        if resume and tune.Tuner.can_restore(str(tune_path)):
+            log.info("resuming the sweep at %s", tune_path)
+            tuner = tune.Tuner.restore(str(tune_path), trainable=trial, resume_errored=True)
+        else:
+            tuner = tune.Tuner(trial, param_space=grid, tune_config=tune.TuneConfig(
+                metric=space.metric, mode=space.mode, num_samples=space.num_samples,
+                max_concurrent_trials=space.max_concurrent_trials, scheduler=scheduler(space, base.epochs)),
+                run_config=tune.RunConfig(name=name, storage_path=str(workdir / "tune")))
+        results = tuner.fit()
+        client = MlflowClient(tracking.uri)
+        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        table = pd.DataFrame([{**{k: r.data.tags.get(k) for k in ("backbone", "initialisation", "task")},
+                               **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")},
+                               "run_id": r.info.run_id} for r in children if r.info.status == "FINISHED"])
+        if len(table):
+            table = table.sort_values(["task", "backbone", "initialisation"]).reset_index(drop=True)
+        comparison = comparison_table(table, static_results)
+        mlflow.log_text(markdown(comparison), "comparison.md")
+        mlflow.log_text(comparison.to_csv(index=False), "comparison.csv")
+        mlflow.log_metric("trials", len(results))
+        mlflow.log_metric("trial_errors", len(results.errors))
+        for error in results.errors:
+            log.error("a trial failed: %s", error)
+    return table

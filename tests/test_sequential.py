@@ -1,0 +1,169 @@
+"""The sequential model's layout, loss, truncation, batching and checkpoint round trip (no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from clintraj.models.sequential import interleave, last_logits, predict_positions, sequence_loss
+from clintraj.training import capabilities
+from clintraj.training import sequential as seq
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+LATENT = 8
+
+
+def test_predict_follows_every_event_and_padding_is_masked():
+    H = 4
+    events = torch.arange(2 * 3 * H, dtype=torch.float32).reshape(2, 3, H) + 1
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    predict = torch.full((H,), -7.0)
+    sequence, attention = interleave(events, mask, predict)
+    assert sequence.shape == (2, 6, H)
+    for stay in range(2):
+        for i in range(3):
+            assert torch.equal(sequence[stay, 2 * i], events[stay, i])  # event i at 2i
+            assert torch.equal(sequence[stay, 2 * i + 1], predict)  # its [PREDICT] right after
+    assert attention.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]
+    assert predict_positions(2).tolist() == [1, 3]
+
+
+def test_loss_over_all_or_last_predict_matches_hand_computation():
+    logits = torch.tensor([[[0.5], [-1.0], [9.0]], [[2.0], [9.0], [9.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    y = torch.tensor([[1.0], [0.0]])
+
+    def bce(z, t):
+        return -(t * np.log(1 / (1 + np.exp(-z))) + (1 - t) * np.log(1 - 1 / (1 + np.exp(-z))))
+
+    every = (bce(0.5, 1) + bce(-1.0, 1) + bce(2.0, 0)) / 3  # padding logits (9.0) never count
+    last = (bce(-1.0, 1) + bce(2.0, 0)) / 2
+    assert sequence_loss(logits, y, mask, "mortality", None).item() == pytest.approx(every, rel=1e-6)
+    assert sequence_loss(logits, y, mask, "mortality", None, "last_predict").item() == pytest.approx(last, rel=1e-6)
+    weighted = sequence_loss(logits, y, mask, "mortality", torch.tensor([3.0]), "last_predict").item()
+    assert weighted == pytest.approx((3 * bce(-1.0, 1) + bce(2.0, 0)) / 2, rel=1e-6)
+    los = sequence_loss(logits, torch.tensor([[1.0], [2.0]]), mask, "los", None).item()
+    assert los == pytest.approx(((0.5 - 1) ** 2 + (-1 - 1) ** 2 + (2 - 2) ** 2) / 3, rel=1e-6)
+    assert last_logits(logits, mask)[:, 0].tolist() == [-1.0, 2.0]
+    with pytest.raises(ValueError, match="loss_on"):
+        sequence_loss(logits, y, mask, "mortality", None, "first")
+
+
+def test_truncation_keeps_admission_events_and_the_most_recent():
+    # demographics (0) and APS (5) at admission, then 6 later events of other modalities
+    modality = np.array([0, 5, 1, 2, 1, 4, 2, 1], dtype=np.int8)
+    kept = seq.truncate(modality, np.array([0, 5], np.int8), max_events=5)
+    assert kept.tolist() == [0, 1, 5, 6, 7]
+    assert seq.truncate(modality, np.array([0, 5], np.int8), max_events=20).tolist() == list(range(8))
+    assert seq.truncate(modality, np.array([0, 5], np.int8), max_events=2).tolist() == [0, 1]
+
+
+def _rows(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    modality = [rng.integers(0, 4, n).astype(np.int8) for n in lengths]
+    return {"stay_id": np.arange(len(lengths)), "n_events": np.array(lengths),
+            "y": [np.array([i % 2], np.float32) for i in range(len(lengths))], "modality": modality,
+            "h": [rng.normal(size=(n, LATENT)).astype(np.float32).ravel() for n in lengths]}
+
+
+def test_length_bucketing_pads_less_and_keeps_every_stay_once():
+    lengths = [3, 40, 5, 38, 4, 41, 6, 39]
+    chunk = _rows(lengths)
+
+    def padding(batches):
+        return sum(len(b["n_events"]) * max(b["n_events"]) - sum(b["n_events"]) for b in batches)
+
+    bucketed = list(seq.bucketed([chunk], 2, shuffle=True, rng=np.random.default_rng(0)))
+    plain = [{k: (v[i:i + 2] if not isinstance(v, list) else v[i:i + 2]) for k, v in chunk.items()}
+             for i in range(0, 8, 2)]
+    assert sorted(np.concatenate([b["stay_id"] for b in bucketed]).tolist()) == list(range(8))
+    assert padding(bucketed) < padding(plain) / 5
+
+
+def test_collate_pads_and_modality_dropout_removes_whole_modalities():
+    chunk = _rows([4, 7, 2], seed=1)
+    batch = seq.collate(chunk, LATENT)
+    assert batch["events"].shape == (3, 7, LATENT)
+    assert batch["event_mask"].sum(dim=1).tolist() == [4, 7, 2]
+    np.testing.assert_array_equal(batch["events"][1, :7].numpy(), chunk["h"][1].reshape(7, LATENT))
+    assert (batch["events"][2, 2:] == 0).all()
+
+    rng = np.random.default_rng(3)
+    dropped = seq.collate(chunk, LATENT, modality_dropout=0.5, rng=rng)
+    for i, modality in enumerate(chunk["modality"]):
+        n = int(dropped["event_mask"][i].sum())
+        kept_modalities = set(dropped["modality"][i, :n].tolist())
+        expected = [j for j, m in enumerate(modality) if m in kept_modalities]
+        assert n == len(expected)  # every event of a kept modality stays, in order
+        np.testing.assert_array_equal(dropped["events"][i, :n].numpy(), chunk["h"][i].reshape(-1, LATENT)[expected])
+    everything = seq.collate(chunk, LATENT, modality_dropout=1.0, rng=rng)  # never an empty stay
+    assert everything["event_mask"].sum(dim=1).tolist() == [4, 7, 2]
+
+
+def test_capability_checks_say_what_is_off_and_refuse_what_cannot_run():
+    resolved = capabilities.resolve("auto", "auto", "nf4", "adamw8bit", 2, use_gpu=False)
+    assert (resolved.attention, resolved.precision, resolved.backend) == ("sdpa", "fp32", "gloo")
+    notes = " ".join(resolved.notes)
+    assert "Flash Attention 2 off" in notes and "bf16 off" in notes and "bitsandbytes" in notes
+    with pytest.raises(RuntimeError, match="sdpa"):
+        capabilities.resolve("flash_attention_2", "auto", "none", "adamw", 0, use_gpu=False)
+    with pytest.raises(ValueError, match="deepspeed_stage: 2"):
+        capabilities.resolve("sdpa", "fp32", "nf4", "adamw8bit", 3, use_gpu=False)
+
+
+def _config(tmp_path, backbone="llama3-8b", quantization="nf4"):
+    return {**vars(seq.SequentialTrainConfig(backbone=backbone, weights="tiny", quantization=quantization,
+                                             tiny_root=str(tmp_path / "tiny"))),
+            "latent_dim": LATENT, "out_features": 1, "modalities": ["a", "b", "c", "d"],
+            "train_prevalence": [0.5]}
+
+
+@pytest.mark.parametrize("backbone,quantization", [("llama3-8b", "nf4"), ("phi3-mini", "none")])
+def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, backbone, quantization):
+    config = _config(tmp_path, backbone, quantization)
+    runtime = capabilities.resolve("sdpa", "fp32", quantization, "adamw", 0, use_gpu=False)
+    torch.manual_seed(0)
+    model = seq.build_model(config, runtime, torch.device("cpu"))
+    chunk = _rows([5, 9, 3, 12, 7, 4], seed=2)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(6):  # move the adapters, projection, [PREDICT] and head away from their init
+        batch = seq.collate(chunk, LATENT)
+        loss = sequence_loss(model(batch["events"], batch["event_mask"]), batch["y"], batch["event_mask"],
+                             "mortality", None)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    before = seq.predict(model, seq.bucketed([chunk], 4, shuffle=False), LATENT, "cpu")
+    seq.save_checkpoint(tmp_path / "ckpt", model, config, runtime)
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"adapter", "head.pt", "sequential.json"}
+    assert not list((tmp_path / "ckpt").rglob("model.safetensors"))  # adapters only, no full copy
+    reloaded, record = seq.load_checkpoint(tmp_path / "ckpt")
+    assert type(reloaded.backbone).__name__ == "PeftModel" and record["backbone"] == backbone
+    after = seq.predict(reloaded, seq.bucketed([chunk], 4, shuffle=False), LATENT, "cpu")
+    assert np.array_equal(np.stack(before["output"]), np.stack(after["output"]))
+    assert all(np.array_equal(a, b) for a, b in zip(before["output_by_event"], after["output_by_event"]))
+    assert after["n_events"].tolist() == [5, 9, 3, 12, 7, 4]
+
+
+def test_causal_predictions_ignore_later_events_and_padding(tmp_path):
+    config = _config(tmp_path, "mistral-7b", "none")
+    runtime = capabilities.resolve("eager", "fp32", "none", "adamw", 0, use_gpu=False)
+    torch.manual_seed(0)
+    model = seq.build_model(config, runtime, torch.device("cpu")).eval()
+    chunk = _rows([6, 3], seed=4)
+    batch = seq.collate(chunk, LATENT)
+    with torch.no_grad():
+        logits = model(batch["events"], batch["event_mask"])
+        alone = model(batch["events"][1:, :3], batch["event_mask"][1:, :3])
+        changed = batch["events"].clone()
+        changed[0, 4] += 5.0  # a later event of stay 0
+        moved = model(changed, batch["event_mask"])
+    torch.testing.assert_close(logits[1, :3], alone[0], rtol=1e-5, atol=1e-5)  # padding changes nothing
+    torch.testing.assert_close(moved[0, :4], logits[0, :4], rtol=1e-5, atol=1e-5)  # the past cannot see it
+    assert not torch.allclose(moved[0, 4], logits[0, 4])
+    assert F.mse_loss(moved[1], logits[1]).item() == 0.0
