@@ -122,3 +122,24 @@ def test_summary_pairs_the_two_models_on_the_same_stays():
     assert tests["models"] == ["contrastive", "scratch"]
     assert tests["delta_prediction"]["p_value"] < 0.01 and tests["delta_prediction"]["median_difference"] < 0
     assert tests["share_full:demographics"]["pairs"] == 40
+
+
+class DemographicsSink(torch.nn.Module):
+    """A model whose every [PREDICT] attends almost only to the first position (demographics)."""
+
+    def forward(self, events, event_mask, output_attentions=False):
+        T = 2 * events.shape[1]
+        scores = torch.zeros(T, T)
+        scores[:, 0] = 8.0  # position 0 dominates every row
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))  # causal
+        attention = torch.softmax(scores, dim=-1)[None, None].expand(1, 4, T, T)  # (batch, heads, T, T)
+        return torch.zeros(1, events.shape[1], 1), (attention,)
+
+
+def test_a_model_that_attends_to_demographics_reports_it_as_the_sink(setup):
+    _, sequences, _ = setup
+    row = attn.stay_row(seq.read_split(sequences / "test.parquet"), 2)
+    panel = interpret._panel(DemographicsSink(), row, LATENT, NAMES)
+    assert panel["sink"][:2] == (0, "demographics")
+    assert panel["shares"]["demographics"] > 0.5
+    np.testing.assert_allclose(panel["attention"].sum(axis=1), 1.0, rtol=1e-5)

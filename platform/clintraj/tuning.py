@@ -78,3 +78,42 @@ def scheduler(space: SearchSpace, max_epochs: int):
         return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
                              grace_period=min(space.grace_period, max_epochs), reduction_factor=2)
     return FIFOScheduler()
+
+
+def grid(space: SearchSpace, **axes) -> dict:
+    """The space's sampled params, crossed with a grid over each named axis (e.g. initialisation, task)."""
+    from ray import tune
+
+    return {**param_space(space), **{name: tune.grid_search(list(values)) for name, values in axes.items()}}
+
+
+def tuner(trial, param_grid: dict, space: SearchSpace, max_epochs: int, name: str, storage: Path,
+          resume: bool = False):
+    """A Tuner over a function trainable (Train V2's composition), or the restored one of an
+    interrupted sweep at storage/name when `resume`."""
+    from ray import tune
+
+    trainable = tune.with_resources(trial, {"cpu": 0.1})
+    path = Path(storage) / name
+    if resume and tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable, param_space=param_grid,
+        tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=space.num_samples,
+                                    max_concurrent_trials=space.max_concurrent_trials,
+                                    scheduler=scheduler(space, max_epochs)),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage)))
+
+
+def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tags: tuple[str, ...]):
+    """One row per finished child run of a sweep: the given tags, its test_* metrics and run id."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    children = MlflowClient(tracking_uri).search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    rows = [{**{k: r.data.tags.get(k) for k in tags},
+             **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")}, "run_id": r.info.run_id}
+            for r in children if r.info.status == "FINISHED"]
+    table = pd.DataFrame(rows, columns=None if rows else [*tags, "run_id"])
+    return table.sort_values(["task", *[t for t in tags if t != "task"]]).reset_index(drop=True)

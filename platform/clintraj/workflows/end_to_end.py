@@ -103,7 +103,7 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
     embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], workdir / "embed")
     embed.run(dataset, embeddings["scratch"], "scratch", workdir / "embed", config.pretrain, seed=config.seed)
     static = static_baselines.run(dataset, embeddings, config.tasks, workdir / "static", config.static,
-                                  config.static_search, tracking, config.experiment)
+                                  config.static_search, tracking, config.experiment, resume=resume)
     if config.sequential.weights == "tiny" and not config.sequential.tiny_root:
         config.sequential.tiny_root = str(workdir / "tiny-backbones")  # beside the runs that used them
     sequential = sweep_backbones.run(dataset, embeddings, config.sequential_tasks, workdir / "sequential",

@@ -20,7 +20,7 @@ from clintraj.config import from_dict, to_dict
 from clintraj.data.prepare import read_task
 from clintraj.tracking import Tracking
 from clintraj.training import static
-from clintraj.tuning import SearchSpace, param_space, scheduler
+from clintraj.tuning import SearchSpace, child_results, grid, tuner
 from clintraj.workflows.embed import read_static
 
 log = logging.getLogger(__name__)
@@ -73,42 +73,32 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
 
 def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: Path,
         base: static.StaticTrainConfig, space: SearchSpace, tracking: Tracking, experiment: str,
-        name: str = "static-baselines") -> pd.DataFrame:
+        name: str = "static-baselines", resume: bool = False) -> pd.DataFrame:
     """Sweep the static baselines; return one row per trial (its config and test metrics)."""
     import json
 
     import mlflow
-    from mlflow.tracking import MlflowClient
-    from ray import tune
 
     workdir = Path(workdir).resolve()
     dataset_name = json.loads((Path(dataset) / "report.json").read_text())["dataset"]
     embeddings = {init: str(Path(path).resolve()) for init, path in embeddings.items()}
-    grid = {**param_space(space), "initialisation": tune.grid_search(sorted(embeddings)),
-            "task": tune.grid_search(list(tasks))}
+    param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)
     mlflow.set_tracking_uri(tracking.uri)
     experiment_id = tracking.experiment(experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-{dataset_name}") as parent:
+    marker = workdir / "tune" / f"{name}.parent_run"  # a resumed sweep keeps its parent run
+    previous = marker.read_text().strip() if resume and marker.is_file() else None
+    with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
+                          run_name=None if previous else f"{name}-{dataset_name}") as parent:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(parent.info.run_id)
         mlflow.set_tags({"dataset": dataset_name, "stage": "static-baselines"})
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space), "embeddings": embeddings},
                         "sweep.json")
         trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results", tracking,
                            experiment_id, parent.info.run_id, dataset_name)
-        tuner = tune.Tuner(
-            tune.with_resources(trial, {"cpu": 0.1}),
-            param_space=grid,
-            tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=space.num_samples,
-                                        max_concurrent_trials=space.max_concurrent_trials,
-                                        scheduler=scheduler(space, base.epochs)),
-            run_config=tune.RunConfig(name=name, storage_path=str(workdir / "tune")),
-        )
-        results = tuner.fit()
-        client = MlflowClient(tracking.uri)
-        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        rows = [{**{k: r.data.tags.get(k) for k in ("task", "architecture", "initialisation")},
-                 **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")}, "run_id": r.info.run_id}
-                for r in children]
-        table = pd.DataFrame(rows).sort_values(["task", "architecture", "initialisation"]).reset_index(drop=True)
+        results = tuner(trial, param_grid, space, base.epochs, name, workdir / "tune", resume).fit()
+        table = child_results(tracking.uri, experiment_id, parent.info.run_id,
+                              ("task", "architecture", "initialisation"))
         mlflow.log_text(table.to_string(index=False), "results.txt")
         mlflow.log_metric("trials", len(results))
         mlflow.log_metric("trial_errors", len(results.errors))

@@ -27,7 +27,7 @@ from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.tracking import Tracking
 from clintraj.training import sequential
 from clintraj.training.static import test_metrics
-from clintraj.tuning import SearchSpace, param_space, scheduler
+from clintraj.tuning import SearchSpace, child_results, grid, tuner
 
 log = logging.getLogger(__name__)
 
@@ -104,40 +104,27 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
         static_results: pd.DataFrame | None = None, name: str = "backbone-sweep", resume: bool = False) -> pd.DataFrame:
     """Sweep; return one row per trial (backbone, initialisation, task, test metrics, run id)."""
     import mlflow
-    from mlflow.tracking import MlflowClient
-    from ray import tune
 
     workdir = Path(workdir).resolve()
     dataset_name = json.loads((Path(dataset) / "report.json").read_text())["dataset"]
     embeddings = {init: Path(path).resolve() for init, path in embeddings.items()}
     sequences = write_sequences(Path(dataset), embeddings, tasks, workdir, base.max_events)
-    grid = {**param_space(space), "initialisation": tune.grid_search(sorted(embeddings)),
-            "task": tune.grid_search(list(tasks))}
+    param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)
     mlflow.set_tracking_uri(tracking.uri)
     experiment_id = tracking.experiment(experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-{dataset_name}") as parent:
+    marker = workdir / "tune" / f"{name}.parent_run"  # a resumed sweep keeps its parent run
+    previous = marker.read_text().strip() if resume and marker.is_file() else None
+    with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
+                          run_name=None if previous else f"{name}-{dataset_name}") as parent:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(parent.info.run_id)
         mlflow.set_tags({"dataset": dataset_name, "stage": "backbone-sweep"})
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space),
                          "embeddings": {k: str(v) for k, v in embeddings.items()}}, "sweep.json")
-        trial = tune.with_resources(make_trial(sequences, base, workdir / "ray_results", tracking, experiment_id,
-                                               parent.info.run_id, dataset_name), {"cpu": 0.1})
-        tune_path = workdir / "tune" / name
-        if resume and tune.Tuner.can_restore(str(tune_path)):
-            log.info("resuming the sweep at %s", tune_path)
-            tuner = tune.Tuner.restore(str(tune_path), trainable=trial, resume_errored=True)
-        else:
-            tuner = tune.Tuner(trial, param_space=grid, tune_config=tune.TuneConfig(
-                metric=space.metric, mode=space.mode, num_samples=space.num_samples,
-                max_concurrent_trials=space.max_concurrent_trials, scheduler=scheduler(space, base.epochs)),
-                run_config=tune.RunConfig(name=name, storage_path=str(workdir / "tune")))
-        results = tuner.fit()
-        client = MlflowClient(tracking.uri)
-        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        table = pd.DataFrame([{**{k: r.data.tags.get(k) for k in ("backbone", "initialisation", "task")},
-                               **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")},
-                               "run_id": r.info.run_id} for r in children if r.info.status == "FINISHED"])
-        if len(table):
-            table = table.sort_values(["task", "backbone", "initialisation"]).reset_index(drop=True)
+        trial = make_trial(sequences, base, workdir / "ray_results", tracking, experiment_id, parent.info.run_id,
+                           dataset_name)
+        results = tuner(trial, param_grid, space, base.epochs, name, workdir / "tune", resume).fit()
+        table = child_results(tracking.uri, experiment_id, parent.info.run_id, ("backbone", "initialisation", "task"))
         comparison = comparison_table(table, static_results)
         mlflow.log_text(markdown(comparison), "comparison.md")
         mlflow.log_text(comparison.to_csv(index=False), "comparison.csv")
