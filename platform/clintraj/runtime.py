@@ -11,6 +11,9 @@ log = logging.getLogger(__name__)
 _QUIET_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    # Ray Data's bars, one per dataset of every trial's workers, bury the job's own output;
+    # Tune's status table and the job's log lines report progress instead.
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", ""),
 }
 

@@ -42,7 +42,8 @@ def _demo_search_space() -> SearchSpace:
 
 
 def _demo_backbone_space() -> SearchSpace:
-    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=3, params={
+    # 4 trials x (0.1 driver + 1 worker x 0.5 CPU) leaves Ray Data a whole logical CPU of 4.
+    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=4, params={
         "backbone": {"grid": ["llama3-8b", "mistral-7b", "deepseek-7b", "phi3-mini", "biomistral-7b", "meditron-7b"]}})
 
 
@@ -60,8 +61,8 @@ class EndToEndConfig:
     tasks: list[str] = field(default_factory=lambda: ["mortality", "los"])
     # The paper's 10,000-result lab threshold is for 196k stays; the demo scales it down.
     prepare: PrepareConfig = field(default_factory=lambda: PrepareConfig(eicu=EicuConfig(lab_min_count=500)))
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(latent_dim=32, epochs=6, patience=3))
-    static: StaticTrainConfig = field(default_factory=lambda: StaticTrainConfig(epochs=12, patience=4))
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(latent_dim=32, epochs=5, patience=3))
+    static: StaticTrainConfig = field(default_factory=lambda: StaticTrainConfig(epochs=8, patience=3))
     static_search: SearchSpace = field(default_factory=_demo_search_space)
     sequential_tasks: list[str] = field(default_factory=lambda: ["mortality"])
     sequential: SequentialTrainConfig = field(default_factory=_demo_sequential)
