@@ -117,8 +117,7 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     tracking = Tracking.resolve(None, workdir / "mlflow")
     client = MlflowClient(tracking.uri)
     runs = client.search_runs([client.get_experiment_by_name("e2e-test").experiment_id])
-    stage = {name: [r for r in runs if r.data.tags.get("stage") == name]
-             for name in ("pretrain", "static-baseline", "sequential", "backbone-sweep")}
+    stage = {name: stage_runs(runs, name) for name in ("pretrain", "static-baseline", "sequential", "backbone-sweep")}
 
     pretraining = stage["pretrain"][0]  # the validation MGA loss falls; retrieval beats random
     losses = [m.value for m in client.get_metric_history(pretraining.info.run_id, "val_loss")]
@@ -152,8 +151,14 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     assert Path(one.data.tags["adapter"], "adapter_config.json").is_file()
     assert one.data.tags["attention_used"] == "sdpa" and "Flash Attention 2 off" in one.data.tags["capability_notes"]
     assert one.data.params["quantization"] == "nf4" and one.data.params["backbone"] in ("llama3-8b", "phi3-mini")
+    assert [m.step for m in client.get_metric_history(one.info.run_id, "robust_auroc_3")] == [0]
     sweep = stage["backbone-sweep"][0]
     assert {"comparison.md", "comparison.csv", "sweep.json"} <= {a.path for a in client.list_artifacts(sweep.info.run_id)}
+
+    # the report: the paper's tables beside ours, logged to a report run
+    assert len(stage_runs(runs, "report")) == 1 and (workdir / "report" / "report.html").is_file()
+    table3 = pd.read_csv(workdir / "report" / "tables" / "table3.csv", dtype=str).fillna("")
+    assert (table3["mortality auroc ours"] != "").sum() == 6  # 2 static + 4 backbone rows of ours
 
     # interpretation of the llama3-8b pair: one stay, then the whole test cohort (Ray Data), into MLflow
     pair = {r.data.tags["initialisation"]: r for r in sequential if r.data.tags["backbone"] == "llama3-8b"}
@@ -172,3 +177,7 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     assert (out / "stay" / "heatmap_contrastive_full.png").is_file() and (out / "cohort.png").is_file()
     logged = {a.path for a in client.list_artifacts(pair["scratch"].info.run_id, "interpretation")}
     assert {"interpretation/cohort_summary.json", "interpretation/stay"} <= logged
+
+
+def stage_runs(runs, name: str) -> list:
+    return [r for r in runs if r.data.tags.get("stage") == name]

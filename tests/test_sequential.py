@@ -167,3 +167,16 @@ def test_causal_predictions_ignore_later_events_and_padding(tmp_path):
     torch.testing.assert_close(moved[0, :4], logits[0, :4], rtol=1e-5, atol=1e-5)  # the past cannot see it
     assert not torch.allclose(moved[0, 4], logits[0, 4])
     assert F.mse_loss(moved[1], logits[1]).item() == 0.0
+
+
+def test_robustness_inputs_remove_whole_modalities_but_never_the_last():
+    chunk = _rows([6, 9, 5], seed=7)
+    chunk["modality"][2] = np.zeros(5, np.int8)  # a stay with one modality only
+    out = seq.without_modalities(chunk, 2, np.random.default_rng(0))
+    for before, after, h_before, h_after in zip(chunk["modality"], out["modality"], chunk["h"], out["h"]):
+        present, left = set(before.tolist()), set(after.tolist())
+        assert len(left) == max(len(present) - 2, 1) and left <= present
+        kept = np.isin(before, list(left))
+        assert kept.sum() == len(after)  # every event of a kept modality stays
+        np.testing.assert_array_equal(np.asarray(h_after).reshape(-1, LATENT), h_before.reshape(-1, LATENT)[kept])
+    assert out["n_events"].tolist() == [len(m) for m in out["modality"]]

@@ -68,6 +68,7 @@ class SequentialTrainConfig:
     max_events: int = 256  # events kept per stay (the sequence is twice as long with [PREDICT]s)
     loss_on: Literal["all_predict", "last_predict"] = "all_predict"
     modality_dropout: float = 0.1  # per stay and modality, training only
+    robustness_removed: int = 3  # test metric with 0..N modalities removed per stay (0: skip)
     num_workers: int = 1
     cpus_per_worker: float = 0.5
     use_gpu: bool = False
@@ -287,6 +288,36 @@ def predict(model, batches, latent: int, device) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("stay_id", kind="stable").reset_index(drop=True)
 
 
+def without_modalities(split: dict, removed: int, rng: np.random.Generator) -> dict:
+    """The split with `removed` of each stay's modalities (drawn at random) taken out entirely;
+    a stay keeps at least one modality."""
+    out = {**split, "modality": [], "h": [], "n_events": []}
+    for modality, h in zip(split["modality"], split["h"]):
+        modality = np.asarray(modality)
+        h = np.asarray(h, np.float32).reshape(len(modality), -1)
+        present = np.unique(modality)
+        gone = rng.choice(present, size=min(removed, len(present) - 1), replace=False)
+        kept = ~np.isin(modality, gone)
+        out["modality"].append(modality[kept])
+        out["h"].append(h[kept].ravel())
+        out["n_events"].append(int(kept.sum()))
+    out["n_events"] = np.asarray(out["n_events"])
+    return out
+
+
+def robustness(model, split: dict, task: str, latent: int, batch_size: int, device, seed: int,
+               max_removed: int = 4) -> dict[str, float]:
+    """The test metric (AUROC; Spearman for LoS) with 0..max_removed modalities removed per stay."""
+    key = "spearman" if task == "los" else "auroc"
+    curve = {}
+    for removed in range(max_removed + 1):
+        rng = np.random.default_rng(seed + removed)
+        frame = predict(model, bucketed([without_modalities(split, removed, rng)], batch_size, shuffle=False),
+                        latent, device)
+        curve[f"robust_{key}_{removed}"] = validation_metrics(task, *outputs(frame))[key]
+    return curve
+
+
 def outputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(y, output) arrays of a predictions frame, one column dropped for single-output tasks."""
     y, out = np.stack(frame["y"].to_numpy()), np.stack(frame["output"].to_numpy())
@@ -417,6 +448,9 @@ def train_loop(config: dict) -> None:
         save_checkpoint(Path(final_dir), model, config, runtime)
         frame = predict(model, bucketed([test], config["batch_size"], shuffle=False), latent, device)
         frame.to_parquet(Path(final_dir) / "predictions.parquet")
+        if config.get("robustness_removed", 0) > 0:  # beyond the paper: test metric vs modalities removed
+            best_metrics.update(robustness(model, test, config["task"], latent, config["batch_size"], device,
+                                           config["seed"], config["robustness_removed"]))
         final.update({**best_metrics, "epoch": best_metrics["epoch"], "final": 1, "best_epoch": best_metrics["epoch"],
                       "val_score": best if mode == "max" else -best})
     ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(final_dir) if rank == 0 else None)

@@ -7,6 +7,7 @@ raw eICU (synthetic by default, written once under the work folder)
   -> static MLP / LSTM baselines per task and initialisation (Ray Tune over Ray Train)
   -> the backbone sweep: (Q)LoRA fine-tuning of the decoders on the event timelines
      (Ray Tune over Ray Train), compared with the static baselines
+  -> the report: the paper's tables with ours beside, figures, one HTML page
 Everything lands in one MLflow experiment.
 
 The embedded default sizes every stage for a 2-core laptop: tiny random-weight
@@ -26,6 +27,7 @@ import pandas as pd
 from clintraj.data.eicu import EicuConfig
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
+from clintraj.reporting.page import build_and_log
 from clintraj.tracking import Tracking
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.training.sequential import SequentialTrainConfig
@@ -110,4 +112,6 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
     sequential = sweep_backbones.run(dataset, embeddings, config.sequential_tasks, workdir / "sequential",
                                      config.sequential, config.backbone_search, tracking, config.experiment,
                                      static_results=static, resume=resume)
+    report = build_and_log(tracking, config.experiment, workdir / "report")
+    log.info("report: %s", report)
     return static, sequential

@@ -82,10 +82,12 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
             client.set_terminated(run_id, "FAILED")
             raise
         metrics = {**score_trial(finished, Path(folder), config.task, config.seed),
-                   "best_epoch": finished["metrics"].get("best_epoch", float("nan"))}
+                   "best_epoch": finished["metrics"].get("best_epoch", float("nan")),
+                   **{k: v for k, v in finished["metrics"].items() if k.startswith("robust_")}}
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and np.isfinite(value):
-                client.log_metric(run_id, key if key == "best_epoch" else f"test_{key}", float(value))
+                name = key if key == "best_epoch" or key.startswith("robust_") else f"test_{key}"
+                client.log_metric(run_id, name, float(value))
         with tempfile.TemporaryDirectory() as scratch:
             y, output = sequential.outputs(finished["predictions"])
             for figure in plots.task_figures(config.task, y, output, Path(scratch), name):

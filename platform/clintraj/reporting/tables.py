@@ -1,0 +1,139 @@
+"""The paper's tables regenerated from MLflow, ours beside the published values.
+
+`paper_results.csv` (in this package) transcribes Tables 1-3 and appendix C of
+the paper, one row per (source, dataset, task, model, initialisation, metric).
+`our_results` reads the test metrics (with bootstrap CIs) of an experiment's
+static-baseline and sequential child runs, and its pretraining runs' retrieval.
+`side_by_side` lays one table out in the paper's row order (static MLP, LSTM,
+then the six backbones; scratch before contrastive) with, per metric, ours
+"value (low-high)", the paper's value and ours minus the paper's.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+MODEL_ORDER = ["mlp", "lstm", "biomistral-7b", "deepseek-7b", "meditron-7b", "llama3-8b", "phi3-mini", "mistral-7b"]
+INIT_ORDER = ["scratch", "contrastive"]
+TABLES = {
+    "table2": ("mimic", {"mortality": ("auroc", "auprc"), "phenotyping": ("auroc", "auprc")}),
+    "table3": ("eicu", {"mortality": ("auroc", "auprc"), "los": ("mse", "mae", "pearson", "spearman")}),
+    "calibration_mimic": ("mimic", {"mortality": ("ace", "bss"), "phenotyping": ("ace", "bss")}),
+    "calibration_eicu": ("eicu", {"mortality": ("ace", "bss")}),
+}
+
+
+def published() -> pd.DataFrame:
+    with resources.files("clintraj.reporting").joinpath("paper_results.csv").open() as handle:
+        return pd.read_csv(handle, dtype={"value": str})  # as printed: "0.9000" stays "0.9000"
+
+
+def our_results(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """Long frame (dataset, task, model, initialisation, metric, value, low, high, run_id) of an experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
+    rows = []
+    for run in client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'"):
+        tags, metrics = run.data.tags, run.data.metrics
+        model = tags.get("architecture") if tags.get("stage") == "static-baseline" else tags.get("backbone")
+        if tags.get("stage") == "pretrain":  # Table 1: retrieval of the pretraining run(s)
+            for k in (1, 5, 10):
+                recall, random = metrics.get(f"test_recall_at_{k}"), metrics.get(f"test_random_at_{k}")
+                values = {f"recall_at_{k}": recall, f"random_at_{k}": random,
+                          f"improvement_at_{k}": recall / random if recall is not None and random else None}
+                rows += [{"dataset": tags.get("dataset"), "task": "pretraining", "model": "mga",
+                          "initialisation": "contrastive", "metric": metric, "value": value, "low": None,
+                          "high": None, "run_id": run.info.run_id} for metric, value in values.items()
+                         if value is not None]
+        if tags.get("stage") in ("static-baseline", "sequential") and model:
+            for key, value in metrics.items():
+                if key.startswith("test_") and not key.endswith(("_low", "_high")):
+                    metric = key[len("test_"):]
+                    rows.append({"dataset": tags.get("dataset"), "task": tags.get("task"), "model": model,
+                                 "initialisation": tags.get("initialisation"), "metric": metric, "value": value,
+                                 "low": metrics.get(f"{key}_low"), "high": metrics.get(f"{key}_high"),
+                                 "run_id": run.info.run_id})
+    return pd.DataFrame(rows, columns=["dataset", "task", "model", "initialisation", "metric", "value", "low",
+                                       "high", "run_id"])
+
+
+def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, table: str) -> pd.DataFrame:
+    """One of TABLES in the paper's row order; several runs of one cell: the latest wins."""
+    dataset, tasks = TABLES[table]
+    rows = []
+    for model in MODEL_ORDER:
+        for init in INIT_ORDER:
+            row = {"model": model, "initialisation": init}
+            for task, metrics in tasks.items():
+                for metric in metrics:
+                    mine = ours[(ours["dataset"] == dataset) & (ours["task"] == task) & (ours["model"] == model)
+                                & (ours["initialisation"] == init) & (ours["metric"] == metric)]
+                    theirs = paper[(paper["dataset"] == dataset) & (paper["task"] == task) & (paper["model"] == model)
+                                   & (paper["initialisation"] == init) & (paper["metric"] == metric)]
+                    value = mine.iloc[0] if len(mine) else None
+                    printed = theirs["value"].iloc[0] if len(theirs) else None
+                    published_value = float(printed) if printed is not None else None
+                    name = f"{task} {metric}"
+                    row[f"{name} ours"] = _cell(value)
+                    row[f"{name} paper"] = printed or ""
+                    row[f"{name} diff"] = ("" if value is None or published_value is None
+                                           else f"{value['value'] - published_value:+.3f}")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(row) -> str:
+    if row is None or pd.isna(row["value"]):
+        return ""
+    interval = f" ({row['low']:.3f}-{row['high']:.3f})" if pd.notna(row["low"]) and pd.notna(row["high"]) else ""
+    return f"{row['value']:.3f}{interval}"
+
+
+def write(table: pd.DataFrame, folder: Path, name: str) -> list[Path]:
+    """Markdown, CSV and LaTeX files of a table."""
+    from clintraj.evaluation.comparison import markdown
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.md", folder / f"{name}.csv", folder / f"{name}.tex"]
+    paths[0].write_text(markdown(table))
+    table.to_csv(paths[1], index=False)
+    paths[2].write_text(latex(table))
+    return paths
+
+
+def latex(table: pd.DataFrame) -> str:
+    """A booktabs tabular (no pandas Styler: no jinja2 dependency)."""
+    def escape(text) -> str:
+        return str(text).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%").replace(
+            "_", r"\_").replace("#", r"\#")
+
+    lines = [r"\begin{tabular}{" + "l" * len(table.columns) + "}", r"\toprule",
+             " & ".join(escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(escape(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def table1(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Table 1's layout: dataset x Recall@K, random baseline, Masked Global Alignment, improvement."""
+    rows = []
+    for dataset in ("mimic", "eicu"):
+        for k in (1, 5, 10):
+            row = {"dataset": dataset, "metric": f"R@{k}"}
+            for column, metric in (("random", f"random_at_{k}"), ("masked global", f"recall_at_{k}"),
+                                   ("improvement", f"improvement_at_{k}")):
+                mine = ours[(ours["dataset"] == dataset) & (ours["task"] == "pretraining") & (ours["metric"] == metric)]
+                theirs = paper[(paper["dataset"] == dataset) & (paper["source"] == "Table 1") & (paper["metric"] == metric)]
+                value = float(mine["value"].iloc[-1]) if len(mine) else None
+                row[f"{column} ours"] = "" if value is None else (f"{value:.2f}" if column == "improvement"
+                                                                  else f"{100 * value:.3f}%")
+                row[f"{column} paper"] = theirs["value"].iloc[0]  # as printed (recalls in %)
+            rows.append(row)
+    return pd.DataFrame(rows)
