@@ -49,9 +49,6 @@ def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path,
         assert not np.isclose(vectors[~absent], tokens[index]).all(axis=1).any()  # present: the encoder's output
     assert len(frame) == len(set(frame["stay_id"]))
 
-    scratch = embed.run(tmp_path / "data", tmp_path / "scratch", "scratch", tmp_path / "w2", config, seed=7)
-    assert scratch["encoders"] == "scratch" and scratch["seed"] == 7
-    assert json.loads((tmp_path / "scratch" / "embeddings.json").read_text())["checkpoint"] is None
     # the sequential view: one embedding per timeline event, keyed by stay, in time order
     timelines = embed.read_timelines(tmp_path / "emb").set_index("stay_id")
     assert set(timelines.index) == set(frame["stay_id"])

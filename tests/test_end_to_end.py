@@ -1,6 +1,6 @@
 """The main job end to end, submitted with the real `ray job submit` CLI to a local head on
 loopback: synthetic raw -> dataset -> MGA pretraining -> embeddings -> static baselines ->
-backbone sweep (tiny backbones, QLoRA) -> MLflow."""
+backbone sweep (a tiny backbone, QLoRA) -> report -> MLflow, then the interpretation job."""
 
 import json
 import os
@@ -23,16 +23,16 @@ RAY = str(Path(sys.executable).with_name("ray"))
 pytestmark = pytest.mark.slow
 
 CONFIG = {
-    "experiment": "e2e-test", "synthetic_stays": 2500, "seed": 3,
-    "pretrain": {"latent_dim": 32, "epochs": 3, "patience": 3, "num_workers": 1},
-    "static": {"epochs": 8, "patience": 3, "num_workers": 1},
+    "experiment": "e2e-test", "synthetic_stays": 2000, "seed": 3,
+    "pretrain": {"latent_dim": 32, "epochs": 2, "patience": 2, "num_workers": 1},
+    "static": {"epochs": 4, "patience": 2, "num_workers": 1},
     "static_search": {"metric": "val_score", "mode": "max", "num_samples": 1, "max_concurrent_trials": 2,
                       "params": {"architecture": {"grid": ["mlp"]}}},
     "sequential_tasks": ["mortality"],
     "sequential": {"weights": "tiny", "epochs": 2, "patience": 2, "max_events": 48, "batch_size": 16,
                    "lr": 1.0e-3, "deepspeed_stage": 0},
     "backbone_search": {"metric": "val_score", "mode": "max", "num_samples": 1, "max_concurrent_trials": 2,
-                        "params": {"backbone": {"grid": ["llama3-8b", "phi3-mini"]}}},
+                        "params": {"backbone": {"grid": ["llama3-8b"]}}},  # all six: test_backbones
 }
 
 
@@ -53,7 +53,11 @@ def ray_head(tmp_path):
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--num-cpus=4", f"--temp-dir={temp}"],
+         "--num-cpus=4", f"--temp-dir={temp}",
+         # not the default agent ports: another Ray on this machine (the session's ray_local) holds them,
+         # and a head whose job agent cannot bind answers every submit with "No available agent"
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"],
         env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.time() + 120
@@ -80,21 +84,28 @@ def stop(head: subprocess.Popen, sig: int) -> None:
 
 def submit(address: str, env: dict, *arguments: str, timeout: float = 1500) -> str:
     job = f"e2e-{int(time.time())}"
-    subprocess.run([RAY, "job", "submit", "--address", address, "--submission-id", job, "--working-dir", str(REPO),
-                    "--no-wait", "--", sys.executable, "jobs/sweep_backbones.py", *arguments],
-                   env=env, check=True, capture_output=True)
+    deadline = time.time() + 120
+    while True:  # the head answers before its job agent is up: "No available agent to submit job"
+        done = subprocess.run([RAY, "job", "submit", "--address", address, "--submission-id", job, "--working-dir",
+                               str(REPO), "--no-wait", "--", sys.executable, "jobs/sweep_backbones.py", *arguments],
+                              env=env, capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+        if "No available agent" not in done.stderr or time.time() > deadline:
+            pytest.fail(f"ray job submit failed:\n{done.stderr[-3000:]}")
+        time.sleep(3)
     deadline = time.time() + timeout
     status = ""
     while time.time() < deadline:
         done = subprocess.run([RAY, "job", "status", "--address", address, job], env=env, capture_output=True,
                               text=True)
-        status = done.stdout + done.stderr  # the CLI logs the status to stderr
-        if any(state in status for state in ("SUCCEEDED", "FAILED", "STOPPED")):
+        status = (done.stdout + done.stderr).lower()  # the CLI logs "Job '<id>' succeeded" to stderr
+        if any(f"job '{job}' {state}" in status for state in ("succeeded", "failed", "stopped")):
             break
         time.sleep(5)
     done = subprocess.run([RAY, "job", "logs", "--address", address, job], env=env, capture_output=True, text=True)
     logs = done.stdout + done.stderr
-    assert "SUCCEEDED" in status, f"job {job}: {status}\n{logs[-6000:]}"
+    assert f"job '{job}' succeeded" in status, f"job {job}: {status}\n{logs[-6000:]}"
     return logs
 
 
@@ -119,9 +130,14 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     runs = client.search_runs([client.get_experiment_by_name("e2e-test").experiment_id])
     stage = {name: stage_runs(runs, name) for name in ("pretrain", "static-baseline", "sequential", "backbone-sweep")}
 
+    records = {init: json.loads((workdir / "embeddings" / init / "embeddings.json").read_text())
+               for init in ("contrastive", "scratch")}  # which encoders made each embedding
+    assert records["scratch"]["encoders"] == "scratch" and records["scratch"]["seed"] == 3
+    assert records["scratch"]["checkpoint"] is None and Path(records["contrastive"]["checkpoint"]).is_dir()
+
     pretraining = stage["pretrain"][0]  # the validation MGA loss falls; retrieval beats random
     losses = [m.value for m in client.get_metric_history(pretraining.info.run_id, "val_loss")]
-    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert len(losses) == 2 and losses[-1] < losses[0]
     assert pretraining.data.metrics["test_recall_at_10"] > 1.3 * pretraining.data.metrics["test_random_at_10"]
 
     static = stage["static-baseline"]
@@ -131,13 +147,13 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     assert max(r.data.metrics["test_spearman"] for r in static if r.data.tags["task"] == "los") >= 0.15
 
     sequential = stage["sequential"]
-    assert len(sequential) == 4 and all(r.info.status == "FINISHED" for r in sequential)
+    assert len(sequential) == 2 and all(r.info.status == "FINISHED" for r in sequential)
     assert {(r.data.tags["backbone"], r.data.tags["initialisation"]) for r in sequential} == {
-        (b, i) for b in ("llama3-8b", "phi3-mini") for i in ("contrastive", "scratch")}
+        ("llama3-8b", "contrastive"), ("llama3-8b", "scratch")}
     aurocs = {(r.data.tags["backbone"], r.data.tags["initialisation"]): r.data.metrics["test_auroc"]
               for r in sequential}
     print("backbone test AUROC", aurocs)
-    assert max(aurocs.values()) >= 0.65
+    assert max(aurocs.values()) >= 0.6  # 2 epochs on ~140 training stays; the planted-signal test asks 0.7
     one = sequential[0]
     for key in ("test_auroc_low", "test_auroc_high", "test_ace", "test_bss"):
         assert key in one.data.metrics
@@ -150,7 +166,7 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
         "figures/roc_pr.png", "figures/reliability.png"}
     assert Path(one.data.tags["adapter"], "adapter_config.json").is_file()
     assert one.data.tags["attention_used"] == "sdpa" and "Flash Attention 2 off" in one.data.tags["capability_notes"]
-    assert one.data.params["quantization"] == "nf4" and one.data.params["backbone"] in ("llama3-8b", "phi3-mini")
+    assert one.data.params["quantization"] == "nf4" and one.data.params["backbone"] == "llama3-8b"
     assert [m.step for m in client.get_metric_history(one.info.run_id, "robust_auroc_3")] == [0]
     sweep = stage["backbone-sweep"][0]
     assert {"comparison.md", "comparison.csv", "sweep.json"} <= {a.path for a in client.list_artifacts(sweep.info.run_id)}
@@ -158,7 +174,7 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     # the report: the paper's tables beside ours, logged to a report run
     assert len(stage_runs(runs, "report")) == 1 and (workdir / "report" / "report.html").is_file()
     table3 = pd.read_csv(workdir / "report" / "tables" / "table3.csv", dtype=str).fillna("")
-    assert (table3["mortality auroc ours"] != "").sum() == 6  # 2 static + 4 backbone rows of ours
+    assert (table3["mortality auroc ours"] != "").sum() == 4  # 2 static + 2 backbone rows of ours
 
     # interpretation of the llama3-8b pair: one stay, then the whole test cohort (Ray Data), into MLflow
     pair = {r.data.tags["initialisation"]: r for r in sequential if r.data.tags["backbone"] == "llama3-8b"}
@@ -172,7 +188,7 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     assert not re.search(rf"\b{stay}\b", done.stdout + done.stderr)  # logs name stays by index, never by id
     summary = json.loads((out / "cohort_summary.json").read_text())
-    assert summary["contrastive"]["stays"] == summary["scratch"]["stays"] > 20
+    assert summary["contrastive"]["stays"] == summary["scratch"]["stays"] > 10
     assert "delta_prediction" in summary["paired_wilcoxon"]
     assert (out / "stay" / "heatmap_contrastive_full.png").is_file() and (out / "cohort.png").is_file()
     logged = {a.path for a in client.list_artifacts(pair["scratch"].info.run_id, "interpretation")}

@@ -15,8 +15,9 @@ embed it unchanged:
   (one image and one text per stay in the static view): the stay's static
   embedding at each of the modality's event times, added by the embedding job.
 
-`write_event_inputs` writes `<out>/<modality>/part-*.parquet` with stay_id,
-time_hours and x (fixed-size float32 list) for the modalities encoded per event.
+`write_event_inputs` writes `<out>/events.parquet`: stay_id, time_hours, the
+modality's index and x (float32 list) for every event of the per-event modalities,
+so one Ray Data pass embeds them all.
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ def count_event_vectors(events: pd.DataFrame, static: pd.DataFrame, modality: st
 
 
 def write_event_inputs(dataset: Path, out: Path) -> dict:
-    """Write each per-event modality's inputs; return {"modalities": [...], "events": {m: count}}."""
+    """Write `out/events.parquet` (stay_id, time_hours, modality index, x: that modality's input, of
+    its own length) for every per-event modality; return {"modalities": [...], "events": {m: count}}."""
     from clintraj.data.prepare import read_dataset
 
     dataset, out = Path(dataset), Path(out)
     stays, modalities, report = read_dataset(dataset)
     train_ids = stays.loc[stays["split"] == "train", "stay_id"]
-    counts = {}
+    counts, parts = {}, []
     for name in per_event_modalities(report["modalities"]):
         events = pd.read_parquet(dataset / "events" / name)
         if name == "time_series":  # each hourly bin is one step, normalised as in pretraining
@@ -70,12 +72,16 @@ def write_event_inputs(dataset: Path, out: Path) -> dict:
             table = modalities[name]
             scaler = ModalityScaler.fit(table[table["stay_id"].isin(train_ids)])
             keys, x = count_event_vectors(events, table, name, scaler)
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1])
-        pq.write_table(pa.table({"stay_id": pa.array(keys["stay_id"].to_numpy("int64")),
-                                 "time_hours": pa.array(keys["time_hours"].to_numpy("float64")), "x": vectors}),
-                       folder / "part-00000.parquet")
+        width = x.shape[1]
+        parts.append(pa.table({
+            "stay_id": pa.array(keys["stay_id"].to_numpy("int64")),
+            "time_hours": pa.array(keys["time_hours"].to_numpy("float64")),
+            "modality": pa.array(np.full(len(keys), report["modalities"].index(name), np.int8)),
+            "x": pa.ListArray.from_arrays(pa.array(np.arange(len(keys) + 1, dtype=np.int32) * width),
+                                          pa.array(x.ravel())),
+        }))
         counts[name] = len(keys)
+    out.mkdir(parents=True, exist_ok=True)
+    if parts:
+        pq.write_table(pa.concat_tables(parts), out / "events.parquet")
     return {"modalities": list(counts), "events": counts}
-

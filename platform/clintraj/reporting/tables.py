@@ -4,8 +4,8 @@
 the paper, one row per (source, dataset, task, model, initialisation, metric).
 `our_results` reads the test metrics (with bootstrap CIs) of an experiment's
 static-baseline and sequential child runs, and its pretraining runs' retrieval.
-`side_by_side` lays one table out in the paper's row order (static MLP, LSTM,
-then the six backbones; scratch before contrastive) with, per metric, ours
+`side_by_side` lays one table out in the paper's row order (MLP and LSTM from
+scratch, then contrastive; the six backbones from scratch, then contrastive) with, per metric, ours
 "value (low-high)", the paper's value and ours minus the paper's.
 """
 
@@ -18,6 +18,8 @@ import pandas as pd
 
 MODEL_ORDER = ["mlp", "lstm", "biomistral-7b", "deepseek-7b", "meditron-7b", "llama3-8b", "phi3-mini", "mistral-7b"]
 INIT_ORDER = ["scratch", "contrastive"]
+# The paper's rows: the static models (scratch, then contrastive), then the backbones (the same).
+ROW_ORDER = [(model, init) for group in (MODEL_ORDER[:2], MODEL_ORDER[2:]) for init in INIT_ORDER for model in group]
 TABLES = {
     "table2": ("mimic", {"mortality": ("auroc", "auprc"), "phenotyping": ("auroc", "auprc")}),
     "table3": ("eicu", {"mortality": ("auroc", "auprc"), "los": ("mse", "mae", "pearson", "spearman")}),
@@ -68,24 +70,23 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, table: str) -> pd.Data
     """One of TABLES in the paper's row order; several runs of one cell: the latest wins."""
     dataset, tasks = TABLES[table]
     rows = []
-    for model in MODEL_ORDER:
-        for init in INIT_ORDER:
-            row = {"model": model, "initialisation": init}
-            for task, metrics in tasks.items():
-                for metric in metrics:
-                    mine = ours[(ours["dataset"] == dataset) & (ours["task"] == task) & (ours["model"] == model)
-                                & (ours["initialisation"] == init) & (ours["metric"] == metric)]
-                    theirs = paper[(paper["dataset"] == dataset) & (paper["task"] == task) & (paper["model"] == model)
-                                   & (paper["initialisation"] == init) & (paper["metric"] == metric)]
-                    value = mine.iloc[0] if len(mine) else None
-                    printed = theirs["value"].iloc[0] if len(theirs) else None
-                    published_value = float(printed) if printed is not None else None
-                    name = f"{task} {metric}"
-                    row[f"{name} ours"] = _cell(value)
-                    row[f"{name} paper"] = printed or ""
-                    row[f"{name} diff"] = ("" if value is None or published_value is None
-                                           else f"{value['value'] - published_value:+.3f}")
-            rows.append(row)
+    for model, init in ROW_ORDER:
+        row = {"model": model, "initialisation": init}
+        for task, metrics in tasks.items():
+            for metric in metrics:
+                mine = ours[(ours["dataset"] == dataset) & (ours["task"] == task) & (ours["model"] == model)
+                            & (ours["initialisation"] == init) & (ours["metric"] == metric)]
+                theirs = paper[(paper["dataset"] == dataset) & (paper["task"] == task) & (paper["model"] == model)
+                               & (paper["initialisation"] == init) & (paper["metric"] == metric)]
+                value = mine.iloc[0] if len(mine) else None
+                printed = theirs["value"].iloc[0] if len(theirs) else None
+                published_value = float(printed) if printed is not None else None
+                name = f"{task} {metric}"
+                row[f"{name} ours"] = _cell(value)
+                row[f"{name} paper"] = printed or ""
+                row[f"{name} diff"] = ("" if value is None or published_value is None
+                                       else f"{value['value'] - published_value:+.3f}")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -67,24 +67,31 @@ class EmbedStays:
 
 
 class EmbedEvents:
-    """Ray Data actor: embeds batches of one modality's events with that modality's encoder."""
+    """Ray Data actor: builds the encoders once, then embeds each event with its modality's encoder."""
 
-    def __init__(self, meta: dict, config: dict, checkpoint: str | None, seed: int, use_gpu: bool, modality: str):
+    def __init__(self, meta: dict, config: dict, checkpoint: str | None, seed: int, use_gpu: bool):
         self.device = "cuda" if use_gpu else "cpu"
-        self.encoder = _encoders(meta, config, checkpoint, seed, self.device).encoders[modality]
-        self.modality, self.index = modality, meta["modalities"].index(modality)
+        self.encoders = _encoders(meta, config, checkpoint, seed, self.device).encoders
+        self.names = meta["modalities"]
 
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        x = torch.as_tensor(np.stack(batch["x"]), dtype=torch.float32, device=self.device)
-        with torch.no_grad():
-            if self.modality == "time_series":  # one hourly step
-                h = self.encoder(values=x[:, None, :], lengths=torch.ones(len(x), dtype=torch.long))
-            else:
-                h = self.encoder(x=x)
-        return {"stay_id": batch["stay_id"], "time_hours": batch["time_hours"],
-                "modality": np.full(len(x), self.index, np.int8), "h": h.float().cpu().numpy()}
+        kinds = np.asarray(batch["modality"])
+        h = None
+        for kind in np.unique(kinds):
+            rows = np.flatnonzero(kinds == kind)
+            name = self.names[int(kind)]
+            x = torch.as_tensor(np.stack([batch["x"][i] for i in rows]), dtype=torch.float32, device=self.device)
+            with torch.no_grad():
+                if name == "time_series":  # one hourly step
+                    out = self.encoders[name](values=x[:, None, :], lengths=torch.ones(len(x), dtype=torch.long))
+                else:
+                    out = self.encoders[name](x=x)
+            out = out.float().cpu().numpy()
+            h = np.zeros((len(kinds), out.shape[1]), np.float32) if h is None else h
+            h[rows] = out
+        return {"stay_id": batch["stay_id"], "time_hours": batch["time_hours"], "modality": kinds, "h": h}
 
 
 def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain.PretrainConfig | None = None,
@@ -114,12 +121,13 @@ def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain
         shutil.rmtree(out / folder, ignore_errors=True)
     embedded.write_parquet(str(out / "static"))
     event_inputs = write_event_inputs(dataset, Path(workdir).resolve() / "event_inputs")
-    for name in event_inputs["modalities"]:
-        ray.data.read_parquet(str(Path(workdir).resolve() / "event_inputs" / name)).map_batches(
+    if event_inputs["modalities"]:  # one pass over every per-event modality's events
+        ray.data.read_parquet(str(Path(workdir).resolve() / "event_inputs" / "events.parquet")).map_batches(
             EmbedEvents, fn_constructor_kwargs={"meta": meta, "config": model_config, "checkpoint": checkpoint,
-                                                "seed": seed, "use_gpu": use_gpu, "modality": name},
-            batch_size=1024, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0, num_cpus=0.5,
-        ).write_parquet(str(out / "events" / name))
+                                                "seed": seed, "use_gpu": use_gpu},
+            batch_size=2048, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0,
+            num_cpus=0.5,
+        ).write_parquet(str(out / "events"))
     timeline_counts = write_timelines(Path(dataset), out, meta["modalities"], event_inputs["modalities"])
     record = {"encoders": "contrastive" if checkpoint else "scratch", "checkpoint": checkpoint,
               "seed": None if checkpoint else seed, "dataset": str(Path(dataset).resolve()),
@@ -146,7 +154,7 @@ def write_timelines(dataset: Path, out: Path, modalities: list[str], per_event: 
     import pyarrow.parquet as pq
 
     static = pd.read_parquet(out / "static", columns=["stay_id", *[f"{m}.h" for m in modalities]])
-    parts = [pd.read_parquet(out / "events" / m) for m in per_event]
+    parts = [pd.read_parquet(out / "events")] if per_event else []
     for index, name in enumerate(modalities):
         if name in per_event:
             continue
