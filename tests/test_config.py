@@ -77,3 +77,19 @@ def test_shipped_search_spaces_load_against_their_configs(name, config_cls):
     assert space.params
     if name == "backbones.yaml":  # the paper's six decoders, each a registry entry
         assert space.params["backbone"] == {"grid": list(BACKBONES)}
+
+
+def test_a_resumed_sweep_reopens_its_parent_run(tmp_path):
+    from clintraj.tracking import Tracking
+    from clintraj.tuning import sweep_parent_run
+
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    with sweep_parent_run(tracking, "sweeps", "s", "eicu", "static-baselines", tmp_path / "tune") as (first, _):
+        pass
+    with sweep_parent_run(tracking, "sweeps", "s", "eicu", "static-baselines", tmp_path / "tune", True) as (again, _):
+        assert again.info.run_id == first.info.run_id
+    with sweep_parent_run(tracking, "sweeps", "s", "eicu", "static-baselines", tmp_path / "tune") as (fresh, _):
+        assert fresh.info.run_id != first.info.run_id
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(tracking.uri).get_run(fresh.info.run_id).data.tags["stage"] == "static-baselines"

@@ -21,6 +21,7 @@ records one MLflow run per trial, nested under a parent run.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -117,3 +118,23 @@ def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tag
             for r in children if r.info.status == "FINISHED"]
     table = pd.DataFrame(rows, columns=None if rows else [*tags, "run_id"])
     return table.sort_values(["task", *[t for t in tags if t != "task"]]).reset_index(drop=True)
+
+
+@contextmanager
+def sweep_parent_run(tracking, experiment: str, name: str, dataset_name: str, stage: str, storage: Path,
+                     resume: bool = False):
+    """The MLflow parent run of a sweep, tagged with dataset and stage; a resumed sweep reopens the
+    parent run it had (recorded beside its Tune state) so old and new trials stay its children.
+    Yields (parent run, experiment id)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.uri)
+    experiment_id = tracking.experiment(experiment)
+    marker = Path(storage) / f"{name}.parent_run"
+    previous = marker.read_text().strip() if resume and marker.is_file() else None
+    with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
+                          run_name=None if previous else f"{name}-{dataset_name}") as parent:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(parent.info.run_id)
+        mlflow.set_tags({"dataset": dataset_name, "stage": stage})
+        yield parent, experiment_id

@@ -20,7 +20,7 @@ from clintraj.config import from_dict, to_dict
 from clintraj.data.prepare import read_task
 from clintraj.tracking import Tracking
 from clintraj.training import static
-from clintraj.tuning import SearchSpace, child_results, grid, tuner
+from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
 from clintraj.workflows.embed import read_static
 
 log = logging.getLogger(__name__)
@@ -83,15 +83,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
     dataset_name = json.loads((Path(dataset) / "report.json").read_text())["dataset"]
     embeddings = {init: str(Path(path).resolve()) for init, path in embeddings.items()}
     param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)
-    mlflow.set_tracking_uri(tracking.uri)
-    experiment_id = tracking.experiment(experiment)
-    marker = workdir / "tune" / f"{name}.parent_run"  # a resumed sweep keeps its parent run
-    previous = marker.read_text().strip() if resume and marker.is_file() else None
-    with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
-                          run_name=None if previous else f"{name}-{dataset_name}") as parent:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(parent.info.run_id)
-        mlflow.set_tags({"dataset": dataset_name, "stage": "static-baselines"})
+    with sweep_parent_run(tracking, experiment, name, dataset_name, "static-baselines", workdir / "tune",
+                          resume) as (parent, experiment_id):
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space), "embeddings": embeddings},
                         "sweep.json")
         trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results", tracking,

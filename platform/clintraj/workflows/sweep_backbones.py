@@ -27,7 +27,7 @@ from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.tracking import Tracking
 from clintraj.training import sequential
 from clintraj.training.static import test_metrics
-from clintraj.tuning import SearchSpace, child_results, grid, tuner
+from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
     embeddings = {init: Path(path).resolve() for init, path in embeddings.items()}
     sequences = write_sequences(Path(dataset), embeddings, tasks, workdir, base.max_events)
     param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)
-    mlflow.set_tracking_uri(tracking.uri)
-    experiment_id = tracking.experiment(experiment)
-    marker = workdir / "tune" / f"{name}.parent_run"  # a resumed sweep keeps its parent run
-    previous = marker.read_text().strip() if resume and marker.is_file() else None
-    with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
-                          run_name=None if previous else f"{name}-{dataset_name}") as parent:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(parent.info.run_id)
-        mlflow.set_tags({"dataset": dataset_name, "stage": "backbone-sweep"})
+    with sweep_parent_run(tracking, experiment, name, dataset_name, "backbone-sweep", workdir / "tune",
+                          resume) as (parent, experiment_id):
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space),
                          "embeddings": {k: str(v) for k, v in embeddings.items()}}, "sweep.json")
         trial = make_trial(sequences, base, workdir / "ray_results", tracking, experiment_id, parent.info.run_id,
