@@ -5,6 +5,7 @@ bucketing buys, and the share of a Ray Train worker's epoch spent waiting on Ray
     .venv/bin/python bench/finetune.py --quick          # fewer steps and rounds (smoke run)
     .venv/bin/python bench/finetune.py --dataset /tmp/dev/data --embeddings /tmp/dev/emb_scratch
     .venv/bin/python bench/finetune.py --device cuda --shape 7b --layers 2 --peak-tflops 989
+    python3 bench/finetune.py --device cuda --shape 7b --sequences DIR --no-ray  # a GPU host without Ray
 
 Setup (not measured): synthetic eICU (`--stays`, default 1500) -> `prepare` -> scratch
 embeddings (`workflows.embed.run`, latent 32) -> `sequential.task_sequences` (mortality,
@@ -92,6 +93,8 @@ LLAMA3_8B_SHAPE = {"hidden_size": 4096, "intermediate_size": 14336, "num_attenti
 
 def inputs(args) -> Path:
     """The task's sequences folder (train/val/test.parquet, sequences.json), built when missing."""
+    if args.sequences is not None:
+        return args.sequences
     root = args.workdir / "finetune"
     root.mkdir(parents=True, exist_ok=True)
     ignore = args.workdir / ".gitignore"
@@ -161,7 +164,8 @@ def weights(args) -> dict:
                              **shape)
         print(f"writing a random {args.layers}-layer Llama-3-8B-shaped model to {target} ...", flush=True)
         torch.manual_seed(0)
-        model = AutoModel.from_config(config, dtype=torch.bfloat16)
+        with torch.device("cuda" if args.device == "cuda" else "cpu"):  # random init of ~1 B weights: GPU-fast
+            model = AutoModel.from_config(config, dtype=torch.bfloat16)
         staging = model_dir / f".{BACKBONE}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(staging)
@@ -194,25 +198,15 @@ class Trainer:
         self.device = device
         torch.manual_seed(config.seed)
         self.model = sequential.build_model(self.config, self.runtime, device)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        if config.optimizer == "adamw8bit":
-            import bitsandbytes as bnb
-
-            self.optimizer = bnb.optim.AdamW8bit(trainable, lr=config.lr, weight_decay=config.weight_decay)
-        else:
-            self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = sequential.make_optimizer(self.model, self.config)
         weight = info["pos_weight"]
         self.pos_weight = torch.tensor(weight, device=device) if weight is not None else None
 
     def step(self, batch: dict, rng: np.random.Generator) -> tuple[int, int]:
         """One training step; (tokens, padded positions) of the batch."""
-        from clintraj.models.sequential import sequence_loss
-
         tensors = sequential.collate(batch, self.config["latent_dim"], self.config["modality_dropout"], rng,
                                      self.device)
-        logits = self.model(tensors["events"], tensors["event_mask"])
-        loss = sequence_loss(logits.float(), tensors["y"], tensors["event_mask"], TASK, self.pos_weight,
-                             self.config["loss_on"])
+        loss = sequential.training_loss(self.model, tensors, self.config, self.pos_weight)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -362,7 +356,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache")
     parser.add_argument("--dataset", type=Path, help="a prepared dataset folder (with --embeddings)")
     parser.add_argument("--embeddings", type=Path, help="its embedding folder (embed.run output): skip the setup")
+    parser.add_argument("--sequences", type=Path,
+                        help="a task_sequences folder (mortality) to read as is: no setup, no Ray needed for it")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="only the in-process parts 1-2 (e.g. on a GPU host without Ray); the headline is "
+                             "then the bucketing speed-up")
     args = parser.parse_args(argv)
+    if args.sequences is not None and args.dataset is not None:
+        parser.error("--sequences replaces --dataset/--embeddings")
     if (args.dataset is None) != (args.embeddings is None):
         parser.error("--dataset and --embeddings go together")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -417,12 +418,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.empty_cache()
 
     # 3. Ray Data alone, 4. Ray Train
-    start_ray()
-    data_alone = ray_data_alone(sequences, args.batch_size, 8, max(args.epochs, 2))
-    epochs, train_seconds = ray_train(args, sequences)
-    from clintraj.runtime import shutdown_ray
+    data_alone, epochs, train_seconds = [], [], 0.0
+    if not args.no_ray:
+        start_ray()
+        data_alone = ray_data_alone(sequences, args.batch_size, 8, max(args.epochs, 2))
+        epochs, train_seconds = ray_train(args, sequences)
+        from clintraj.runtime import shutdown_ray
 
-    shutdown_ray()  # before the tables: Ray's exit messages do not follow the headline
+        shutdown_ray()  # before the tables: Ray's exit messages do not follow the headline
     bench_seconds = time.perf_counter() - bench_start
 
     mfu = args.device == "cuda"
@@ -456,6 +459,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"   bucketing speed-up in tokens/s: {on['best'] / off['best']:.2f}x (median {on['median'] / off['median']:.2f}x"
           + ("" if mfu else f", CPU time {on['cpu_rate'] / off['cpu_rate']:.2f}x") + "); positions per token "
           f"{1 / (1 - off['padded_share']):.2f} -> {1 / (1 - on['padded_share']):.2f}")
+    if args.no_ray:
+        print()
+        print(f"setup {setup:.0f} s, bench {bench_seconds:.0f} s (--no-ray: parts 3-4 skipped)")
+        print(f"headline: length bucketing speed-up in training tokens/s = {on['best'] / off['best']:.2f}x")
+        return
     print()
     print("3. Ray Data alone (streaming_split(1) of the materialised split, no training)")
     print(f"   {'epoch':>5} {'batches':>7} {'to 1st batch s':>14} {'rest s':>7}")

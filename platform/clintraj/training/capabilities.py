@@ -43,7 +43,7 @@ def resolve(attention: str, precision: str, quantization: str, optimizer: str, d
             why = "no CUDA GPU" if not cuda else "the flash-attn package is not installed (the [gpu] extra builds it with nvcc)"
             attention = "sdpa"
             notes.append(f"Flash Attention 2 off: {why}; using PyTorch sdpa attention "
-                         "(which runs flash kernels itself on recent GPUs)")
+                         "(its flash kernel on unpadded batches, memory-efficient or cuDNN kernels on padded ones)")
     elif attention == "flash_attention_2" and not (cuda and flash):
         raise RuntimeError("attention 'flash_attention_2' needs a CUDA GPU and flash-attn (pip install "
                            "'clintraj[gpu]' on a CUDA host, nvcc required); or set attention: sdpa")

@@ -235,8 +235,31 @@ def save_checkpoint(directory: Path, model, config: dict, runtime) -> None:
                 for name, part in model.small_modules().items()}, directory / "head.pt")
     record = {**{k: config[k] for k in ("backbone", "weights", "model_dir", "tiny_root", "quantization", "task",
                                           "latent_dim", "out_features", "modalities")},
-              "attention": runtime.attention, "precision": runtime.precision}
+              "attention": runtime.attention, "precision": runtime.precision, "dtypes": float_dtypes(model)}
     (directory / "sequential.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _parameter_group(name: str) -> str:
+    return "trainable" if "lora_" in name or not name.startswith("backbone.") else "frozen"
+
+
+def float_dtypes(model) -> dict[str, str]:
+    """The dtype the trained model computed in, per group: "trainable" (LoRA, projection, [PREDICT],
+    head) and "frozen" (the backbone's unquantised weights: norms, embeddings). k-bit preparation
+    makes the frozen ones fp32, and DeepSpeed's bf16 mode casts both groups to bf16 (keeping fp32
+    master copies in the optimizer): a reloaded model must compute in the same dtypes."""
+    found = {}
+    for name, parameter in model.named_parameters():
+        if parameter.is_floating_point():
+            found.setdefault(_parameter_group(name), str(parameter.dtype).removeprefix("torch."))
+    return found
+
+
+def cast_float_parameters(model, dtypes: dict[str, str]) -> None:
+    for name, parameter in model.named_parameters():
+        group = _parameter_group(name)
+        if parameter.is_floating_point() and group in dtypes:
+            parameter.data = parameter.data.to(getattr(torch, dtypes[group]))
 
 
 def load_checkpoint(directory: Path, device: str = "cpu", attention: str | None = None):
@@ -263,6 +286,7 @@ def load_checkpoint(directory: Path, device: str = "cpu", attention: str | None 
     model.projection.load_state_dict(state["projection"])
     model.head.load_state_dict(state["head"])
     model.predict_embedding.data = state["predict_embedding"]
+    cast_float_parameters(model, record.get("dtypes", {}))
     if not quantized:
         model.backbone.to(device)
     return place_small_modules(model, device).eval(), record
@@ -324,14 +348,54 @@ def outputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return (y[:, 0], out[:, 0]) if y.shape[1] == 1 else (y, out)
 
 
-def _deepspeed(model, optimizer, config: dict, runtime):
-    import deepspeed
-
-    ds_config = deepspeed_config(config, runtime)
+def make_optimizer(model, config: dict) -> torch.optim.Optimizer:
+    """8-bit AdamW (bitsandbytes) or AdamW over the trainable parameters (LoRA, projection, head)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, optimizer=optimizer,
-                                                   config=ds_config)
-    return engine, optimizer
+    if config["optimizer"] == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(trainable, lr=config["lr"], weight_decay=config["weight_decay"])
+    return torch.optim.AdamW(trainable, lr=config["lr"], weight_decay=config["weight_decay"])
+
+
+def distribute(model, optimizer, config: dict, runtime, world: int):
+    """(forward, step): a DeepSpeed ZeRO engine when `deepspeed_stage` > 0, else DDP over Ray
+    Train's process group when `world` > 1, else the model itself. `step(loss)` runs backward and
+    the optimizer step. Needs an initialised process group for DeepSpeed or DDP."""
+    if config["deepspeed_stage"] > 0:
+        import deepspeed
+
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, optimizer=optimizer,
+                                               config=deepspeed_config(config, runtime))
+
+        def step(loss):
+            engine.backward(loss)
+            engine.step()
+
+        return engine, step
+    forward = model
+    if world > 1:
+        import ray.train.torch
+
+        forward = ray.train.torch.prepare_model(model, move_to_device=False,
+                                                parallel_strategy_kwargs={"find_unused_parameters": True})
+
+    def step(loss):
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return forward, step
+
+
+def training_loss(forward, tensors: dict, config: dict, pos_weight: torch.Tensor | None) -> torch.Tensor:
+    """The task loss of one collated batch (`loss_on` [PREDICT] positions), in fp32."""
+    from clintraj.models.sequential import sequence_loss
+
+    logits = forward(tensors["events"], tensors["event_mask"])
+    return sequence_loss(logits.float(), tensors["y"], tensors["event_mask"], config["task"], pos_weight,
+                         config["loss_on"])
 
 
 def deepspeed_config(config: dict, runtime) -> dict:
@@ -349,7 +413,6 @@ def train_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from clintraj.models.sequential import sequence_loss
     from clintraj.training import capabilities
 
     started = time.perf_counter()
@@ -367,20 +430,7 @@ def train_loop(config: dict) -> None:
     if rank == 0:
         log.info("%s ready in %.1f s (%s attention, %s, %s weights)", config["backbone"], time.perf_counter() - started,
                  runtime.attention, runtime.precision, config["quantization"])
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if config["optimizer"] == "adamw8bit":
-        import bitsandbytes as bnb
-
-        optimizer = bnb.optim.AdamW8bit(trainable, lr=config["lr"], weight_decay=config["weight_decay"])
-    else:
-        optimizer = torch.optim.AdamW(trainable, lr=config["lr"], weight_decay=config["weight_decay"])
-    engine = None
-    if config["deepspeed_stage"] > 0:
-        engine, optimizer = _deepspeed(model, optimizer, config, runtime)
-    elif world > 1:
-        engine = ray.train.torch.prepare_model(model, move_to_device=False,
-                                               parallel_strategy_kwargs={"find_unused_parameters": True})
-    forward = engine or model
+    forward, step_on = distribute(model, make_optimizer(model, config), config, runtime, world)
     weights = config["pos_weight"]
     weights = torch.tensor(weights, device=device) if weights is not None else None
     metric, mode = selection_metric(config["task"])
@@ -406,16 +456,8 @@ def train_loop(config: dict) -> None:
             if batch is None:
                 break
             tensors = collate(batch, latent, config["modality_dropout"], rng, device)
-            logits = forward(tensors["events"], tensors["event_mask"])
-            loss = sequence_loss(logits.float(), tensors["y"], tensors["event_mask"], config["task"], weights,
-                                 config["loss_on"])
-            if config["deepspeed_stage"] > 0:
-                engine.backward(loss)
-                engine.step()
-            else:
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+            loss = training_loss(forward, tensors, config, weights)
+            step_on(loss)
             losses.append(loss.item())
             tokens += 2 * int(tensors["event_mask"].sum())
             step += 1
