@@ -17,6 +17,10 @@ class StaticMLP(nn.Module):
             nn.Linear(hidden, out_features),
         )
 
+    @property
+    def output(self) -> nn.Linear:
+        return self.net[-1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -33,6 +37,10 @@ class StaticLSTM(nn.Module):
         self.modalities, self.latent_dim = modalities, latent_dim
         self.lstm = nn.LSTM(latent_dim, hidden, batch_first=True)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, out_features))
+
+    @property
+    def output(self) -> nn.Linear:
+        return self.head[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, (hidden, _) = self.lstm(x.view(x.shape[0], self.modalities, self.latent_dim))

@@ -101,8 +101,13 @@ def write_split(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
 
 
 def _model(config: dict) -> nn.Module:
-    return build_static_model(config["architecture"], config["in_features"], config["out_features"],
-                              config["hidden"], config["dropout"], config.get("modalities", 0))
+    model = build_static_model(config["architecture"], config["in_features"], config["out_features"],
+                               config["hidden"], config["dropout"], config.get("modalities", 0))
+    if config.get("target_mean") is not None:
+        # LoS: start at the training mean of log(1 + hours), not at 0 hours; the few hundred steps
+        # of a small cohort otherwise go to learning the mean before any ranking
+        nn.init.constant_(model.output.bias, config["target_mean"])
+    return model
 
 
 def _predict(model: nn.Module, batches) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +186,8 @@ def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: st
                 .materialize() for name in ("train", "val")}
     loop_config = {**vars(config), "in_features": int(x_train.shape[1]),
                    "out_features": 1 if y_train.ndim == 1 else int(y_train.shape[1]),
-                   "modalities": modalities, "pos_weight": pos_weight(config.task, y_train)}
+                   "modalities": modalities, "pos_weight": pos_weight(config.task, y_train),
+                   "target_mean": float(np.mean(y_train)) if config.task == "los" else None}
     metric, mode = selection_metric(config.task)
     mlflow_logger = [MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else []
     return TorchTrainer(

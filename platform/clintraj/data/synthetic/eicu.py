@@ -32,6 +32,8 @@ from clintraj.data.synthetic.latent import (
     RESPIRATORY,
     SEVERITY,
     draw_cohort,
+    trait_choice,
+    trait_loadings,
     presence,
 )
 from clintraj.data.synthetic.writer import GzipCsvWriter
@@ -118,6 +120,7 @@ class _Stays:
     """
 
     latent: np.ndarray
+    traits: np.ndarray  # latent.TRAITS per stay: shown by every modality, no label depends on them
     died: np.ndarray
     los: np.ndarray  # unit length of stay, minutes
     phenotypes: np.ndarray
@@ -163,13 +166,14 @@ def _draw_stays(seed: int, n_stays: int, probabilities: dict[str, float]) -> _St
     los = np.maximum(np.round(cohort.los_hours * 60), 1).astype(np.int64)
     return _Stays(
         latent=cohort.latent,
+        traits=cohort.traits,
         died=cohort.died,
         los=los,
         phenotypes=cohort.phenotypes,
         present=np.column_stack([shown[m] for m in MODALITIES]),
         **_ids(rng, cohort.stay_number, hospitalization),
         **_timeline(rng, hospitalization, los, cohort.died),
-        **_patient_attributes(rng, cohort.patient_index, cohort.stay_number, cohort.latent),
+        **_patient_attributes(rng, cohort.patient_index, cohort.stay_number, cohort.latent, cohort.traits),
     )
 
 
@@ -201,14 +205,17 @@ def _timeline(rng: np.random.Generator, hospitalization: np.ndarray, los: np.nda
     """Hospital admission and discharge around each unit stay, as offsets from unit admission.
 
     Hospital stay = time before the first unit stay + unit stays (with gaps
-    between them) + time after the last one; that time after grows with the
-    unit stay, so hospital length of stay keeps the latent signal of `los`.
+    between them) + time after the last one. The ward time before and after
+    grows with the unit stay (a sicker patient is sicker on the ward too), so
+    hospital length of stay, the label (paper appendix A), keeps the latent
+    signal of `los`.
     """
     n = len(los)
     first = np.r_[True, np.diff(hospitalization) > 0]
     last = np.r_[first[1:], True]
     before = _pick_by_share(  # from the ED, from a ward, after a long ward stay
-        rng, [0.62, 0.3, 0.08], rng.exponential(150, n), rng.exponential(1.5 * _DAY, n), rng.exponential(10 * _DAY, n)
+        rng, [0.62, 0.3, 0.08], rng.exponential(150, n), los * rng.lognormal(np.log(0.4), 0.5, n),
+        los * rng.lognormal(np.log(1.5), 0.5, n)
     )
     gap = np.where(rng.random(n) < 0.5, 0, rng.exponential(_DAY, n)).astype(np.int64)
     step = np.where(first, before, np.r_[0, los[:-1]] + gap)
@@ -217,8 +224,8 @@ def _timeline(rng: np.random.Generator, hospitalization: np.ndarray, los: np.nda
 
     died_in_unit = died & last & (rng.random(n) < 0.6)
     sent_home = ~died & last & (rng.random(n) < np.where(los < 12 * 60, 0.5, 0.15))  # short stays often go home
-    ward_time = los * rng.lognormal(np.log(0.7), 0.6, n) + rng.integers(0, 720, n)
-    after = np.where(died, rng.exponential(3 * _DAY, n), ward_time)
+    ward_time = los * rng.lognormal(np.log(0.7), 0.35, n) + rng.integers(0, 720, n)
+    after = np.where(died, los * rng.lognormal(np.log(0.5), 0.5, n), ward_time)
     after = np.where(died_in_unit, 0, np.where(sent_home, rng.exponential(60, n), after)).astype(np.int64)
     hospital_end = (unit_start + los + after)[last][hospitalization]
     return {
@@ -258,16 +265,18 @@ def _hospital_admit_sources(rng: np.random.Generator, before: np.ndarray) -> np.
 
 
 def _patient_attributes(
-    rng: np.random.Generator, patient_index: np.ndarray, stay_number: np.ndarray, latent: np.ndarray
+    rng: np.random.Generator, patient_index: np.ndarray, stay_number: np.ndarray, latent: np.ndarray,
+    traits: np.ndarray,
 ) -> dict:
-    """What stays of one patient share: sex, age, body size, ethnicity, hospital."""
+    """What stays of one patient share: sex, age, body size (from the traits), ethnicity, hospital."""
     n_patients = patient_index[-1] + 1
     first = latent[stay_number == 0]
+    habitus = traits[stay_number == 0] @ trait_loadings("eicu.habitus", 3).T  # height, weight, age
     male = rng.random(n_patients) < 0.6
-    age = 63 + 4 * first[:, SEVERITY] + 3 * first[:, CARDIAC] + 15 * rng.normal(size=n_patients)
+    age = 63 + 4 * first[:, SEVERITY] + 3 * first[:, CARDIAC] + 15 * (0.5 * habitus[:, 2] + 0.85 * rng.normal(size=n_patients))
     age = np.where(rng.random(n_patients) < 0.01, rng.integers(15, 18, n_patients), np.round(age))
-    height = np.where(male, 177, 163) + 7.5 * rng.normal(size=n_patients)
-    weight = np.clip(np.where(male, 86, 73) + 20 * rng.normal(size=n_patients), 35, 250)
+    height = np.where(male, 177, 163) + 7.5 * (0.9 * habitus[:, 0] + 0.45 * rng.normal(size=n_patients))
+    weight = np.clip(np.where(male, 86, 73) + 20 * (0.9 * habitus[:, 1] + 0.45 * rng.normal(size=n_patients)), 35, 250)
     ethnicity = _pick(rng, T.ETHNICITIES, n_patients, [0.81, 0.09, 0.046, 0.034, 0.013, 0.007])
     hospital_ids = np.sort(rng.choice(np.arange(56, 460), 208, replace=False))
     wards = rng.choice(np.arange(80, 1200), (208, 2), replace=False)
@@ -531,6 +540,7 @@ _LAB_NAMES = tuple(T.LABS)
 _MAX_DRAWS = 8  # per panel and stay: keeps a month-long stay at a few hundred rows
 _LAB_DRIFT = (1.0, -0.4)  # severity drift over the stay of (non-survivors, survivors)
 _LAB_SIGNAL = 0.35  # scales the loadings: labs alone must stay well below all modalities together
+_LAB_TRAITS, _LAB_STAY_NOISE = 1.0, 0.45  # a stay's own lab levels: sd of the traits' part and of noise
 
 
 def _lab_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.DataFrame:
@@ -594,8 +604,11 @@ def _lab_values(
     is_log = np.array([m.log for m in models])[lab]
     progress = np.clip(offset / s.los[stay], 0, 1)
     drift = np.where(s.died[stay], *_LAB_DRIFT) * progress * loadings[lab, SEVERITY]
-    stay_effect = rng.normal(0, 1.0, (s.n, len(models)))[stay, lab]
-    z = np.einsum("ij,ij->i", s.latent[stay], loadings[lab]) + drift + stay_effect + rng.normal(0, 0.35, len(lab))
+    # a stay's own level of each lab: its traits' part (shared with the other modalities) and its own noise
+    traits = np.einsum("ij,ij->i", s.traits[stay], trait_loadings("eicu.lab", len(models), _LAB_TRAITS)[lab])
+    stay_effect = rng.normal(0, _LAB_STAY_NOISE, (s.n, len(models)))[stay, lab]
+    z = (np.einsum("ij,ij->i", s.latent[stay], loadings[lab]) + drift + traits + stay_effect
+         + rng.normal(0, 0.35, len(lab)))
     return np.where(is_log, center * np.exp(spread * z), center + spread * z)
 
 
@@ -640,9 +653,9 @@ def _diagnosis_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.D
     stay_p, entry_p = np.repeat(stay_p, repeats), np.repeat(entry_p, repeats)
 
     charted = np.bincount(stay_p, minlength=s.n)
-    background = np.where(present, np.maximum(rng.poisson(1.2, s.n), charted == 0), 0)
+    background = np.where(present, np.maximum(rng.poisson(2.5, s.n), charted == 0), 0)
     stay_b, _ = _rows_per_stay(background)
-    entry_b = _FIRST_OTHER_DIAGNOSIS + rng.integers(0, len(T.OTHER_DIAGNOSES), len(stay_b))
+    entry_b = _FIRST_OTHER_DIAGNOSIS + trait_choice(rng, s.traits[stay_b], "eicu.diagnosis", len(T.OTHER_DIAGNOSES))
 
     stay = np.concatenate([stay_p, stay_b])
     entry = np.concatenate([entry_p, entry_b])
@@ -708,17 +721,22 @@ def _therapy_rows(rng: np.random.Generator, s: _Stays, modality: str) -> tuple[n
     return np.concatenate(stays), np.concatenate(therapies)
 
 
-def _pick_per_therapy(rng: np.random.Generator, therapy: np.ndarray, vocabulary) -> pd.DataFrame:
-    """One entry of `vocabulary[THERAPIES[t]]` per row, uniform within the therapy, as table rows."""
+def _pick_per_therapy(rng: np.random.Generator, therapy: np.ndarray, traits: np.ndarray, vocabulary,
+                      family: str) -> pd.DataFrame:
+    """One entry of `vocabulary[THERAPIES[t]]` per row, as table rows: which one (the drug, the
+    device) follows the stay's traits, the habits of the patient and of the team."""
     entries = pd.DataFrame([entry for name in T.THERAPIES for entry in vocabulary[name]])
     sizes = np.array([len(vocabulary[name]) for name in T.THERAPIES])
-    index = (np.cumsum(sizes) - sizes)[therapy] + (rng.random(len(therapy)) * sizes[therapy]).astype(int)
-    return entries.iloc[index].reset_index(drop=True)
+    within = np.zeros(len(therapy), dtype=np.int64)
+    for index, name in enumerate(T.THERAPIES):
+        rows = np.flatnonzero(therapy == index)
+        within[rows] = trait_choice(rng, traits[rows], f"{family}.{name}", sizes[index])
+    return entries.iloc[(np.cumsum(sizes) - sizes)[therapy] + within].reset_index(drop=True)
 
 
 def _treatment_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.DataFrame:
     stay, therapy = _therapy_rows(rng, s, "treatment")
-    strings = _pick_per_therapy(rng, therapy, T.TREATMENTS)[0].to_numpy()
+    strings = _pick_per_therapy(rng, therapy, s.traits[stay], T.TREATMENTS, "eicu.treatment")[0].to_numpy()
     frame = pd.DataFrame(
         {
             "treatmentid": 0,
@@ -735,7 +753,7 @@ def _treatment_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.D
 
 def _medication_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.DataFrame:
     stay, therapy = _therapy_rows(rng, s, "medication")
-    drugs = _pick_per_therapy(rng, therapy, T.MEDICATIONS).replace("", None)
+    drugs = _pick_per_therapy(rng, therapy, s.traits[stay], T.MEDICATIONS, "eicu.medication").replace("", None)
     n = len(stay)
     los = s.los[stay]
     order = _during_stay(rng, los, early=0.4)
@@ -807,6 +825,7 @@ _APS_MODELS = {
 # fmt: on
 _BLOOD_GAS = ("ph", "pao2", "pco2", "fio2")  # recorded together
 _APS_SIGNAL = 0.6  # scales the loadings against unit noise, like _LAB_SIGNAL
+_APS_TRAITS, _APS_NOISE = 1.2, 0.35  # the rest of each value: the stay's traits' part and noise (sd)
 
 
 def _aps_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.DataFrame:
@@ -817,9 +836,10 @@ def _aps_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.DataFra
     columns.update(_aps_support(rng, latent))
     columns.update(_aps_coma_scale(rng, latent, intubated=columns["intubated"]))
     gas_recorded = _recorded(rng, _APS_MODELS["ph"].recorded, latent, (0.8, 0.0, 1.2, 0.0, 0.0))
-    for name, model in _APS_MODELS.items():
+    trait_parts = s.traits[rows] @ trait_loadings("eicu.aps", len(_APS_MODELS), _APS_TRAITS).T
+    for index, (name, model) in enumerate(_APS_MODELS.items()):
         recorded = gas_recorded if name in _BLOOD_GAS else _recorded(rng, model.recorded, latent, (0.3, 0, 0, 0, 0))
-        columns[name] = _aps_values(rng, model, latent, recorded)
+        columns[name] = _aps_values(rng, model, latent, recorded, trait_parts[:, index])
     return pd.DataFrame(columns, columns=list(T.APACHE_APS_VAR.columns))
 
 
@@ -828,8 +848,9 @@ def _recorded(rng: np.random.Generator, share: float, latent: np.ndarray, loadin
     return rng.random(len(latent)) < _sigmoid(logit)
 
 
-def _aps_values(rng: np.random.Generator, model: _ApsModel, latent: np.ndarray, recorded: np.ndarray) -> np.ndarray:
-    z = _APS_SIGNAL * latent @ np.array(model.loadings) + rng.normal(size=len(latent))
+def _aps_values(rng: np.random.Generator, model: _ApsModel, latent: np.ndarray, recorded: np.ndarray,
+                trait_part: np.ndarray) -> np.ndarray:
+    z = _APS_SIGNAL * latent @ np.array(model.loadings) + trait_part + _APS_NOISE * rng.normal(size=len(latent))
     value = model.center * np.exp(model.spread * z) if model.log else model.center + model.spread * z
     value = np.clip(value, model.low, model.high)
     if model.with_decimals == 0.0:
