@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from clintraj.runtime import init_ray, shutdown_ray
+from clintraj.storage import stage_in
 from clintraj.tracking import Tracking
 from clintraj.workflows import interpret
 
@@ -41,7 +42,9 @@ def main() -> None:
     tracking = Tracking.resolve(args.tracking_uri, args.workdir / "mlflow")
     client = MlflowClient(tracking.uri)
     runs = [client.get_run(r) for r in (args.run_id, args.compare_run_id) if r]
-    checkpoints = {run.data.tags.get("initialisation", run.info.run_id): Path(run.data.tags["checkpoint"]) for run in runs}
+    # a checkpoint in cluster run storage (s3://...) is copied once under --workdir/staged
+    checkpoints = {run.data.tags.get("initialisation", run.info.run_id):
+                   stage_in(run.data.tags["checkpoint"], args.workdir / "staged") for run in runs}
     if len(checkpoints) < len(runs):
         parser.error("the two runs have the same initialisation; compare a contrastive and a scratch run")
     sequences = {Path(run.data.params["sequences"]) for run in runs}

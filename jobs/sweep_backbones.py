@@ -3,8 +3,14 @@ embeddings -> static MLP / LSTM baselines -> the backbone sweep ((Q)LoRA fine-tu
 decoders on event timelines, Ray Tune over Ray Train), all in one MLflow experiment.
 
     python jobs/sweep_backbones.py                       # embedded default: local Ray, synthetic data, tiny backbones
-    ray job submit --working-dir . -- python jobs/sweep_backbones.py --raw /data/eicu-crd/2.0 \\
+    ray job submit --working-dir . -- python jobs/sweep_backbones.py --raw s3://BUCKET/eicu-crd/2.0 \\
         --backbones local --model-dir /models --search-space search_spaces/backbones.yaml --config cluster.yaml
+    ray job submit --working-dir . -- python jobs/sweep_backbones.py --data s3://BUCKET/eicu-v1 ...
+
+Inputs: --raw is a raw eICU v2.0 folder (the cohort and splits are prepared under --workdir);
+--data is a dataset folder already written by jobs/preprocess.py, as in the other jobs. Either
+may be a URI (s3://, gs://, file://, ...), copied once into --workdir/staged. --storage (default
+$CLINTRAJ_STORAGE) puts checkpoints, adapters and Tune state in cluster storage.
 """
 
 import argparse
@@ -12,6 +18,7 @@ import logging
 import os
 from pathlib import Path
 
+from clintraj.cli import LOCATION, add_storage_argument, location, stage_arguments
 from clintraj.config import load
 from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.runtime import init_ray, shutdown_ray
@@ -24,7 +31,11 @@ from clintraj.workflows.end_to_end import EndToEndConfig, run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of EndToEndConfig")
-    parser.add_argument("--raw", type=Path, help="a raw eICU v2.0 folder (default: synthetic data, made once)")
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--raw", type=location,
+                        help=f"a raw eICU v2.0 folder (default: synthetic data, made once): {LOCATION}")
+    inputs.add_argument("--data", type=location,
+                        help=f"instead of --raw, a dataset folder written by jobs/preprocess.py: {LOCATION}")
     parser.add_argument("--backbones", choices=["tiny", "hub", "local"],
                         help="backbone weights: tiny random models (the default's), the Hugging Face hub, or "
                              "--model-dir/<name>/ (default: the config's)")
@@ -37,6 +48,7 @@ def main() -> None:
     parser.add_argument("--experiment", help="MLflow experiment (default: the config's)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in --workdir)")
     parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    add_storage_argument(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -51,10 +63,12 @@ def main() -> None:
         config.sequential_tasks = args.tasks
     if args.experiment:
         config.experiment = args.experiment
+    stage_arguments(args, "raw", "data")
     tracking = Tracking.resolve(args.tracking_uri, args.workdir / "mlflow")
     init_ray(args.ray_address)
     try:
-        static, sequential = run(config, args.workdir, tracking, raw=args.raw, resume=args.resume)
+        static, sequential = run(config, args.workdir, tracking, raw=args.raw, dataset=args.data,
+                                 resume=args.resume, storage=args.storage)
     finally:
         shutdown_ray()
     print("\nTest metrics (95% bootstrap CIs), static baselines and backbones, as in the paper's Tables 2-3:")

@@ -2,6 +2,10 @@
 
     python jobs/sweep_pretrain.py --dataset eicu --data data/eicu-v1
     python jobs/sweep_pretrain.py --dataset eicu --data data/eicu-v1 --resume   # continue a stopped sweep
+    python jobs/sweep_pretrain.py --dataset eicu --data s3://BUCKET/eicu-v1 --storage s3://BUCKET/clintraj
+
+--data takes a URI too (copied once into --workdir/staged); --storage (default $CLINTRAJ_STORAGE)
+puts checkpoints and Tune state in cluster storage, where --resume finds them.
 """
 
 import argparse
@@ -9,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from clintraj.cli import add_dataset_arguments, add_run_arguments, check_dataset
+from clintraj.cli import add_dataset_arguments, add_run_arguments, check_dataset, stage_arguments
 from clintraj.config import load
 from clintraj.runtime import init_ray, shutdown_ray
 from clintraj.tracking import Tracking
@@ -25,11 +29,12 @@ def main() -> None:
     add_dataset_arguments(parser)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of PretrainConfig (the base of every trial)")
     parser.add_argument("--search-space", type=Path, help="default: search_spaces/pretrain_<dataset>.yaml")
-    parser.add_argument("--name", default="mga-sweep", help="sweep name (its folder under --workdir/tune)")
+    parser.add_argument("--name", default="mga-sweep", help="sweep name (its folder under --workdir/tune, or --storage/sweep-pretrain/tune)")
     parser.add_argument("--resume", action="store_true", help="restore a stopped sweep of this name")
     add_run_arguments(parser, "clintraj-work/sweep-pretrain", "clintraj-pretrain")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stage_arguments(args, "data")
     check_dataset(parser, args)
     base = load(PretrainConfig, args.config)
     space = load_search_space(args.search_space or SPACES / f"pretrain_{args.dataset}.yaml", PretrainConfig)
@@ -37,7 +42,7 @@ def main() -> None:
     init_ray(args.ray_address)
     try:
         summary = run(args.data, args.workdir, base, space, tracking, args.experiment,
-                      name=args.name, resume=args.resume)
+                      name=args.name, resume=args.resume, storage=args.storage)
     finally:
         shutdown_ray()
     print(json.dumps({k: v for k, v in summary.items() if k != "trial_id"}, indent=2, default=str))

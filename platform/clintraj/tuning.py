@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from clintraj.config import ConfigError, from_dict
+from clintraj.storage import join, read_text, storage_path, write_text
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 
@@ -88,22 +89,22 @@ def grid(space: SearchSpace, **axes) -> dict:
     return {**param_space(space), **{name: tune.grid_search(list(values)) for name, values in axes.items()}}
 
 
-def tuner(trial, param_grid: dict, space: SearchSpace, max_epochs: int, name: str, storage: Path,
+def tuner(trial, param_grid: dict, space: SearchSpace, max_epochs: int, name: str, storage: str | Path,
           resume: bool = False):
     """A Tuner over a function trainable (Train V2's composition), or the restored one of an
-    interrupted sweep at storage/name when `resume`."""
+    interrupted sweep at storage/name when `resume`; `storage` is a folder or a URI."""
     from ray import tune
 
     trainable = tune.with_resources(trial, {"cpu": 0.1})
-    path = Path(storage) / name
-    if resume and tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    path = storage_path(join(storage, name))
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     return tune.Tuner(
         trainable, param_space=param_grid,
         tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=space.num_samples,
                                     max_concurrent_trials=space.max_concurrent_trials,
                                     scheduler=scheduler(space, max_epochs)),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage)))
+        run_config=tune.RunConfig(name=name, storage_path=storage_path(storage)))
 
 
 def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tags: tuple[str, ...]):
@@ -121,20 +122,20 @@ def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tag
 
 
 @contextmanager
-def sweep_parent_run(tracking, experiment: str, name: str, dataset_name: str, stage: str, storage: Path,
+def sweep_parent_run(tracking, experiment: str, name: str, dataset_name: str, stage: str, storage: str | Path,
                      resume: bool = False):
     """The MLflow parent run of a sweep, tagged with dataset and stage; a resumed sweep reopens the
-    parent run it had (recorded beside its Tune state) so old and new trials stay its children.
-    Yields (parent run, experiment id)."""
+    parent run it had (recorded beside its Tune state, a folder or a URI) so old and new trials stay
+    its children. Yields (parent run, experiment id)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking.uri)
     experiment_id = tracking.experiment(experiment)
-    marker = Path(storage) / f"{name}.parent_run"
-    previous = marker.read_text().strip() if resume and marker.is_file() else None
+    marker = join(storage, f"{name}.parent_run")
+    recorded = read_text(marker) if resume else None
+    previous = recorded.strip() if recorded else None
     with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
                           run_name=None if previous else f"{name}-{dataset_name}") as parent:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(parent.info.run_id)
+        write_text(marker, parent.info.run_id)
         mlflow.set_tags({"dataset": dataset_name, "stage": stage})
         yield parent, experiment_id

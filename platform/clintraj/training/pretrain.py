@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from clintraj.storage import join, list_dirs, read_text, storage_path
 from clintraj.data.stay_inputs import (IMAGE_MODALITIES, NOTE_MODALITIES, InputConfig, LoadImages, TokenizeNotes,
                                        collate)
 
@@ -161,9 +162,10 @@ def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("trai
     return out
 
 
-def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: Path, name: str,
+def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: str | Path, name: str,
             tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=()):
-    """The TorchTrainer of one pretraining run (used alone, or inside a Tune trial)."""
+    """The TorchTrainer of one pretraining run (used alone, or inside a Tune trial); checkpoints go
+    under `storage`, a folder or a URI (`clintraj.storage.storage_path`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -178,7 +180,7 @@ def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: Path,
                                                resources_per_worker={"CPU": config.cpus_per_worker}),
         datasets=datasets(inputs_dir, meta, config),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=str(Path(storage).resolve()),
+            name=name, storage_path=storage_path(storage),
             callbacks=[*callbacks, *([MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else [])],
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
@@ -191,11 +193,12 @@ def best_checkpoint(result):
     return min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
 
 
-def best_saved_checkpoint(run_dir: Path) -> dict | None:
-    """The lowest-validation-loss checkpoint saved under a TorchTrainer run folder, read from the
-    checkpoints themselves (so it works for runs a Tune scheduler stopped early)."""
-    saved = [{"checkpoint": str(path.parent), **json.loads(path.read_text())}
-             for path in Path(run_dir).glob("checkpoint_*/state.json")]
+def best_saved_checkpoint(run_dir: str | Path) -> dict | None:
+    """The lowest-validation-loss checkpoint saved under a TorchTrainer run folder (local or a URI),
+    read from the checkpoints themselves (so it works for runs a Tune scheduler stopped early)."""
+    saved = [{"checkpoint": str(checkpoint), **json.loads(state)}
+             for checkpoint in list_dirs(run_dir, "checkpoint_")
+             for state in [read_text(join(checkpoint, "state.json"))] if state is not None]
     return min(saved, key=lambda s: s["val_loss"]) if saved else None
 
 

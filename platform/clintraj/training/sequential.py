@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 
 from clintraj.data.timelines import STATIC_AT_ADMISSION
+from clintraj.storage import storage_path, uri_of
 from clintraj.training.static import Task, pos_weight, selection_metric, targets, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -539,9 +540,10 @@ def _step_logger(config: dict):
     return log_steps
 
 
-def trainer(sequences: Path, config: SequentialTrainConfig, storage: Path, run_name: str,
+def trainer(sequences: Path, config: SequentialTrainConfig, storage: str | Path, run_name: str,
             tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=()):
-    """The TorchTrainer of one fine-tuning run on `task_sequences` output."""
+    """The TorchTrainer of one fine-tuning run on `task_sequences` output; checkpoints and adapters
+    go under `storage`, a folder or a URI (`clintraj.storage.storage_path`)."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -569,13 +571,13 @@ def trainer(sequences: Path, config: SequentialTrainConfig, storage: Path, run_n
         scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                                resources_per_worker={"CPU": config.cpus_per_worker}),
         datasets=datasets, dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        run_config=ray.train.RunConfig(name=run_name, storage_path=str(Path(storage).resolve()),
+        run_config=ray.train.RunConfig(name=run_name, storage_path=storage_path(storage),
                                        callbacks=[*callbacks, *logger],
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     ), loop_config
 
 
-def fit(sequences: Path, config: SequentialTrainConfig, storage: Path, run_name: str, **kwargs) -> dict:
+def fit(sequences: Path, config: SequentialTrainConfig, storage: str | Path, run_name: str, **kwargs) -> dict:
     """Train; return the final checkpoint's path, best-epoch validation metrics and test predictions."""
     run, _ = trainer(sequences, config, storage, run_name, **kwargs)
     result = run.fit()
@@ -583,6 +585,9 @@ def fit(sequences: Path, config: SequentialTrainConfig, storage: Path, run_name:
 
 
 def finished(result) -> dict:
-    with result.checkpoint.as_directory() as directory:
+    """The final checkpoint's location (a local path, or a URI under URI storage), metrics, predictions."""
+    checkpoint = result.checkpoint
+    with checkpoint.as_directory() as directory:
         predictions = pd.read_parquet(Path(directory) / "predictions.parquet")
-    return {"checkpoint": result.checkpoint.path, "metrics": result.metrics, "predictions": predictions}
+    return {"checkpoint": uri_of(checkpoint.filesystem, checkpoint.path), "metrics": result.metrics,
+            "predictions": predictions}

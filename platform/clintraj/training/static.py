@@ -28,6 +28,7 @@ from torch import nn
 
 from clintraj.evaluation.metrics import binary_metrics, evaluate_task, multilabel_metrics, regression_metrics
 from clintraj.models.static import build_static_model
+from clintraj.storage import storage_path, uri_of
 
 log = logging.getLogger(__name__)
 Task = Literal["mortality", "phenotyping", "los"]
@@ -171,8 +172,10 @@ def train_loop(config: dict) -> None:
 
 
 def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: str, modalities: int = 0,
-            tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=()):
-    """The TorchTrainer of one static run over splits {'train'|'val'|'test': (x, y)}."""
+            tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=(),
+            storage: str | Path | None = None):
+    """The TorchTrainer of one static run over splits {'train'|'val'|'test': (x, y)}, written under
+    `workdir`; checkpoints go under `storage` (a folder or a URI), by default workdir/ray_results."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -199,7 +202,8 @@ def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: st
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=str(workdir / "ray_results"), callbacks=[*callbacks, *mlflow_logger],
+            name=run_name, storage_path=storage_path(storage or workdir / "ray_results"),
+            callbacks=[*callbacks, *mlflow_logger],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode)),
     ), loop_config
@@ -221,7 +225,7 @@ def score(result, loop_config: dict, splits: dict, config: StaticTrainConfig) ->
         "best_epoch": int(best_metrics["epoch"]),
         **{f"best_{k}": v for k, v in best_metrics.items() if k.startswith("val_")},
         **{f"test_{k}": v for k, v in test_metrics(config.task, y_test, output, splits["train"][1], config.seed).items()},
-        "checkpoint": best_checkpoint.path,
+        "checkpoint": uri_of(best_checkpoint.filesystem, best_checkpoint.path),
     }
 
 

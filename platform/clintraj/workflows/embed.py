@@ -29,6 +29,7 @@ import numpy as np
 from clintraj.config import from_dict
 from clintraj.data.timelines import write_event_inputs
 from clintraj.data.stay_inputs import collate
+from clintraj.storage import is_uri, redact, stage_in
 from clintraj.training import pretrain
 from clintraj.workflows.pretrain import prepare_inputs
 
@@ -96,8 +97,9 @@ class EmbedEvents:
 
 def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain.PretrainConfig | None = None,
         seed: int = 0, actors: int = 1, use_gpu: bool = False) -> dict:
-    """Embed every stay of `dataset` with `encoders` ("scratch" or an MGA checkpoint folder)."""
-    checkpoint = None if encoders == "scratch" else str(Path(encoders).resolve())
+    """Embed every stay of `dataset` with `encoders`: "scratch", or an MGA checkpoint folder, local or
+    a URI (s3://... under cluster run storage), staged in under workdir/staged."""
+    checkpoint = None if encoders == "scratch" else str(stage_in(encoders, Path(workdir) / "staged"))
     if checkpoint:
         saved = json.loads((Path(checkpoint) / "config.json").read_text())
         config = from_dict(pretrain.PretrainConfig, {k: v for k, v in saved.items()
@@ -129,7 +131,8 @@ def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain
             num_cpus=0.5,
         ).write_parquet(str(out / "events"))
     timeline_counts = write_timelines(Path(dataset), out, meta["modalities"], event_inputs["modalities"])
-    record = {"encoders": "contrastive" if checkpoint else "scratch", "checkpoint": checkpoint,
+    record = {"encoders": "contrastive" if checkpoint else "scratch",
+              "checkpoint": redact(encoders) if is_uri(encoders) else checkpoint,
               "seed": None if checkpoint else seed, "dataset": str(Path(dataset).resolve()),
               "modalities": meta["modalities"], "latent_dim": config.latent_dim,
               "per_event_modalities": event_inputs["modalities"], "timelines": timeline_counts}

@@ -82,6 +82,7 @@ def ensure_synthetic_raw(workdir: Path, stays: int, seed: int) -> Path:
 
 
 def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
+    """The dataset folder prepared from `raw`, written once under the work folder."""
     out = workdir / "datasets" / f"{raw.name}-prepared"
     if not (out / "report.json").exists():
         log.info("preparing the dataset from %s", raw)
@@ -90,13 +91,24 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
 
 
 def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None = None,
-        resume: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the pipeline; return the test metrics of the static baselines and of the backbone sweep."""
+        resume: bool = False, dataset: Path | None = None,
+        storage: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the pipeline; return the test metrics of the static baselines and of the backbone sweep.
+
+    Starts from `dataset` (a folder written by jobs/preprocess.py) when given, else prepares one
+    from `raw` eICU (synthetic when neither is given). Checkpoints, adapters and Tune state go
+    under `storage` (a folder or a URI such as s3://BUCKET/clintraj) when set, else under `workdir`.
+    """
+    if raw is not None and dataset is not None:
+        raise ValueError("give raw eICU files or a prepared dataset, not both")
     workdir = Path(workdir).resolve()
-    raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.synthetic_stays, config.seed)
-    dataset = ensure_dataset(raw, workdir, config.prepare)
+    if dataset is None:
+        raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.synthetic_stays, config.seed)
+        dataset = ensure_dataset(raw, workdir, config.prepare)
+    dataset = Path(dataset).resolve()
     log_dataset(dataset, tracking, config.experiment)
-    summary = pretrain.run(dataset, workdir / "pretrain", config.pretrain, tracking, config.experiment)
+    summary = pretrain.run(dataset, workdir / "pretrain", config.pretrain, tracking, config.experiment,
+                           storage=storage)
     log.info("pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", summary["best_epoch"],
              summary["retrieval"]["mean"]["recall_at_10"], summary["retrieval"]["mean"]["random_at_10"])
     embeddings = {
@@ -106,12 +118,13 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
     embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], workdir / "embed")
     embed.run(dataset, embeddings["scratch"], "scratch", workdir / "embed", config.pretrain, seed=config.seed)
     static = static_baselines.run(dataset, embeddings, config.tasks, workdir / "static", config.static,
-                                  config.static_search, tracking, config.experiment, resume=resume)
+                                  config.static_search, tracking, config.experiment, resume=resume,
+                                  storage=storage)
     if config.sequential.weights == "tiny" and not config.sequential.tiny_root:
         config.sequential.tiny_root = str(workdir / "tiny-backbones")  # beside the runs that used them
     sequential = sweep_backbones.run(dataset, embeddings, config.sequential_tasks, workdir / "sequential",
                                      config.sequential, config.backbone_search, tracking, config.experiment,
-                                     static_results=static, resume=resume)
+                                     static_results=static, resume=resume, storage=storage)
     report = build_and_log(tracking, config.experiment, workdir / "report")
     log.info("report: %s", report)
     return static, sequential

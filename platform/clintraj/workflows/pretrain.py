@@ -17,6 +17,7 @@ import torch
 
 from clintraj.config import flatten, to_dict
 from clintraj.data.stay_inputs import NOTE_MODALITIES, build_stay_table, collate
+from clintraj.storage import join, stage_root, uri_of
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
 
@@ -87,32 +88,36 @@ def _markdown(table) -> str:
 
 
 def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking: Tracking,
-        experiment: str, image_root: Path | None = None) -> dict:
+        experiment: str, image_root: Path | None = None, storage: str | Path | None = None) -> dict:
+    """Pretrain; checkpoints go to <storage>/pretrain (a folder or a URI) when `storage` is set,
+    else under `workdir`. The summary names the best checkpoint as a path or a URI."""
     import mlflow
 
     workdir = Path(workdir).resolve()
+    ray_results = join(stage_root(storage, "pretrain", workdir), "ray_results")
     inputs_dir, meta = prepare_inputs(Path(dataset), workdir, config, image_root)
     mlflow.set_tracking_uri(tracking.uri)
     with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name=f"mga-{meta['dataset']}") as run:
         mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain", "objective": "mga",
                          "missing_tokens_in_context": str(config.missing_tokens_in_context)})
         mlflow.log_params({k: v for k, v in flatten(to_dict(config)).items() if not isinstance(v, list)})
-        result = pretrain.trainer(inputs_dir, meta, config, workdir / "ray_results", f"mga-{run.info.run_id}",
+        result = pretrain.trainer(inputs_dir, meta, config, ray_results, f"mga-{run.info.run_id}",
                                   tracking_uri=tracking.uri, mlflow_run_id=run.info.run_id).fit()
         checkpoint, best = pretrain.best_checkpoint(result)
+        location = uri_of(checkpoint.filesystem, checkpoint.path)
         with checkpoint.as_directory() as directory:
             model = pretrain.load_model(Path(directory), meta,
                                         {**asdict(config), "text_max_length": config.inputs.text_max_length})
         scores = evaluate(model, inputs_dir, meta, config, workdir / "evaluation")
         summary = {"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"]),
-                   "checkpoint": checkpoint.path, "meta": meta, "config": to_dict(config), **scores}
+                   "checkpoint": location, "meta": meta, "config": to_dict(config), **scores}
         mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
                             **{f"test_silhouette_{m}": v for m, v in scores["silhouette_per_modality"].items()
                                if np.isfinite(v)},
                             "test_silhouette": scores["silhouette"],
                             **{f"test_{k}": v for k, v in scores["retrieval"]["mean"].items()}})
         mlflow.log_artifacts(str(workdir / "evaluation"), "evaluation")
-        mlflow.set_tag("best_checkpoint", checkpoint.path)
+        mlflow.set_tag("best_checkpoint", location)
         (workdir / "pretrain_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         mlflow.log_artifact(str(workdir / "pretrain_result.json"))
         summary["run_id"] = run.info.run_id

@@ -18,6 +18,7 @@ import pandas as pd
 
 from clintraj.config import from_dict, to_dict
 from clintraj.data.prepare import read_task
+from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.training import static
 from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
@@ -40,8 +41,11 @@ def task_splits(dataset: Path, embeddings: Path, task: str) -> tuple[dict, int]:
     return splits, len(record["modalities"])
 
 
-def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTrainConfig, storage: Path,
-               tracking: Tracking, experiment_id: str, parent_run_id: str, dataset_name: str):
+def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTrainConfig, workdir: Path,
+               ray_results: str | Path, tracking: Tracking, experiment_id: str, parent_run_id: str,
+               dataset_name: str):
+    """The Tune function trainable: each trial writes its splits under workdir/<trial> and its
+    checkpoints under ray_results (a folder or a URI)."""
     def trial(sampled: dict) -> None:
         from mlflow.tracking import MlflowClient
         from ray import tune
@@ -59,8 +63,9 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
         for key, value in {**vars(config), "embeddings": embeddings[initialisation]}.items():
             client.log_param(run_id, key, value)
         splits, modalities = task_splits(dataset, Path(embeddings[initialisation]), config.task)
-        trainer, loop_config = static.trainer(splits, config, storage / name, name, modalities,
-                                              tracking.uri, run_id, callbacks=[TuneReportCallback()])
+        trainer, loop_config = static.trainer(splits, config, workdir / name, name, modalities,
+                                              tracking.uri, run_id, callbacks=[TuneReportCallback()],
+                                              storage=join(ray_results, name, "ray_results"))
         metrics = static.score(trainer.fit(), loop_config, splits, config)
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and np.isfinite(value):
@@ -73,8 +78,10 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
 
 def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: Path,
         base: static.StaticTrainConfig, space: SearchSpace, tracking: Tracking, experiment: str,
-        name: str = "static-baselines", resume: bool = False) -> pd.DataFrame:
-    """Sweep the static baselines; return one row per trial (its config and test metrics)."""
+        name: str = "static-baselines", resume: bool = False, storage: str | Path | None = None) -> pd.DataFrame:
+    """Sweep the static baselines; return one row per trial (its config and test metrics).
+    Ray Train/Tune state goes to <storage>/static (a folder or a URI) when `storage` is set,
+    else under `workdir`."""
     import json
 
     import mlflow
@@ -83,13 +90,14 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
     dataset_name = json.loads((Path(dataset) / "report.json").read_text())["dataset"]
     embeddings = {init: str(Path(path).resolve()) for init, path in embeddings.items()}
     param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)
-    with sweep_parent_run(tracking, experiment, name, dataset_name, "static-baselines", workdir / "tune",
+    root = stage_root(storage, "static", workdir)
+    with sweep_parent_run(tracking, experiment, name, dataset_name, "static-baselines", join(root, "tune"),
                           resume) as (parent, experiment_id):
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space), "embeddings": embeddings},
                         "sweep.json")
-        trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results", tracking,
-                           experiment_id, parent.info.run_id, dataset_name)
-        results = tuner(trial, param_grid, space, base.epochs, name, workdir / "tune", resume).fit()
+        trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results",
+                           join(root, "ray_results"), tracking, experiment_id, parent.info.run_id, dataset_name)
+        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume).fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id,
                               ("task", "architecture", "initialisation"))
         mlflow.log_text(table.to_string(index=False), "results.txt")

@@ -24,6 +24,7 @@ import pandas as pd
 from clintraj.config import from_dict, to_dict
 from clintraj.evaluation import plots
 from clintraj.evaluation.comparison import comparison_table, markdown
+from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.training import sequential
 from clintraj.training.static import test_metrics
@@ -52,7 +53,7 @@ def score_trial(finished: dict, sequences: Path, task: str, seed: int) -> dict:
     return test_metrics(task, y, output, y_train[:, 0] if y_train.shape[1] == 1 else y_train, seed)
 
 
-def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage: Path, tracking: Tracking,
+def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage: str | Path, tracking: Tracking,
                experiment_id: str, parent_run_id: str, dataset_name: str):
     def trial(sampled: dict) -> None:
         import tempfile
@@ -75,7 +76,7 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
                            "dropped_events": info["dropped_events"]}.items():
             client.log_param(run_id, key, value)
         try:
-            trainer, _ = sequential.trainer(folder, config, storage / name, name, tracking.uri, run_id,
+            trainer, _ = sequential.trainer(folder, config, join(storage, name), name, tracking.uri, run_id,
                                             callbacks=[TuneReportCallback()])
             finished = sequential.finished(trainer.fit())
         except BaseException:
@@ -95,7 +96,7 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
             finished["predictions"].to_parquet(Path(scratch) / "test_predictions.parquet")
             client.log_artifact(run_id, str(Path(scratch) / "test_predictions.parquet"))
         client.set_tag(run_id, "checkpoint", finished["checkpoint"])
-        client.set_tag(run_id, "adapter", f"{finished['checkpoint']}/adapter")
+        client.set_tag(run_id, "adapter", str(join(finished["checkpoint"], "adapter")))
         client.set_terminated(run_id)
 
     return trial
@@ -103,8 +104,11 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
 
 def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: Path,
         base: sequential.SequentialTrainConfig, space: SearchSpace, tracking: Tracking, experiment: str,
-        static_results: pd.DataFrame | None = None, name: str = "backbone-sweep", resume: bool = False) -> pd.DataFrame:
-    """Sweep; return one row per trial (backbone, initialisation, task, test metrics, run id)."""
+        static_results: pd.DataFrame | None = None, name: str = "backbone-sweep", resume: bool = False,
+        storage: str | Path | None = None) -> pd.DataFrame:
+    """Sweep; return one row per trial (backbone, initialisation, task, test metrics, run id).
+    Checkpoints, adapters and Tune state go to <storage>/sequential (a folder or a URI) when
+    `storage` is set, else under `workdir`; the timelines stay under `workdir`."""
     import mlflow
 
     workdir = Path(workdir).resolve()
@@ -112,13 +116,14 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
     embeddings = {init: Path(path).resolve() for init, path in embeddings.items()}
     sequences = write_sequences(Path(dataset), embeddings, tasks, workdir, base.max_events)
     param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)
-    with sweep_parent_run(tracking, experiment, name, dataset_name, "backbone-sweep", workdir / "tune",
+    root = stage_root(storage, "sequential", workdir)
+    with sweep_parent_run(tracking, experiment, name, dataset_name, "backbone-sweep", join(root, "tune"),
                           resume) as (parent, experiment_id):
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space),
                          "embeddings": {k: str(v) for k, v in embeddings.items()}}, "sweep.json")
-        trial = make_trial(sequences, base, workdir / "ray_results", tracking, experiment_id, parent.info.run_id,
+        trial = make_trial(sequences, base, join(root, "ray_results"), tracking, experiment_id, parent.info.run_id,
                            dataset_name)
-        results = tuner(trial, param_grid, space, base.epochs, name, workdir / "tune", resume).fit()
+        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume).fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id, ("backbone", "initialisation", "task"))
         comparison = comparison_table(table, static_results)
         mlflow.log_text(markdown(comparison), "comparison.md")

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from clintraj.config import from_dict, to_dict
+from clintraj.storage import join, redact, stage_root, storage_path
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
 from clintraj.tuning import SearchSpace, param_space, scheduler
@@ -20,7 +21,7 @@ from clintraj.workflows.pretrain import prepare_inputs
 log = logging.getLogger(__name__)
 
 
-def make_trial(inputs_dir: Path, meta: dict, base: pretrain.PretrainConfig, storage: Path):
+def make_trial(inputs_dir: Path, meta: dict, base: pretrain.PretrainConfig, storage: str | Path):
     """The Tune function trainable: sampled params over `base`, one TorchTrainer fit."""
 
     def trial(sampled: dict) -> None:
@@ -35,35 +36,39 @@ def make_trial(inputs_dir: Path, meta: dict, base: pretrain.PretrainConfig, stor
 
 
 def run(dataset: Path, workdir: Path, base: pretrain.PretrainConfig, space: SearchSpace, tracking: Tracking,
-        experiment: str, image_root: Path | None = None, name: str = "sweep", resume: bool = False) -> dict:
+        experiment: str, image_root: Path | None = None, name: str = "sweep", resume: bool = False,
+        storage: str | Path | None = None) -> dict:
+    """Sweep; Ray Train/Tune state goes to <storage>/sweep-pretrain (a folder or a URI) when
+    `storage` is set, else under `workdir`."""
     import mlflow
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     workdir = Path(workdir).resolve()
     inputs_dir, meta = prepare_inputs(Path(dataset), workdir, base, image_root)
-    storage = workdir / "ray_results"
-    sweep_dir = workdir / "tune"
-    trainable = tune.with_resources(make_trial(inputs_dir, meta, base, storage), {"cpu": 0.1})
+    root = stage_root(storage, "sweep-pretrain", workdir)
+    ray_results, sweep_dir = join(root, "ray_results"), join(root, "tune")
+    trainable = tune.with_resources(make_trial(inputs_dir, meta, base, ray_results), {"cpu": 0.1})
     mlflow.set_tracking_uri(tracking.uri)
     experiment_id = tracking.experiment(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-{meta['dataset']}") as parent:
         mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain-sweep"})
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space)}, "sweep.json")
-        if resume and tune.Tuner.can_restore(sweep_dir / name):
-            log.info("resuming the sweep at %s", sweep_dir / name)
-            tuner = tune.Tuner.restore(str(sweep_dir / name), trainable=trainable, resume_errored=True)
+        sweep_path = storage_path(join(sweep_dir, name))
+        if resume and tune.Tuner.can_restore(sweep_path):
+            log.info("resuming the sweep at %s", redact(sweep_path))
+            tuner = tune.Tuner.restore(sweep_path, trainable=trainable, resume_errored=True)
         else:
+            logger = MLflowLoggerCallback(
+                tracking_uri=tracking.uri, experiment_name=experiment, save_artifact=False,
+                tags={"mlflow.parentRunId": parent.info.run_id, "dataset": meta["dataset"], "stage": "pretrain-trial"})
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(space),
                 tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=space.num_samples,
                                             max_concurrent_trials=space.max_concurrent_trials,
                                             scheduler=scheduler(space, base.epochs)),
-                run_config=tune.RunConfig(name=name, storage_path=str(sweep_dir), callbacks=[MLflowLoggerCallback(
-                    tracking_uri=tracking.uri, experiment_name=experiment, save_artifact=False,
-                    tags={"mlflow.parentRunId": parent.info.run_id, "dataset": meta["dataset"],
-                          "stage": "pretrain-trial"})]),
+                run_config=tune.RunConfig(name=name, storage_path=storage_path(sweep_dir), callbacks=[logger]),
             )
         results = tuner.fit()
         best = results.get_best_result(space.metric, space.mode, scope="all")
@@ -71,8 +76,9 @@ def run(dataset: Path, workdir: Path, base: pretrain.PretrainConfig, space: Sear
                    "best_metrics": {k: v for k, v in (best.metrics or {}).items() if isinstance(v, (int, float))},
                    "trials": len(results), "errors": len(results.errors)}
         # each trial's best checkpoint, read from its saved checkpoints (ASHA may stop a trial mid-fit)
-        bests = [best for r in results if r.metrics and "trial_id" in r.metrics
-                 for best in [pretrain.best_saved_checkpoint(storage / f"trial-{r.metrics['trial_id']}")] if best]
+        trial_dirs = [join(ray_results, f"trial-{r.metrics['trial_id']}") for r in results
+                      if r.metrics and "trial_id" in r.metrics]
+        bests = [best for folder in trial_dirs for best in [pretrain.best_saved_checkpoint(folder)] if best]
         if bests:
             summary["best_checkpoint"] = min(bests, key=lambda b: b["val_loss"])
             mlflow.set_tag("best_checkpoint", summary["best_checkpoint"]["checkpoint"])
