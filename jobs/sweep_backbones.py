@@ -1,8 +1,9 @@
-"""The main job: raw eICU -> cohort and splits -> MGA pretraining -> contrastive and scratch
+"""The main job: raw eICU or MIMIC-IV -> cohort and splits -> MGA pretraining -> contrastive and scratch
 embeddings -> static MLP / LSTM baselines -> the backbone sweep ((Q)LoRA fine-tuning of six
 decoders on event timelines, Ray Tune over Ray Train), all in one MLflow experiment.
 
     python jobs/sweep_backbones.py                       # embedded default: local Ray, synthetic data, tiny backbones
+    python jobs/sweep_backbones.py --dataset mimic --tasks mortality phenotyping   # synthetic MIMIC-IV, both tasks
     ray job submit --working-dir . -- python jobs/sweep_backbones.py --raw s3://BUCKET/eicu-crd/2.0 \\
         --backbones local --model-dir /models --search-space search_spaces/backbones.yaml --config cluster.yaml
     ray job submit --working-dir . -- python jobs/sweep_backbones.py --data s3://BUCKET/eicu-v1 ...
@@ -31,9 +32,12 @@ from clintraj.workflows.end_to_end import EndToEndConfig, run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of EndToEndConfig")
+    parser.add_argument("--dataset", choices=["eicu", "mimic"],
+                        help="eicu (the default's) or mimic: what --raw holds, or which synthetic data is made")
     inputs = parser.add_mutually_exclusive_group()
     inputs.add_argument("--raw", type=location,
-                        help=f"a raw eICU v2.0 folder (default: synthetic data, made once): {LOCATION}")
+                        help="a raw eICU v2.0 folder, or a MIMIC-IV folder with mimic-cxr-jpg/ and mimic-iv-note/ "
+                             f"beside hosp/ and icu/ (default: synthetic data, made once): {LOCATION}")
     inputs.add_argument("--data", type=location,
                         help=f"instead of --raw, a dataset folder written by jobs/preprocess.py: {LOCATION}")
     parser.add_argument("--backbones", choices=["tiny", "hub", "local"],
@@ -41,7 +45,8 @@ def main() -> None:
                              "--model-dir/<name>/ (default: the config's)")
     parser.add_argument("--model-dir", help="folder of <backbone>/ weight folders (default: $CLINTRAJ_MODEL_DIR)")
     parser.add_argument("--search-space", type=Path, help="the backbone sweep's space, e.g. search_spaces/backbones.yaml")
-    parser.add_argument("--tasks", nargs="+", choices=["mortality", "los"], help="tasks of the backbone sweep")
+    parser.add_argument("--tasks", nargs="+", choices=["mortality", "los", "phenotyping"],
+                        help="tasks of the backbone sweep (eICU: mortality, los; MIMIC: mortality, phenotyping)")
     parser.add_argument("--resume", action="store_true", help="restore an interrupted backbone sweep (Tuner.restore)")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("CLINTRAJ_WORKDIR", "clintraj-work")),
                         help="data, checkpoints, local MLflow (default: $CLINTRAJ_WORKDIR, else ./clintraj-work)")
@@ -53,6 +58,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     config = load(EndToEndConfig, args.config)
+    if args.dataset:
+        config.dataset = args.dataset
     if args.backbones:
         config.sequential.weights = args.backbones
     if args.model_dir:

@@ -32,6 +32,19 @@ def test_defaults_and_overrides(tmp_path):
     assert isinstance(config.inner.rate, float)
 
 
+@dataclass
+class Parent:
+    inner: Inner = field(default_factory=lambda: Inner(rate=0.5, names=["demo"]))
+
+
+def test_a_nested_section_changes_only_its_keys_over_the_parents_default(tmp_path):
+    config = load(Parent, write(tmp_path, "inner:\n  rate: 2\n"))
+    assert config.inner == Inner(rate=2.0, names=["demo"])  # not Inner's bare default ["a"]
+    demo = load(EndToEndConfig, write(tmp_path, "pretrain: {epochs: 2}\nsequential: {epochs: 1}\n"))
+    assert demo.pretrain.epochs == 2 and demo.pretrain.latent_dim == EndToEndConfig().pretrain.latent_dim
+    assert demo.sequential.weights == "tiny" and demo.sequential.loss_on == EndToEndConfig().sequential.loss_on
+
+
 def test_unknown_key_names_key_and_file(tmp_path):
     path = write(tmp_path, "inner:\n  ratee: 0.2\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: key 'inner\.ratee': unknown key"):

@@ -489,3 +489,30 @@ def test_mlflow_script_serves_in_the_background_and_stops(tmp_path):
     assert not pid_file.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# --- the shared work folder -------------------------------------------------------------------
+
+
+def test_nodes_mount_the_shared_work_folder_the_env_file_names(cluster):
+    mount = [c for c in cluster["setup_commands"] if "/mnt/shared" in c]
+    assert len(mount) == 1, "one setup command mounts the shared work folder"
+    command = mount[0]
+    assert "CLINTRAJ_EFS" in command and "~/.clintraj.env" in command and "nfs4" in command
+    assert "mountpoint -q /mnt/shared" in command  # idempotent: `ray up` reruns it
+    assert '[ -z "$CLINTRAJ_EFS" ]' in command  # unset: nothing mounted, the node still comes up
+    assert "CLINTRAJ_EFS=" in (REPO / "deploy" / "README.md").read_text()
+
+
+def test_kuberay_pods_mount_one_shared_read_write_many_claim(kuberay):
+    claims = [doc for doc in kuberay if doc["kind"] == "PersistentVolumeClaim"]
+    assert len(claims) == 1 and claims[0]["spec"]["accessModes"] == ["ReadWriteMany"]
+    name = claims[0]["metadata"]["name"]
+    ray_cluster = _ray_cluster(kuberay)
+    pods = [ray_cluster["spec"]["headGroupSpec"]["template"]["spec"]] + [
+        group["template"]["spec"] for group in ray_cluster["spec"]["workerGroupSpecs"]]
+    for pod in pods:
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        ray_container = pod["containers"][0]
+        mounted = {m["mountPath"]: m["name"] for m in ray_container["volumeMounts"]}
+        assert volumes[mounted["/mnt/shared"]]["persistentVolumeClaim"]["claimName"] == name

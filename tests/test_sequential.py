@@ -150,6 +150,35 @@ def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, ba
     assert after["n_events"].tolist() == [5, 9, 3, 12, 7, 4]
 
 
+def test_a_restarted_worker_resumes_the_epoch_checkpoints_weights_and_state(tmp_path):
+    from ray.train import Checkpoint
+
+    config = _config(tmp_path)
+    runtime = capabilities.resolve("sdpa", "fp32", "nf4", "adamw", 0, use_gpu=False)
+    torch.manual_seed(0)
+    trained = seq.build_model(config, runtime, torch.device("cpu"))
+    with torch.no_grad():  # stand-in for training: every trainable tensor moved off its init
+        for parameter in trained.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    best = seq.trainable_state(trained)
+    state = {"next_epoch": 2, "step": 40, "best": 0.71, "best_metrics": {"epoch": 1, "val_auroc": 0.71}, "stale": 0}
+    directory = tmp_path / "epoch-1"
+    directory.mkdir()
+    seq.save_checkpoint(directory, trained, config, runtime)
+    seq._save_trainer_state(directory, state, best)
+
+    torch.manual_seed(1)
+    fresh = seq.build_model(config, runtime, torch.device("cpu"))  # what a restarted worker builds
+    assert not torch.equal(fresh.head.weight, trained.head.weight)
+    resumed_state, resumed_best = seq._resume(fresh, Checkpoint.from_directory(str(directory)))
+    assert resumed_state == state
+    assert resumed_best.keys() == best.keys() and all(torch.equal(resumed_best[k], best[k]) for k in best)
+    assert seq.trainable_state(fresh).keys() == best.keys()
+    assert all(torch.equal(seq.trainable_state(fresh)[k], best[k]) for k in best)  # LoRA, projection, [PREDICT], head
+    assert seq._resume(fresh, None) is None
+
+
 def test_causal_predictions_ignore_later_events_and_padding(tmp_path):
     config = _config(tmp_path, "mistral-7b", "none")
     runtime = capabilities.resolve("eager", "fp32", "none", "adamw", 0, use_gpu=False)

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key or holds a mistyped value."""
 
 
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
+def _check_type(value: Any, annotation: Any, where: str, default: Any = None) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
@@ -59,7 +59,7 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {annotation.__name__}, got {value!r}")
-        return _build(annotation, value, where)
+        return _build(annotation, value, where, default if isinstance(default, annotation) else None)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is Path and isinstance(value, str):
@@ -71,14 +71,19 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type[T], values: dict, where: str) -> T:
-    """`where` is "<file>: key 'a.b'" for a nested section, or "<file>" at the top."""
+def _build(cls: type[T], values: dict, where: str, base: T | None = None) -> T:
+    """`values` over `base` (default: `cls()`), section by section: a nested section in the YAML
+    changes only the keys it names, and keeps the rest of the parent's default for that section
+    (e.g. the demo's own pretraining settings), not the section class's bare defaults.
+    `where` is "<file>: key 'a.b'" for a nested section, or "<file>" at the top."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"{_key(where, unknown[0])}: unknown key (known keys: {', '.join(sorted(fields))})")
-    return cls(**{k: _check_type(v, hints[k], _key(where, k)) for k, v in values.items()})
+    base = cls() if base is None else base
+    return dataclasses.replace(base, **{k: _check_type(v, hints[k], _key(where, k), getattr(base, k))
+                                        for k, v in values.items()})
 
 
 def _key(where: str, key: str) -> str:

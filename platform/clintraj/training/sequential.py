@@ -16,9 +16,15 @@ decide what runs and say what does not.
 
 Each epoch rank 0 scores the validation split and reports a checkpoint: the
 LoRA adapter (`adapter/`, for `PeftModel.from_pretrained`), `head.pt`
-(projection, [PREDICT] embedding, head) and `sequential.json`. After the last
+(projection, [PREDICT] embedding, head) and `sequential.json`, plus
+`trainer_state.json` and `best.pt` (the best epoch so far). After the last
 epoch the best epoch's weights score the test split, and the final
 checkpoint holds them with `predictions.parquet`.
+
+A failed worker (`max_failures`) restarts the run from the last epoch's
+checkpoint: the weights, the early-stopping state and the best epoch come back,
+so no epoch is trained or counted twice. The optimizer's moments restart (with
+ZeRO they are partitioned across workers and are not in the checkpoint).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class SequentialTrainConfig:
     num_workers: int = 1
     cpus_per_worker: float = 0.5
     use_gpu: bool = False
+    max_failures: int = 2  # worker failures Ray Train recovers from, resuming at the last epoch's checkpoint
     seed: int = 0
 
 
@@ -428,6 +435,7 @@ def train_loop(config: dict) -> None:
         for note in runtime.notes:
             log.warning("%s", note)
     model = build_model(config, runtime, device)
+    resumed = _resume(model, ray.train.get_checkpoint())  # before DeepSpeed copies the weights
     if rank == 0:
         log.info("%s ready in %.1f s (%s attention, %s, %s weights)", config["backbone"], time.perf_counter() - started,
                  runtime.attention, runtime.precision, config["quantization"])
@@ -445,8 +453,13 @@ def train_loop(config: dict) -> None:
     if rank == 0 and config.get("mlflow_run_id"):
         _record_runtime(config, runtime)
 
-    best, best_state, best_metrics, stale, step = None, None, None, 0, 0
-    for epoch in range(config["epochs"]):
+    best, best_state, best_metrics, stale, step, first = None, None, None, 0, 0, 0
+    if resumed:
+        state, best_state = resumed
+        best, best_metrics, stale, step, first = (state[k] for k in ("best", "best_metrics", "stale", "step", "next_epoch"))
+        if rank == 0:
+            log.warning("resuming at epoch %d from the last checkpoint (the optimizer's moments restart)", first)
+    for epoch in range(first, config["epochs"]):
         losses, tokens, waited, started = [], 0, 0.0, time.perf_counter()
         batches = bucketed(train_shard.iter_batches(batch_size=chunk, batch_format="numpy"),
                            config["batch_size"], shuffle=True, rng=rng)
@@ -480,6 +493,8 @@ def train_loop(config: dict) -> None:
                 stale += 1
             metrics["val_score"] = value if mode == "max" else -value
             save_checkpoint(Path(checkpoint_dir), model, config, runtime)
+            _save_trainer_state(Path(checkpoint_dir), {"next_epoch": epoch + 1, "step": step, "best": best,
+                                                       "best_metrics": best_metrics, "stale": stale}, best_state)
         stop = _agree(stale >= config["patience"], world)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir) if rank == 0 else None)
         if stop:
@@ -497,6 +512,33 @@ def train_loop(config: dict) -> None:
         final.update({**best_metrics, "epoch": best_metrics["epoch"], "final": 1, "best_epoch": best_metrics["epoch"],
                       "val_score": best if mode == "max" else -best})
     ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(final_dir) if rank == 0 else None)
+
+
+def _save_trainer_state(directory: Path, state: dict, best_state: dict[str, torch.Tensor]) -> None:
+    (directory / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+    torch.save(best_state, directory / "best.pt")
+
+
+def _resume(model, checkpoint) -> tuple[dict, dict] | None:
+    """Load a reported epoch checkpoint's weights into `model` (adapter, head file); return its
+    trainer state and the best epoch's weights, or None without a checkpoint."""
+    if checkpoint is None:
+        return None
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    with checkpoint.as_directory() as directory:
+        directory = Path(directory)
+        if not (directory / "trainer_state.json").is_file():  # the final checkpoint: nothing to resume
+            return None
+        set_peft_model_state_dict(model.backbone, load_file(directory / "adapter" / "adapter_model.safetensors"))
+        small = torch.load(directory / "head.pt", weights_only=True)
+        model.projection.load_state_dict(small["projection"])
+        model.head.load_state_dict(small["head"])
+        model.predict_embedding.data.copy_(small["predict_embedding"])
+        state = json.loads((directory / "trainer_state.json").read_text())
+        best_state = torch.load(directory / "best.pt", weights_only=True)
+    return state, best_state
 
 
 def _agree(stop: bool, world: int) -> bool:
@@ -573,6 +615,7 @@ def trainer(sequences: Path, config: SequentialTrainConfig, storage: str | Path,
         datasets=datasets, dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(name=run_name, storage_path=storage_path(storage),
                                        callbacks=[*callbacks, *logger],
+                                       failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     ), loop_config
 
