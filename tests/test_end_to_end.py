@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 CONFIG = {
     "experiment": "e2e-test", "synthetic_stays": 2000, "seed": 3,
     "pretrain": {"latent_dim": 32, "epochs": 2, "patience": 2, "num_workers": 1},
-    "static": {"epochs": 4, "patience": 2, "num_workers": 1},
-    "static_search": {"metric": "val_score", "mode": "max", "num_samples": 1, "max_concurrent_trials": 2,
+    "static": {"epochs": 3, "patience": 2, "num_workers": 1},
+    "static_search": {"metric": "val_score", "mode": "max", "num_samples": 1, "max_concurrent_trials": 4,
                       "params": {"architecture": {"grid": ["mlp"]}}},
     "sequential_tasks": ["mortality"],
     "sequential": {"weights": "tiny", "epochs": 2, "patience": 2, "max_events": 48, "batch_size": 16,

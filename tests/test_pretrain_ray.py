@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def eicu_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain-eicu")
-    generate("eicu", root / "raw", n_stays=1200, seed=5, progress=False)
+    generate("eicu", root / "raw", n_stays=800, seed=5, progress=False)
     prepare(root / "raw", root / "data", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 200}}))
     return root / "data"
 
@@ -71,7 +71,7 @@ def test_sweep_runs_trials_as_mlflow_children_and_restores(eicu_dataset, tmp_pat
     from mlflow.tracking import MlflowClient
 
     tracking = Tracking.resolve(None, tmp_path / "mlflow")
-    space = from_dict(SearchSpace, {"num_samples": 2, "max_concurrent_trials": 1, "scheduler": "asha",
+    space = from_dict(SearchSpace, {"num_samples": 2, "max_concurrent_trials": 2, "scheduler": "asha",
                                     "grace_period": 1, "params": {"lr": {"choice": [1e-3, 3e-3]},
                                                                   "missing_tokens_in_context": {"grid": [False]}}})
     base = small(epochs=2, num_workers=1)

@@ -456,7 +456,8 @@ def train_loop(config: dict) -> None:
     best, best_state, best_metrics, stale, step, first = None, None, None, 0, 0, 0
     if resumed:
         state, best_state = resumed
-        best, best_metrics, stale, step, first = (state[k] for k in ("best", "best_metrics", "stale", "step", "next_epoch"))
+        best, best_metrics, stale, step = state["best"], state["best_metrics"], state["stale"], state["step"]
+        first = state["next_epoch"]
         if rank == 0:
             log.warning("resuming at epoch %d from the last checkpoint (the optimizer's moments restart)", first)
     for epoch in range(first, config["epochs"]):

@@ -32,9 +32,9 @@ from clintraj.data.synthetic.latent import (
     RESPIRATORY,
     SEVERITY,
     draw_cohort,
+    presence,
     trait_choice,
     trait_loadings,
-    presence,
 )
 from clintraj.data.synthetic.writer import GzipCsvWriter
 
@@ -273,10 +273,12 @@ def _patient_attributes(
     first = latent[stay_number == 0]
     habitus = traits[stay_number == 0] @ trait_loadings("eicu.habitus", 3).T  # height, weight, age
     male = rng.random(n_patients) < 0.6
-    age = 63 + 4 * first[:, SEVERITY] + 3 * first[:, CARDIAC] + 15 * (0.5 * habitus[:, 2] + 0.85 * rng.normal(size=n_patients))
+    spread = 0.5 * habitus[:, 2] + 0.85 * rng.normal(size=n_patients)
+    age = 63 + 4 * first[:, SEVERITY] + 3 * first[:, CARDIAC] + 15 * spread
     age = np.where(rng.random(n_patients) < 0.01, rng.integers(15, 18, n_patients), np.round(age))
     height = np.where(male, 177, 163) + 7.5 * (0.9 * habitus[:, 0] + 0.45 * rng.normal(size=n_patients))
-    weight = np.clip(np.where(male, 86, 73) + 20 * (0.9 * habitus[:, 1] + 0.45 * rng.normal(size=n_patients)), 35, 250)
+    weight = np.where(male, 86, 73) + 20 * (0.9 * habitus[:, 1] + 0.45 * rng.normal(size=n_patients))
+    weight = np.clip(weight, 35, 250)
     ethnicity = _pick(rng, T.ETHNICITIES, n_patients, [0.81, 0.09, 0.046, 0.034, 0.013, 0.007])
     hospital_ids = np.sort(rng.choice(np.arange(56, 460), 208, replace=False))
     wards = rng.choice(np.arange(80, 1200), (208, 2), replace=False)
