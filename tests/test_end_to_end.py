@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 CONFIG = {
     "experiment": "e2e-test", "synthetic_stays": 2000, "seed": 3,
+    "tasks": ["mortality"],  # static baselines; length of stay through Ray Train: tests/test_synthetic_signal.py
     "pretrain": {"latent_dim": 32, "epochs": 2, "patience": 2, "num_workers": 1},
     "static": {"epochs": 3, "patience": 2, "num_workers": 1},
     "static_search": {"metric": "val_score", "mode": "max", "num_samples": 1, "max_concurrent_trials": 4,
@@ -70,8 +71,8 @@ def ray_head(tmp_path):
     yield address, env
     stop(head, signal.SIGTERM)
     try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
+        head.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # a head's workers can take half a minute to exit on SIGTERM
         stop(head, signal.SIGKILL)
     shutil.rmtree(temp, ignore_errors=True)
 
@@ -142,12 +143,11 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     assert pretraining.data.metrics["test_recall_at_10"] > 1.3 * pretraining.data.metrics["test_random_at_10"]
 
     static = stage["static-baseline"]
-    assert len(static) == 4 and all(r.info.status == "FINISHED" for r in static)
+    assert len(static) == 2 and all(r.info.status == "FINISHED" for r in static)
     mortality = [r.data.metrics["test_auroc"] for r in static if r.data.tags["task"] == "mortality"]
     assert max(mortality) >= 0.75  # the planted signal, learned from the raw files through the pipeline
-    for run in (r for r in static if r.data.tags["task"] == "los"):  # errors in hours, with CIs
-        assert all(math.isfinite(run.data.metrics[f"test_{m}{end}"]) for m in ("mse", "mae", "pearson", "spearman")
-                   for end in ("", "_low", "_high"))
+    assert all(math.isfinite(run.data.metrics[f"test_{m}{end}"]) for run in static for m in ("auroc", "auprc", "ace")
+               for end in ("", "_low", "_high"))
 
     sequential = stage["sequential"]
     assert len(sequential) == 2 and all(r.info.status == "FINISHED" for r in sequential)
