@@ -270,6 +270,14 @@ def cast_float_parameters(model, dtypes: dict[str, str]) -> None:
             parameter.data = parameter.data.to(getattr(torch, dtypes[group]))
 
 
+def load_head_file(model, directory: Path) -> None:
+    """Projection, [PREDICT] embedding and head from a checkpoint's head.pt, into `model`'s own tensors."""
+    state = torch.load(Path(directory) / "head.pt", weights_only=True)
+    model.projection.load_state_dict(state["projection"])
+    model.head.load_state_dict(state["head"])
+    model.predict_embedding.data.copy_(state["predict_embedding"])
+
+
 def load_checkpoint(directory: Path, device: str = "cpu", attention: str | None = None):
     """The model of a checkpoint: base weights + `PeftModel.from_pretrained(adapter)` + head.pt.
     `attention="eager"` for attention maps."""
@@ -290,10 +298,7 @@ def load_checkpoint(directory: Path, device: str = "cpu", attention: str | None 
                                    device_map={"": device} if quantized else None)
     peft_model = PeftModel.from_pretrained(base, directory / "adapter")
     model = SequentialModel(peft_model, record["latent_dim"], base.config.hidden_size, record["out_features"])
-    state = torch.load(directory / "head.pt", weights_only=True)
-    model.projection.load_state_dict(state["projection"])
-    model.head.load_state_dict(state["head"])
-    model.predict_embedding.data = state["predict_embedding"]
+    load_head_file(model, directory)
     cast_float_parameters(model, record.get("dtypes", {}))
     if not quantized:
         model.backbone.to(device)
@@ -533,10 +538,7 @@ def _resume(model, checkpoint) -> tuple[dict, dict] | None:
         if not (directory / "trainer_state.json").is_file():  # the final checkpoint: nothing to resume
             return None
         set_peft_model_state_dict(model.backbone, load_file(directory / "adapter" / "adapter_model.safetensors"))
-        small = torch.load(directory / "head.pt", weights_only=True)
-        model.projection.load_state_dict(small["projection"])
-        model.head.load_state_dict(small["head"])
-        model.predict_embedding.data.copy_(small["predict_embedding"])
+        load_head_file(model, directory)
         state = json.loads((directory / "trainer_state.json").read_text())
         best_state = torch.load(directory / "best.pt", weights_only=True)
     return state, best_state
