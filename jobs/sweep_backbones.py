@@ -1,17 +1,19 @@
-"""The main job: raw eICU or MIMIC-IV -> cohort and splits -> MGA pretraining -> contrastive and scratch
-embeddings -> static MLP / LSTM baselines -> the backbone sweep ((Q)LoRA fine-tuning of six
-decoders on event timelines, Ray Tune over Ray Train), all in one MLflow experiment.
+"""The main job, once per dataset (eICU, MIMIC-IV): raw files -> cohort and splits -> MGA
+pretraining -> contrastive and scratch embeddings -> static MLP / LSTM baselines -> the backbone
+sweep ((Q)LoRA fine-tuning of the decoders on event timelines, Ray Tune over Ray Train), then the
+report, all in one MLflow experiment.
 
-    python jobs/sweep_backbones.py                       # embedded default: local Ray, synthetic data, tiny backbones
-    python jobs/sweep_backbones.py --dataset mimic --tasks mortality phenotyping   # synthetic MIMIC-IV, both tasks
-    ray job submit --working-dir . -- python jobs/sweep_backbones.py --raw s3://BUCKET/eicu-crd/2.0 \\
+    python jobs/sweep_backbones.py                       # embedded default: local Ray, synthetic data, tiny backbones, four tasks
+    python jobs/sweep_backbones.py --dataset mimic --tasks mortality   # synthetic MIMIC-IV, mortality only
+    ray job submit --working-dir . -- python jobs/sweep_backbones.py --dataset eicu --raw s3://BUCKET/eicu-crd/2.0 \\
         --backbones local --model-dir /models --search-space search_spaces/backbones.yaml --config cluster.yaml
     ray job submit --working-dir . -- python jobs/sweep_backbones.py --data s3://BUCKET/eicu-v1 ...
 
-Inputs: --raw is a raw eICU v2.0 folder (the cohort and splits are prepared under --workdir);
---data is a dataset folder already written by jobs/preprocess.py, as in the other jobs. Either
-may be a URI (s3://, gs://, file://, ...), copied once into --workdir/staged. --storage (default
-$CLINTRAJ_STORAGE) puts checkpoints, adapters and Tune state in cluster storage.
+Inputs: --raw is a raw eICU v2.0 or MIMIC-IV folder (name which with --dataset; the cohort and
+splits are prepared under --workdir); --data is a dataset folder already written by
+jobs/preprocess.py, as in the other jobs. Either may be a URI (s3://, gs://, file://, ...),
+copied once into --workdir/staged. --storage (default $CLINTRAJ_STORAGE) puts checkpoints,
+adapters and Tune state in cluster storage.
 """
 
 import argparse
@@ -26,18 +28,22 @@ from clintraj.runtime import init_ray, shutdown_ray
 from clintraj.tracking import Tracking
 from clintraj.training.sequential import SequentialTrainConfig
 from clintraj.tuning import load_search_space
-from clintraj.workflows.end_to_end import EndToEndConfig, run
+from clintraj.workflows.end_to_end import EndToEndConfig, prepared_dataset, run
+
+PAPER_TABLES = {"mimic": "MIMIC-IV (the paper's Table 2)", "eicu": "eICU (the paper's Table 3)"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of EndToEndConfig")
-    parser.add_argument("--dataset", choices=["eicu", "mimic"],
-                        help="eicu (the default's) or mimic: what --raw holds, or which synthetic data is made")
+    parser.add_argument("--dataset", "--datasets", dest="datasets", nargs="+", choices=["eicu", "mimic"],
+                        help="which datasets run (default: the config's; the embedded default's are eicu and "
+                             "mimic): what --raw holds, or which synthetic data is made")
     inputs = parser.add_mutually_exclusive_group()
     inputs.add_argument("--raw", type=location,
-                        help="a raw eICU v2.0 folder, or a MIMIC-IV folder with mimic-cxr-jpg/ and mimic-iv-note/ "
-                             f"beside hosp/ and icu/ (default: synthetic data, made once): {LOCATION}")
+                        help="with --dataset eicu a raw eICU v2.0 folder, with --dataset mimic a MIMIC-IV folder with "
+                             "mimic-cxr-jpg/ and mimic-iv-note/ beside hosp/ and icu/ (default: synthetic data, made "
+                             f"once): {LOCATION}")
     inputs.add_argument("--data", type=location,
                         help=f"instead of --raw, a dataset folder written by jobs/preprocess.py: {LOCATION}")
     parser.add_argument("--backbones", choices=["tiny", "hub", "local"],
@@ -46,7 +52,8 @@ def main() -> None:
     parser.add_argument("--model-dir", help="folder of <backbone>/ weight folders (default: $CLINTRAJ_MODEL_DIR)")
     parser.add_argument("--search-space", type=Path, help="the backbone sweep's space, e.g. search_spaces/backbones.yaml")
     parser.add_argument("--tasks", nargs="+", choices=["mortality", "los", "phenotyping"],
-                        help="tasks of the backbone sweep (eICU: mortality, los; MIMIC: mortality, phenotyping)")
+                        help="tasks of the backbone sweep, each run on the datasets that have it (eICU: mortality, "
+                             "los; MIMIC: mortality, phenotyping; default: all of them)")
     parser.add_argument("--resume", action="store_true", help="restore an interrupted backbone sweep (Tuner.restore)")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("CLINTRAJ_WORKDIR", "clintraj-work")),
                         help="data, checkpoints, local MLflow (default: $CLINTRAJ_WORKDIR, else ./clintraj-work)")
@@ -58,8 +65,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     config = load(EndToEndConfig, args.config)
-    if args.dataset:
-        config.dataset = args.dataset
+    if args.datasets:
+        config.datasets = list(dict.fromkeys(args.datasets))
     if args.backbones:
         config.sequential.weights = args.backbones
     if args.model_dir:
@@ -71,6 +78,8 @@ def main() -> None:
     if args.experiment:
         config.experiment = args.experiment
     stage_arguments(args, "raw", "data")
+    if args.data and not args.datasets:  # a prepared dataset says which it is
+        config.datasets = [prepared_dataset(args.data)]
     tracking = Tracking.resolve(args.tracking_uri, args.workdir / "mlflow")
     init_ray(args.ray_address)
     try:
@@ -78,8 +87,10 @@ def main() -> None:
                                  resume=args.resume, storage=args.storage)
     finally:
         shutdown_ray()
-    print("\nTest metrics (95% bootstrap CIs), static baselines and backbones, as in the paper's Tables 2-3:")
-    print(markdown(comparison_table(sequential, static)))
+    for name in [n for n in ("mimic", "eicu") if n in config.datasets]:  # the paper's order: Table 2, Table 3
+        table = comparison_table(sequential[sequential["dataset"] == name], static[static["dataset"] == name])
+        print(f"\n{PAPER_TABLES[name]}: test metrics (95% bootstrap CIs), static baselines and backbones:")
+        print(markdown(table))
     print(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
 
 

@@ -45,6 +45,32 @@ def test_a_nested_section_changes_only_its_keys_over_the_parents_default(tmp_pat
     assert demo.sequential.weights == "tiny" and demo.sequential.loss_on == EndToEndConfig().sequential.loss_on
 
 
+def test_a_mapping_changes_only_its_keys_and_the_main_job_runs_four_tasks(tmp_path):
+    demo = load(EndToEndConfig, write(tmp_path, "synthetic_stays: {eicu: 800}\n"))
+    assert demo.synthetic_stays == {"eicu": 800, "mimic": EndToEndConfig().synthetic_stays["mimic"]}
+    assert demo.datasets == ["eicu", "mimic"]  # the embedded default: the paper's four tasks
+    assert [demo.tasks_of(name) for name in demo.datasets] == [
+        (["mortality", "los"], ["mortality", "los"]), (["mortality", "phenotyping"], ["mortality", "phenotyping"])]
+    demo.sequential_tasks = ["mortality", "los"]
+    assert demo.tasks_of("mimic") == (["mortality", "phenotyping"], ["mortality"])
+
+
+def test_the_main_job_refuses_what_its_datasets_lack_before_any_work(tmp_path):
+    from clintraj.tracking import Tracking
+    from clintraj.workflows.end_to_end import run
+
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    config = EndToEndConfig(datasets=["mimic"], sequential_tasks=["los"])
+    with pytest.raises(ValueError, match=r"the datasets \['mimic'\] have the tasks \['mortality', 'phenotyping'\], "
+                                         r"not \['los'\]"):
+        run(config, tmp_path, tracking)
+    with pytest.raises(ValueError, match="datasets must be some of"):
+        run(EndToEndConfig(datasets=["mimic-iii"]), tmp_path, tracking)
+    with pytest.raises(ValueError, match="name the folder's with --dataset eicu or --dataset mimic"):
+        run(EndToEndConfig(), tmp_path, tracking, raw=tmp_path)
+    assert not (tmp_path / "raw").exists()  # nothing was generated
+
+
 def test_unknown_key_names_key_and_file(tmp_path):
     path = write(tmp_path, "inner:\n  ratee: 0.2\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: key 'inner\.ratee': unknown key"):

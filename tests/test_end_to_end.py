@@ -19,12 +19,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from clintraj.runtime import LOCAL_RAY_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 pytestmark = pytest.mark.slow
 
 CONFIG = {
-    "experiment": "e2e-test", "synthetic_stays": 2000, "seed": 3,
+    "experiment": "e2e-test", "datasets": ["eicu"], "synthetic_stays": {"eicu": 2000}, "seed": 3,
     "tasks": ["mortality"],  # static baselines; length of stay through Ray Train: tests/test_synthetic_signal.py
     "pretrain": {"latent_dim": 32, "epochs": 2, "patience": 2, "num_workers": 1},
     "static": {"epochs": 3, "patience": 2, "num_workers": 1},
@@ -50,7 +52,9 @@ def ray_head(tmp_path):
     `ray stop`, which would stop every Ray on the machine)."""
     dashboard = free_port()
     # Ray 2.60 heads require a token (written to ~/.ray/auth_token); the CLI sends it in token mode.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    # LOCAL_RAY_ENV: a one-machine head gets what the job's own local Ray gets
+    env = {**os.environ, **LOCAL_RAY_ENV, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token",
+           "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
@@ -132,7 +136,7 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     runs = client.search_runs([client.get_experiment_by_name("e2e-test").experiment_id])
     stage = {name: stage_runs(runs, name) for name in ("pretrain", "static-baseline", "sequential", "backbone-sweep")}
 
-    records = {init: json.loads((workdir / "embeddings" / init / "embeddings.json").read_text())
+    records = {init: json.loads((workdir / "eicu" / "embeddings" / init / "embeddings.json").read_text())
                for init in ("contrastive", "scratch")}  # which encoders made each embedding
     assert records["scratch"]["encoders"] == "scratch" and records["scratch"]["seed"] == 3
     assert records["scratch"]["checkpoint"] is None and Path(records["contrastive"]["checkpoint"]).is_dir()

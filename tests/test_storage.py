@@ -211,10 +211,11 @@ def test_sweep_backbones_takes_data_and_storage_uris(tmp_path, monkeypatch):
     """The issue's command, `sweep_backbones.py --data s3://...`, down to the library call (not run)."""
     job = _job("sweep_backbones")
     dataset = _source(tmp_path / "eicu-v1")
+    (dataset / "report.json").write_text('{"dataset": "eicu"}')  # what jobs/preprocess.py writes
     called = {}
 
     def run(config, workdir, tracking, **kwargs):
-        called.update(kwargs, workdir=workdir)
+        called.update(kwargs, workdir=workdir, datasets=config.datasets)
         raise SystemExit(0)  # stop before the pipeline and the printing
 
     monkeypatch.setattr(job, "run", run)
@@ -227,6 +228,7 @@ def test_sweep_backbones_takes_data_and_storage_uris(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         job.main()
     assert called["storage"] == "s3://bucket/clintraj" and called["raw"] is None
+    assert called["datasets"] == ["eicu"]  # the prepared dataset's, not the default's two
     staged = called["dataset"]
     assert staged.parent == tmp_path / "work" / "staged" and _digests(staged) == _digests(dataset)
 

@@ -17,6 +17,22 @@ _QUIET_ENV = {
     "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", ""),
 }
 
+# For a Ray this job starts on one machine only: Ray's defaults are sized for clusters, and
+# each of these spends processes that a laptop pays for in CPU. Measured on 2 cores, the
+# demo's backbone sweep (4 trials at once) took 409 CPU-s and 203 s with Ray's defaults,
+# 272 CPU-s and 134 s with these (bench/README.md; bench/local_ray.py repeats it on a minimal sweep).
+LOCAL_RAY_ENV = {
+    # Ray Data reads parquet footers through a pool of 32 actors per read_parquet, each a
+    # process importing Ray Data: meant for thousands of files, and our reads are a few.
+    "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
+    # Train V2 watches for node preemption (spot instances) with one actor per run.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Idle worker processes, started ahead of demand and killed when unused, churn through
+    # imports as trials start and end; actors start their own process when created.
+    "RAY_enable_worker_prestart": "0",
+    "RAY_prestart_worker_first_driver": "0",
+}
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to `address` (or $RAY_ADDRESS), else start a local Ray.
@@ -24,6 +40,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     Locally, Ray is told about at least 4 logical CPUs: Ray Data's map tasks
     need a CPU that Train workers have not taken, or the pipeline waits forever
     on a 2-core machine. Workers ask for fractional CPUs (see `worker_cpus`).
+    A local Ray also gets `LOCAL_RAY_ENV` (each key unless already set).
     """
     import ray
 
@@ -37,6 +54,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
         return
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
     cpus = num_cpus or max(4, os.cpu_count() or 1)
     log.info("starting a local Ray with %d logical CPUs", cpus)
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)

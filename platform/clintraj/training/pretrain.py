@@ -37,7 +37,7 @@ class PretrainConfig:
     patience: int = 10
     modality_dropout: float = 0.2
     missing_tokens_in_context: bool = False  # METHOD.md ambiguity A
-    text_model: str | None = None  # a BERT-family dir or hub id; None: the offline MiniLM, else a tiny BERT
+    text_model: str | None = None  # a BERT-family dir or hub id, or "tiny"; None: the offline MiniLM, else tiny
     image_weights: str | None = None  # ImageNet state_dict of the CNN; None: random init (said once)
     image_arch: str = "resnet18"
     num_workers: int = 2

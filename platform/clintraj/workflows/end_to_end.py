@@ -1,4 +1,4 @@
-"""The main job's pipeline, end to end.
+"""The main job's pipeline, end to end, once per dataset.
 
 raw eICU or MIMIC-IV (+ MIMIC-CXR-JPG + MIMIC-IV-Note; synthetic by default, written once
 under the work folder)
@@ -8,21 +8,22 @@ under the work folder)
   -> static MLP / LSTM baselines per task and initialisation (Ray Tune over Ray Train)
   -> the backbone sweep: (Q)LoRA fine-tuning of the decoders on the event timelines
      (Ray Tune over Ray Train), compared with the static baselines
-  -> the report: the paper's tables with ours beside, figures, one HTML page
-Everything lands in one MLflow experiment.
+and then the report: the paper's tables with ours beside, figures, one HTML page.
+Everything lands in one MLflow experiment; each dataset's stages work under
+<workdir>/<dataset>/.
 
-The embedded default sizes every stage for a 2-core laptop: synthetic eICU,
-tiny random-weight backbones of the six families, one CPU worker per trial, and
-the sequential sweep on mortality only (`sequential_tasks`); `dataset: mimic`
-runs the same on synthetic MIMIC-IV (mortality and phenotyping, small images and
-short notes). A cluster config names the real weights, GPUs, all tasks and the
-paper's epochs.
+The embedded default runs both datasets, so all four tasks (eICU mortality and
+length of stay, MIMIC-IV mortality and phenotyping), each stage sized for a 2-core
+laptop: synthetic data, tiny random-weight backbones, a tiny text encoder, small
+images, one CPU worker per trial, and one backbone (`DEMO_BACKBONES`). A cluster config names the real weights, GPUs, the six
+backbones (search_spaces/backbones.yaml) and the paper's epochs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +32,7 @@ from clintraj.data.eicu import EicuConfig
 from clintraj.data.prepare import TASKS, PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
 from clintraj.reporting.page import build_and_log
+from clintraj.storage import join
 from clintraj.tracking import Tracking
 from clintraj.data.stay_inputs import InputConfig
 from clintraj.training.pretrain import PretrainConfig
@@ -43,14 +45,22 @@ log = logging.getLogger(__name__)
 
 
 def _demo_search_space() -> SearchSpace:
-    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=2,
+    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=4,
                        params={"architecture": {"grid": ["mlp", "lstm"]}})  # 2 x 2 initialisations x tasks
+
+
+# Each trial is a Ray Train run: on 2 cores its controller, worker and helper actors cost about
+# 50 CPU-s, against about 2 s per epoch for a tiny backbone; measured, a sequential trial takes
+# about 34 s of the machine and a static one 24 s. The four tasks' 16 static trials and 8 per
+# backbone (2 initialisations x 4 tasks) fit about 15 minutes with one backbone; all six (48
+# trials) take over half an hour here. search_spaces/backbones.yaml (--search-space) names the six.
+DEMO_BACKBONES = ["llama3-8b"]
 
 
 def _demo_backbone_space() -> SearchSpace:
     # 4 trials x (0.1 driver + 1 worker x 0.5 CPU) leaves Ray Data a whole logical CPU of 4.
-    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=4, params={
-        "backbone": {"grid": ["llama3-8b", "mistral-7b", "deepseek-7b", "phi3-mini", "biomistral-7b", "meditron-7b"]}})
+    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=4,
+                       params={"backbone": {"grid": list(DEMO_BACKBONES)}})
 
 
 def _demo_sequential() -> SequentialTrainConfig:
@@ -64,26 +74,35 @@ def _demo_sequential() -> SequentialTrainConfig:
 
 
 def _demo_pretrain() -> PretrainConfig:
-    # MIMIC only: CXR images and notes cut to what 2 CPU cores embed in a few minutes.
+    # MIMIC's CXR images and notes cut to what 2 CPU cores embed in a minute: small images, short
+    # notes, and the tiny random BERT (the offline MiniLM took 4 minutes for 3 epochs of 1,211 stays).
     inputs = InputConfig(ts_max_steps=48, text_max_length=64, image_resize=72, image_crop=64)
-    return PretrainConfig(latent_dim=32, epochs=5, patience=3, inputs=inputs)
+    return PretrainConfig(latent_dim=32, epochs=5, patience=3, inputs=inputs, text_model="tiny")
 
 
 @dataclass
 class EndToEndConfig:
     experiment: str = "clintraj-demo"
-    dataset: str = "eicu"  # eicu | mimic: what --raw holds, or which synthetic data is made
-    synthetic_stays: int = 3000
+    datasets: list[str] = field(default_factory=lambda: ["eicu", "mimic"])  # what --raw holds, or the synthetic data made
+    synthetic_stays: dict[str, int] = field(default_factory=lambda: {"eicu": 3000, "mimic": 1500})
     seed: int = 0
-    tasks: list[str] | None = None  # static baselines; None: the dataset's two tasks (data.prepare.TASKS)
+    tasks: list[str] | None = None  # static baselines; None: each dataset's two tasks (data.prepare.TASKS)
     # The paper's 10,000-result lab threshold is for 196k stays; the demo scales it down.
     prepare: PrepareConfig = field(default_factory=lambda: PrepareConfig(eicu=EicuConfig(lab_min_count=500)))
     pretrain: PretrainConfig = field(default_factory=_demo_pretrain)
-    static: StaticTrainConfig = field(default_factory=lambda: StaticTrainConfig(epochs=8, patience=3))
+    # One worker per static trial: DDP of a small MLP over 2 processes on a 2-core laptop buys
+    # nothing and costs a second worker process (its multi-worker path is tested).
+    static: StaticTrainConfig = field(default_factory=lambda: StaticTrainConfig(epochs=8, patience=3, num_workers=1))
     static_search: SearchSpace = field(default_factory=_demo_search_space)
-    sequential_tasks: list[str] = field(default_factory=lambda: ["mortality"])
+    sequential_tasks: list[str] | None = None  # the backbone sweep's; None: each dataset's two tasks
     sequential: SequentialTrainConfig = field(default_factory=_demo_sequential)
     backbone_search: SearchSpace = field(default_factory=_demo_backbone_space)
+
+    def tasks_of(self, dataset: str) -> tuple[list[str], list[str]]:
+        """(static tasks, sequential tasks) of one dataset: the configured ones it has."""
+        own = list(TASKS[dataset])
+        return ([t for t in self.tasks if t in own] if self.tasks else own,
+                [t for t in self.sequential_tasks if t in own] if self.sequential_tasks else own)
 
 
 def ensure_synthetic_raw(workdir: Path, stays: int, seed: int, dataset: str = "eicu") -> Path:
@@ -110,48 +129,86 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
     return out
 
 
+def prepared_dataset(folder: Path) -> str:
+    """Which dataset (eicu, mimic) a folder written by `data.prepare` holds."""
+    report = Path(folder) / "report.json"
+    if not report.is_file():
+        raise FileNotFoundError(f"{folder} is not a prepared dataset (no report.json): write one with "
+                                "jobs/preprocess.py")
+    return json.loads(report.read_text())["dataset"]
+
+
+def check(config: EndToEndConfig) -> None:
+    """Fail before any work on a dataset or task the config cannot run."""
+    unknown = sorted(set(config.datasets) - set(TASKS))
+    if unknown or not config.datasets:
+        raise ValueError(f"datasets must be some of {sorted(TASKS)}, got {config.datasets}")
+    offered = {task for name in config.datasets for task in TASKS[name]}
+    missing = sorted(set((config.tasks or []) + (config.sequential_tasks or [])) - offered)
+    if missing:
+        raise ValueError(f"the datasets {config.datasets} have the tasks {sorted(offered)}, not {missing}")
+
+
 def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None = None,
         resume: bool = False, dataset: Path | None = None,
         storage: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the pipeline; return the test metrics of the static baselines and of the backbone sweep.
+    """Run the pipeline for each of `config.datasets`, then the report; return the test metrics
+    of the static baselines and of the backbone sweep, a `dataset` column beside.
 
-    Starts from `dataset` (a folder written by jobs/preprocess.py) when given, else prepares one
-    from `raw` eICU (synthetic when neither is given). Checkpoints, adapters and Tune state go
-    under `storage` (a folder or a URI such as s3://BUCKET/clintraj) when set, else under `workdir`.
+    `raw` (a raw eICU or MIMIC-IV folder) or `dataset` (a folder written by jobs/preprocess.py)
+    is the input of a single configured dataset; without either, synthetic data is made.
+    Checkpoints, adapters and Tune state go under `storage`/<dataset> (a folder or a URI such as
+    s3://BUCKET/clintraj) when set, else under `workdir`/<dataset>.
     """
     if raw is not None and dataset is not None:
-        raise ValueError("give raw eICU files or a prepared dataset, not both")
-    if config.dataset not in TASKS:
-        raise ValueError(f"dataset must be one of {sorted(TASKS)}, got {config.dataset!r}")
+        raise ValueError("give raw files or a prepared dataset, not both")
+    check(config)
+    if (raw is not None or dataset is not None) and len(config.datasets) != 1:
+        raise ValueError(f"one input folder holds one dataset; the config runs {config.datasets}: "
+                         "name the folder's with --dataset eicu or --dataset mimic")
     workdir = Path(workdir).resolve()
-    config.prepare.dataset = config.dataset
-    tasks = config.tasks or list(TASKS[config.dataset])
-    unknown = sorted(set(tasks + config.sequential_tasks) - set(TASKS[config.dataset]))
-    if unknown:
-        raise ValueError(f"{config.dataset} has the tasks {list(TASKS[config.dataset])}, not {unknown}")
-    if dataset is None:
-        raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.synthetic_stays, config.seed, config.dataset)
-        dataset = ensure_dataset(raw, workdir, config.prepare)
-    dataset = Path(dataset).resolve()
-    log_dataset(dataset, tracking, config.experiment)
-    summary = pretrain.run(dataset, workdir / "pretrain", config.pretrain, tracking, config.experiment,
-                           storage=storage)
-    log.info("pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", summary["best_epoch"],
-             summary["retrieval"]["mean"]["recall_at_10"], summary["retrieval"]["mean"]["random_at_10"])
-    embeddings = {
-        "contrastive": workdir / "embeddings" / "contrastive",
-        "scratch": workdir / "embeddings" / "scratch",
-    }
-    embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], workdir / "embed")
-    embed.run(dataset, embeddings["scratch"], "scratch", workdir / "embed", config.pretrain, seed=config.seed)
-    static = static_baselines.run(dataset, embeddings, tasks, workdir / "static", config.static,
-                                  config.static_search, tracking, config.experiment, resume=resume,
-                                  storage=storage)
     if config.sequential.weights == "tiny" and not config.sequential.tiny_root:
         config.sequential.tiny_root = str(workdir / "tiny-backbones")  # beside the runs that used them
-    sequential = sweep_backbones.run(dataset, embeddings, config.sequential_tasks, workdir / "sequential",
-                                     config.sequential, config.backbone_search, tracking, config.experiment,
-                                     static_results=static, resume=resume, storage=storage)
+    statics, sequentials = [], []
+    for name in config.datasets:
+        static_tasks, sequential_tasks = config.tasks_of(name)
+        if not static_tasks and not sequential_tasks:
+            log.info("%s: none of the configured tasks; skipped", name)
+            continue
+        static, sequential = run_dataset(name, config, workdir, tracking, raw, dataset, resume,
+                                         join(storage, name) if storage else None)
+        statics.append(static.assign(dataset=name))
+        sequentials.append(sequential.assign(dataset=name))
     report = build_and_log(tracking, config.experiment, workdir / "report")
     log.info("report: %s", report)
+    return pd.concat(statics, ignore_index=True), pd.concat(sequentials, ignore_index=True)
+
+
+def run_dataset(name: str, config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None,
+                dataset: Path | None, resume: bool, storage: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep."""
+    static_tasks, sequential_tasks = config.tasks_of(name)
+    prepare_config = replace(config.prepare, dataset=name)
+    if dataset is None:
+        raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.synthetic_stays[name], config.seed, name)
+        dataset = ensure_dataset(raw, workdir, prepare_config)
+    dataset = Path(dataset).resolve()
+    prepared_as = prepared_dataset(dataset)
+    if prepared_as != name:
+        raise ValueError(f"{dataset} holds {prepared_as}, not {name}: name it with --dataset {prepared_as}")
+    stages = workdir / name
+    log_dataset(dataset, tracking, config.experiment)
+    summary = pretrain.run(dataset, stages / "pretrain", config.pretrain, tracking, config.experiment,
+                           storage=storage)
+    log.info("%s pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", name, summary["best_epoch"],
+             summary["retrieval"]["mean"]["recall_at_10"], summary["retrieval"]["mean"]["random_at_10"])
+    embeddings = {"contrastive": stages / "embeddings" / "contrastive", "scratch": stages / "embeddings" / "scratch"}
+    embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed")
+    embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", config.pretrain, seed=config.seed)
+    static = static_baselines.run(dataset, embeddings, static_tasks, stages / "static", config.static,
+                                  config.static_search, tracking, config.experiment, resume=resume,
+                                  storage=storage) if static_tasks else pd.DataFrame()
+    sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential", config.sequential,
+                                     config.backbone_search, tracking, config.experiment, static_results=static,
+                                     resume=resume, storage=storage) if sequential_tasks else pd.DataFrame()
     return static, sequential

