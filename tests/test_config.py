@@ -66,7 +66,7 @@ def test_the_main_job_refuses_what_its_datasets_lack_before_any_work(tmp_path):
         run(config, tmp_path, tracking)
     with pytest.raises(ValueError, match="datasets must be some of"):
         run(EndToEndConfig(datasets=["mimic-iii"]), tmp_path, tracking)
-    with pytest.raises(ValueError, match="name the folder's with --dataset eicu or --dataset mimic"):
+    with pytest.raises(ValueError, match="say which with --dataset eicu or --dataset mimic"):
         run(EndToEndConfig(), tmp_path, tracking, raw=tmp_path)
     assert not (tmp_path / "raw").exists()  # nothing was generated
 

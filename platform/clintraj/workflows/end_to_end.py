@@ -164,8 +164,8 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
         raise ValueError("give raw files or a prepared dataset, not both")
     check(config)
     if (raw is not None or dataset is not None) and len(config.datasets) != 1:
-        raise ValueError(f"one input folder holds one dataset; the config runs {config.datasets}: "
-                         "name the folder's with --dataset eicu or --dataset mimic")
+        raise ValueError(f"an input folder holds one dataset and the config runs {config.datasets}: "
+                         "say which with --dataset eicu or --dataset mimic")
     workdir = Path(workdir).resolve()
     if config.sequential.weights == "tiny" and not config.sequential.tiny_root:
         config.sequential.tiny_root = str(workdir / "tiny-backbones")  # beside the runs that used them
