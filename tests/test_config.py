@@ -45,9 +45,9 @@ def test_a_nested_section_changes_only_its_keys_over_the_parents_default(tmp_pat
     assert demo.sequential.weights == "tiny" and demo.sequential.loss_on == EndToEndConfig().sequential.loss_on
 
 
-def test_a_mapping_changes_only_its_keys_and_the_main_job_runs_four_tasks(tmp_path):
+def test_the_main_job_runs_four_tasks_and_a_dataset_left_out_of_stays_keeps_its_default(tmp_path):
     demo = load(EndToEndConfig, write(tmp_path, "synthetic_stays: {eicu: 800}\n"))
-    assert demo.synthetic_stays == {"eicu": 800, "mimic": EndToEndConfig().synthetic_stays["mimic"]}
+    assert demo.stays_of("eicu") == 800 and demo.stays_of("mimic") == EndToEndConfig().stays_of("mimic") == 1500
     assert demo.datasets == ["eicu", "mimic"]  # the embedded default: the paper's four tasks
     assert [demo.tasks_of(name) for name in demo.datasets] == [
         (["mortality", "los"], ["mortality", "los"]), (["mortality", "phenotyping"], ["mortality", "phenotyping"])]

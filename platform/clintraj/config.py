@@ -52,10 +52,9 @@ def _check_type(value: Any, annotation: Any, where: str, default: Any = None) ->
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         key_type, value_type = args if args else (Any, Any)
-        return {  # like a section: the keys named change, the default's others stay
-            **(default if isinstance(default, dict) else {}),
-            **{_check_type(k, key_type, f"{where} key"): _check_type(v, value_type, f"{where}.{k}")
-               for k, v in value.items()},
+        return {
+            _check_type(k, key_type, f"{where} key"): _check_type(v, value_type, f"{where}.{k}")
+            for k, v in value.items()
         }
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):

@@ -80,11 +80,15 @@ def _demo_pretrain() -> PretrainConfig:
     return PretrainConfig(latent_dim=32, epochs=5, patience=3, inputs=inputs, text_model="tiny")
 
 
+SYNTHETIC_STAYS = {"eicu": 3000, "mimic": 1500}  # 1,000 MIMIC-IV stays left ~5 deaths in the test split
+
+
 @dataclass
 class EndToEndConfig:
     experiment: str = "clintraj-demo"
     datasets: list[str] = field(default_factory=lambda: ["eicu", "mimic"])  # what --raw holds, or the synthetic data made
-    synthetic_stays: dict[str, int] = field(default_factory=lambda: {"eicu": 3000, "mimic": 1500})
+    # stays per synthetic dataset; one the mapping leaves out gets its SYNTHETIC_STAYS default
+    synthetic_stays: dict[str, int] = field(default_factory=lambda: dict(SYNTHETIC_STAYS))
     seed: int = 0
     tasks: list[str] | None = None  # static baselines; None: each dataset's two tasks (data.prepare.TASKS)
     # The paper's 10,000-result lab threshold is for 196k stays; the demo scales it down.
@@ -97,6 +101,9 @@ class EndToEndConfig:
     sequential_tasks: list[str] | None = None  # the backbone sweep's; None: each dataset's two tasks
     sequential: SequentialTrainConfig = field(default_factory=_demo_sequential)
     backbone_search: SearchSpace = field(default_factory=_demo_backbone_space)
+
+    def stays_of(self, dataset: str) -> int:
+        return self.synthetic_stays.get(dataset, SYNTHETIC_STAYS[dataset])
 
     def tasks_of(self, dataset: str) -> tuple[list[str], list[str]]:
         """(static tasks, sequential tasks) of one dataset: the configured ones it has."""
@@ -190,7 +197,7 @@ def run_dataset(name: str, config: EndToEndConfig, workdir: Path, tracking: Trac
     static_tasks, sequential_tasks = config.tasks_of(name)
     prepare_config = replace(config.prepare, dataset=name)
     if dataset is None:
-        raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.synthetic_stays[name], config.seed, name)
+        raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
         dataset = ensure_dataset(raw, workdir, prepare_config)
     dataset = Path(dataset).resolve()
     prepared_as = prepared_dataset(dataset)
