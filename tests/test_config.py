@@ -66,6 +66,8 @@ def test_the_main_job_refuses_what_its_datasets_lack_before_any_work(tmp_path):
         run(config, tmp_path, tracking)
     with pytest.raises(ValueError, match="datasets must be some of"):
         run(EndToEndConfig(datasets=["mimic-iii"]), tmp_path, tracking)
+    with pytest.raises(ValueError, match=r"synthetic_stays names \['mimc'\]"):
+        run(EndToEndConfig(synthetic_stays={"mimc": 500}), tmp_path, tracking)
     with pytest.raises(ValueError, match="say which with --dataset eicu or --dataset mimic"):
         run(EndToEndConfig(), tmp_path, tracking, raw=tmp_path)
     assert not (tmp_path / "raw").exists()  # nothing was generated

@@ -15,8 +15,9 @@ Everything lands in one MLflow experiment; each dataset's stages work under
 The embedded default runs both datasets, so all four tasks (eICU mortality and
 length of stay, MIMIC-IV mortality and phenotyping), each stage sized for a 2-core
 laptop: synthetic data, tiny random-weight backbones, a tiny text encoder, small
-images, one CPU worker per trial, and one backbone (`DEMO_BACKBONES`). A cluster config names the real weights, GPUs, the six
-backbones (search_spaces/backbones.yaml) and the paper's epochs.
+images, one CPU worker per trial, and one backbone (`DEMO_BACKBONES`). A cluster
+config names the real weights, GPUs, the six backbones (search_spaces/backbones.yaml)
+and the paper's epochs.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ import pandas as pd
 
 from clintraj.data.eicu import EicuConfig
 from clintraj.data.prepare import TASKS, PrepareConfig, log_dataset, prepare
+from clintraj.data.stay_inputs import InputConfig
 from clintraj.data.synthetic import generate
 from clintraj.reporting.page import build_and_log
 from clintraj.storage import join
 from clintraj.tracking import Tracking
-from clintraj.data.stay_inputs import InputConfig
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.training.sequential import SequentialTrainConfig
 from clintraj.training.static import StaticTrainConfig
@@ -51,9 +52,9 @@ def _demo_search_space() -> SearchSpace:
 
 # Each trial is a Ray Train run: on 2 cores its controller, worker and helper actors cost about
 # 50 CPU-s, against about 2 s per epoch for a tiny backbone; measured, a sequential trial takes
-# about 34 s of the machine and a static one 24 s. The four tasks' 16 static trials and 8 per
-# backbone (2 initialisations x 4 tasks) fit about 15 minutes with one backbone; all six (48
-# trials) take over half an hour here. search_spaces/backbones.yaml (--search-space) names the six.
+# about 34 s of the machine and a static one 24 s. With one backbone, the four tasks' 16 static
+# trials and 8 backbone trials (2 initialisations x 4 tasks) make the whole default about 17
+# minutes here; all six backbones (48 trials) take over half an hour more. search_spaces/backbones.yaml (--search-space) names the six.
 DEMO_BACKBONES = ["llama3-8b"]
 
 
@@ -150,6 +151,9 @@ def check(config: EndToEndConfig) -> None:
     unknown = sorted(set(config.datasets) - set(TASKS))
     if unknown or not config.datasets:
         raise ValueError(f"datasets must be some of {sorted(TASKS)}, got {config.datasets}")
+    strays = sorted(set(config.synthetic_stays) - set(TASKS))
+    if strays:
+        raise ValueError(f"synthetic_stays names {strays}; the datasets are {sorted(TASKS)}")
     offered = {task for name in config.datasets for task in TASKS[name]}
     missing = sorted(set((config.tasks or []) + (config.sequential_tasks or [])) - offered)
     if missing:
@@ -182,8 +186,8 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
         if not static_tasks and not sequential_tasks:
             log.info("%s: none of the configured tasks; skipped", name)
             continue
-        static, sequential = run_dataset(name, config, workdir, tracking, raw, dataset, resume,
-                                         join(storage, name) if storage else None)
+        static, sequential = run_dataset(name, static_tasks, sequential_tasks, config, workdir, tracking, raw,
+                                         dataset, resume, join(storage, name) if storage else None)
         statics.append(static.assign(dataset=name))
         sequentials.append(sequential.assign(dataset=name))
     report = build_and_log(tracking, config.experiment, workdir / "report")
@@ -191,10 +195,10 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
     return pd.concat(statics, ignore_index=True), pd.concat(sequentials, ignore_index=True)
 
 
-def run_dataset(name: str, config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None,
-                dataset: Path | None, resume: bool, storage: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str], config: EndToEndConfig,
+                workdir: Path, tracking: Tracking, raw: Path | None, dataset: Path | None, resume: bool,
+                storage: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep."""
-    static_tasks, sequential_tasks = config.tasks_of(name)
     prepare_config = replace(config.prepare, dataset=name)
     if dataset is None:
         raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
