@@ -154,12 +154,13 @@ def pandas_time_series(raw: Path, stays: pd.DataFrame, datetime_format: str | No
 
 
 def clintraj_time_series(raw: Path, stays: pd.DataFrame) -> pd.DataFrame:
-    """The library's time-series step (chartevents only)."""
-    from clintraj.data.mimic import MimicConfig, time_series
+    """The library's time-series step (chartevents only), its bins by start time as the baseline's."""
+    from clintraj.data.mimic import MimicConfig, discretize, load_measurements
     from clintraj.data.rawio import Quarantine
 
-    _, events, _ = time_series(raw, stays, MimicConfig(use_labevents=False, progress=False), Quarantine())
-    return events
+    config = MimicConfig(use_labevents=False, progress=False)
+    measurements, _ = load_measurements(raw, stays, config, Quarantine())
+    return discretize(measurements, config.bin_hours)
 
 
 def _implementation(name: str):

@@ -25,6 +25,7 @@ from clintraj.cli import LOCATION, add_storage_argument, location, stage_argumen
 from clintraj.config import load
 from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.runtime import init_ray, shutdown_ray
+from clintraj.tasks import window_text
 from clintraj.tracking import Tracking
 from clintraj.training.sequential import SequentialTrainConfig
 from clintraj.tuning import load_search_space
@@ -83,13 +84,16 @@ def main() -> None:
     tracking = Tracking.resolve(args.tracking_uri, args.workdir / "mlflow")
     init_ray(args.ray_address)
     try:
-        static, sequential = run(config, args.workdir, tracking, raw=args.raw, dataset=args.data,
-                                 resume=args.resume, storage=args.storage)
+        results = run(config, args.workdir, tracking, raw=args.raw, dataset=args.data,
+                      resume=args.resume, storage=args.storage)
     finally:
         shutdown_ray()
-    for name in [n for n in ("mimic", "eicu") if n in config.datasets]:  # the paper's order: Table 2, Table 3
+    static, sequential = results.static, results.sequential
+    for name in [n for n in ("mimic", "eicu") if n in results.windows]:  # the paper's order: Table 2, Table 3
         table = comparison_table(sequential[sequential["dataset"] == name], static[static["dataset"] == name])
-        print(f"\n{PAPER_TABLES[name]}: test metrics (95% bootstrap CIs), static baselines and backbones:")
+        windows = "; ".join(f"{task} at {window_text(hours)}" for task, hours in results.windows[name].items())
+        print(f"\n{PAPER_TABLES[name]}: test metrics (95% bootstrap CIs), static baselines and backbones.")
+        print(f"What each task saw: {windows}.")
         print(markdown(table))
     print(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
 

@@ -34,6 +34,20 @@ def eicu_demo_raw(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mimic_demo_raw(tmp_path_factory) -> Path:
+    """The MIMIC-IV demo (hosp, icu) with the chartevents stand-in as icu/chartevents.csv.gz
+    (PROVENANCE.md: the official file could not be obtained)."""
+    stand_in = require(MIMIC_DEMO / "_derived" / "chartevents_numeric_from_meds.csv.gz")
+    raw = tmp_path_factory.mktemp("mimic-demo-raw")
+    for folder in ("hosp", "icu"):
+        (raw / folder).mkdir()
+        for file in (MIMIC_DEMO / folder).glob("*.csv.gz"):
+            (raw / folder / file.name).symlink_to(file.resolve())
+    (raw / "icu" / "chartevents.csv.gz").symlink_to(stand_in.resolve())
+    return raw
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole session (starting Ray costs seconds)."""
     from clintraj.runtime import init_ray, shutdown_ray

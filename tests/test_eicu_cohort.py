@@ -6,9 +6,15 @@ import pandas as pd
 import pytest
 
 from clintraj.data.eicu import MODALITIES, EicuConfig, build, parse_age
+from clintraj.data.modalities import aggregate
 from clintraj.data.rawio import RawDataError
 
-CONFIG = EicuConfig(lab_min_count=100, vocabulary_min_count=5)
+CONFIG = EicuConfig(lab_min_count=100)
+
+
+def lab_table(tables):
+    events = tables.events["lab"]
+    return aggregate(MODALITIES[4], events, vocabulary=sorted(events["name"].unique()))
 
 
 def rows(path):
@@ -49,13 +55,22 @@ def test_real_demo_labels_and_modalities(eicu_demo_raw):
     stays = tables.stays
     assert stays["los_hours"].between(12, 720).all()
     assert set(stays["died"].dropna().unique()) <= {0.0, 1.0}
-    assert stays["has_lab"].all() and stays["has_demographics"].all()
-    for name in MODALITIES:
-        table = tables.modalities[name]
+    assert (stays["unit_hours"] > 0).all()
+    cohort = set(stays["stay_id"])
+    assert set(tables.events["lab"]["stay_id"]) == cohort  # anchored on lab
+    assert set(tables.static["demographics"]["stay_id"]) == cohort
+    for modality in MODALITIES:
+        events = tables.events[modality.name]
+        assert set(events["stay_id"]) <= cohort and len(events)
+        assert (events.groupby("stay_id")["time_hours"].diff().dropna() >= 0).all()  # time-sorted per stay
+    for name, table in tables.static.items():  # one event per static row, when it becomes known
         assert table["stay_id"].is_unique
-        assert set(table["stay_id"]) == set(stays.loc[stays[f"has_{name}"], "stay_id"])
-    labs = tables.modalities["lab"]
+        assert tables.events[name]["stay_id"].tolist() == table["stay_id"].tolist()
+    assert (tables.events["aps"]["time_hours"] == 24.0).all() and (tables.events["demographics"]["time_hours"] == 0).all()
+    assert list(tables.static["demographics"].columns) == ["stay_id", "gender", "ethnicity", "age"]  # the paper's three
+    labs = lab_table(tables)
     assert all(c.startswith("lab:") for c in labs.columns[1:]) and len(labs.columns) > 10
+    assert set(labs["stay_id"]) == cohort
     # every non-numeric lab result is counted in the quarantine, never dropped silently
     reasons = {(q["table"], q["reason"]): q["rows"] for q in tables.quarantine.summary()}
     assert reasons[("lab.csv.gz", "labresult missing or not a finite number")] > 0
@@ -68,8 +83,8 @@ def test_duplicate_lab_results_are_summed(tmp_path, eicu_demo_raw):
     stay = int(lab["patientunitstayid"].iloc[0])
     extra = lab[(lab["patientunitstayid"] == stay) & (lab["labname"] == "BUN")].head(1).assign(labresult=1000.0)
     pd.concat([lab, extra]).to_csv(tmp_path / "lab.csv.gz", index=False)
-    before = build(eicu_demo_raw, CONFIG).modalities["lab"].set_index("stay_id").loc[stay, "lab:BUN"]
-    after = build(tmp_path, CONFIG).modalities["lab"].set_index("stay_id").loc[stay, "lab:BUN"]
+    before = lab_table(build(eicu_demo_raw, CONFIG)).set_index("stay_id").loc[stay, "lab:BUN"]
+    after = lab_table(build(tmp_path, CONFIG)).set_index("stay_id").loc[stay, "lab:BUN"]
     assert after == pytest.approx(before + 1000.0)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clintraj.config import from_dict
-from clintraj.data.prepare import PrepareConfig, prepare
+from clintraj.data.prepare import PrepareConfig, prepare, read_task
 from clintraj.data.synthetic import generate
 from clintraj.training.pretrain import PretrainConfig, build_model
 from clintraj.workflows import embed, pretrain
@@ -36,8 +36,10 @@ def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path,
     summary = {"checkpoint": str(checkpoint)}
 
     record = embed.run(tmp_path / "data", tmp_path / "emb", summary["checkpoint"], tmp_path / "w")
-    frame, saved = embed.read_static(tmp_path / "emb")
+    frame, saved = embed.read_static(tmp_path / "emb", "mortality")
     assert saved == record and record["encoders"] == "contrastive"
+    cohort = read_task(tmp_path / "data", "mortality")
+    assert frame["stay_id"].tolist() == sorted(cohort["stay_id"]) and record["tasks"]["mortality"]["prediction_hours"] == 12
     state = torch.load(f"{summary['checkpoint']}/model.pt", weights_only=True)
     tokens = state["missing_tokens"].numpy()
     present = np.stack(frame["present"].to_numpy())
@@ -49,10 +51,12 @@ def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path,
         assert not np.isclose(vectors[~absent], tokens[index]).all(axis=1).any()  # present: the encoder's output
     assert len(frame) == len(set(frame["stay_id"]))
 
-    # the sequential view: one embedding per timeline event, keyed by stay, in time order
-    timelines = embed.read_timelines(tmp_path / "emb").set_index("stay_id")
+    # the sequential view: one embedding per timeline event of the task's window, keyed by stay, in time order
+    timelines = embed.read_timelines(tmp_path / "emb", "mortality").set_index("stay_id")
     assert set(timelines.index) == set(frame["stay_id"])
+    assert all((np.asarray(t) >= 0).all() and (np.asarray(t) <= 12).all() for t in timelines["time_hours"])
     events = pd.read_parquet(tmp_path / "data" / "events" / "lab")
+    events = events[events["stay_id"].isin(cohort["stay_id"]) & events["time_hours"].between(0, 12)]
     lab = record["modalities"].index("lab")
     stay = events["stay_id"].value_counts().index[0]  # the stay with the most lab results
     row = timelines.loc[stay]

@@ -34,7 +34,7 @@ CONFIG = {
                       "params": {"architecture": {"grid": ["mlp"]}}},
     "sequential_tasks": ["mortality"],
     "sequential": {"weights": "tiny", "epochs": 2, "patience": 2, "max_events": 48, "batch_size": 16,
-                   "lr": 1.0e-3, "deepspeed_stage": 0},
+                   "lr": 1.0e-3, "deepspeed_stage": 0, "loss_on": "last_predict"},  # as the embedded default
     "backbone_search": {"metric": "val_score", "mode": "max", "num_samples": 1, "max_concurrent_trials": 2,
                         "params": {"backbone": {"grid": ["llama3-8b"]}}},  # all six: test_backbones
 }
@@ -123,6 +123,7 @@ def test_main_job_submitted_to_a_ray_head_lands_in_mlflow(tmp_path, ray_head):
     logs = submit(address, env, "--config", str(config), "--workdir", str(workdir))
     print(logs[-4000:])
     assert "mlflow ui --backend-store-uri" in logs and "| llama3-8b | contrastive |" in logs
+    assert "What each task saw: mortality at 12 h after ICU admission." in logs
     check_runs_and_interpretation(workdir, tmp_path)
 
 
@@ -148,6 +149,9 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
 
     static = stage["static-baseline"]
     assert len(static) == 2 and all(r.info.status == "FINISHED" for r in static)
+    # every run of a task records the window it saw
+    for run in [*static, *stage["sequential"]]:
+        assert run.data.params["prediction_hours"] == "12" and run.data.tags["window"] == "12 h after ICU admission"
     mortality = [r.data.metrics["test_auroc"] for r in static if r.data.tags["task"] == "mortality"]
     assert max(mortality) >= 0.75  # the planted signal, learned from the raw files through the pipeline
     assert all(math.isfinite(run.data.metrics[f"test_{m}{end}"]) for run in static for m in ("auroc", "auprc", "ace")
@@ -174,6 +178,8 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     assert Path(one.data.tags["adapter"], "adapter_config.json").is_file()
     assert one.data.tags["attention_used"] == "sdpa" and "Flash Attention 2 off" in one.data.tags["capability_notes"]
     assert one.data.params["quantization"] == "nf4" and one.data.params["backbone"] == "llama3-8b"
+    test_split = pd.read_parquet(Path(one.data.params["sequences"]) / "test.parquet")
+    assert all((t <= 12 + 1e-4).all() for t in test_split["time_hours"])  # nothing after the prediction time
     assert [m.step for m in client.get_metric_history(one.info.run_id, "robust_auroc_3")] == [0]
     sweep = stage["backbone-sweep"][0]
     assert {"comparison.md", "comparison.csv", "sweep.json"} <= {a.path for a in client.list_artifacts(sweep.info.run_id)}

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from clintraj.data.prepare import DATASET_FORMAT
 from clintraj.evaluation import attention as attn
 from clintraj.training import capabilities
 from clintraj.training import sequential as seq
@@ -34,6 +35,7 @@ def setup(tmp_path_factory):
                      "h": rng.normal(size=(n, LATENT)).astype(np.float32).ravel(), "time_hours": times})
         for kind, time in zip(modality, times):
             stays.append({"stay_id": 500 + i, "time_hours": float(time), "modality": NAMES[kind], "value": 1.0})
+        stays.append({"stay_id": 500 + i, "time_hours": 40.0, "modality": "lab", "value": 1.0})  # after its window
     sequences = root / "sequences"
     sequences.mkdir()
     pd.DataFrame(rows).to_parquet(sequences / "test.parquet")
@@ -42,6 +44,10 @@ def setup(tmp_path_factory):
         events = pd.DataFrame(stays)
         (dataset / "events" / name).mkdir(parents=True)
         events[events["modality"] == name].drop(columns="modality").to_parquet(dataset / "events" / name / "part-0.parquet")
+    (dataset / "tasks").mkdir()
+    pd.DataFrame({"stay_id": 500 + np.arange(6), "split": "test", "prediction_hours": 30.0, "start_hours": 0.0,
+                  "end_hours": 30.0}).to_parquet(dataset / "tasks" / "mortality.parquet")
+    (dataset / "report.json").write_text(json.dumps({"format": DATASET_FORMAT, "dataset": "eicu", "after_stay": []}))
     (sequences / "sequences.json").write_text(json.dumps({
         "task": "mortality", "dataset": str(dataset), "latent_dim": LATENT, "modalities": NAMES, "out_features": 1}))
     config = {**vars(seq.SequentialTrainConfig(backbone="llama3-8b", weights="tiny", quantization="none",
@@ -104,7 +110,8 @@ def test_explain_stay_writes_differing_heatmaps_and_the_events_table(setup, tmp_
     assert "lab" in model["shares_full"] and "lab" not in model["shares_ablated"]
     assert sum(model["shares_full"].values()) == pytest.approx(1.0)
     events = pd.read_csv(tmp_path / "stay3_events.csv")
-    assert len(events) == 10 and set(events["modality"]) <= set(NAMES)
+    assert len(events) == 10 and set(events["modality"]) <= set(NAMES)  # the window's events, not the later one
+    assert events["time_hours"].max() <= 30
     with pytest.raises(ValueError, match="not in the test split"):
         interpret.explain_stay(checkpoints, sequences, 999, "lab", tmp_path)
 

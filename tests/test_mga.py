@@ -84,7 +84,7 @@ def test_loss_closed_form():
 
 def test_negative_falls_back_to_global_when_stay_has_only_that_modality():
     z = torch.tensor(TINY_Z, dtype=torch.float64)
-    _, info = mga_loss(z, torch.tensor(TINY_D, dtype=torch.bool), 0.5)
+    _, info = mga_loss(z, torch.tensor(TINY_D, dtype=torch.bool), 0.5, missing_tokens_in_context=False)
     # modality 0: anchors 0 and 1; targets c[0,0], c[1,0] and, for stay 2 (modality 0 only), g[2] = z[2,0]
     targets = torch.stack([nn.functional.normalize(z[0, 1] + z[0, 2], dim=0), z[1, 1], z[2, 0]])
     terms = [-torch.log_softmax(targets @ z[i, 0] / 0.5, dim=0)[i] for i in (0, 1)]

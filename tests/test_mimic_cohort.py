@@ -13,20 +13,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import MIMIC_DEMO, SHARED_DATA, require
+from conftest import SHARED_DATA, require
 
 from clintraj.data import mimic_tables as mt
 from clintraj.data.features import StaticFeaturizer
 from clintraj.data.mimic import (
-    MODALITIES, MimicConfig, build, clean_note_text, discretize, load_phenotypes, normal_values, study_datetime,
+    MODALITIES, MODALITY_NAMES, MimicConfig, build, clean_note_text, discretize, load_phenotypes, normal_values,
+    study_datetime,
 )
+from clintraj.data.modalities import aggregate
 from clintraj.data.rawio import RawDataError
 from clintraj.data.synthetic import generate
 from clintraj.data.synthetic import mimic as synthetic_mimic
 from clintraj.data.synthetic.latent import PHENOTYPES
 
 HCUP_YAML = SHARED_DATA / "mimic3-benchmarks-resources" / "hcup_ccs_2015_definitions.yaml"
-STAND_IN = MIMIC_DEMO / "_derived" / "chartevents_numeric_from_meds.csv.gz"
 QUIET = MimicConfig(progress=False)
 TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -70,19 +71,24 @@ def synthetic_raw(tmp_path_factory) -> Path:
     return out
 
 
+def whole_stay(cohort, name: str) -> pd.DataFrame:
+    """A modality's per-stay table over every event (the pretraining view)."""
+    modality = next(m for m in MODALITIES if m.name == name)
+    return aggregate(modality, cohort.events[name], cohort.static.get(name))
+
+
+def has(cohort, name: str) -> pd.Series:
+    return cohort.stays["stay_id"].isin(cohort.events[name]["stay_id"])
+
+
 @pytest.fixture(scope="session")
 def synthetic(synthetic_raw):
     return build(synthetic_raw, synthetic_raw / "mimic-cxr-jpg", synthetic_raw / "mimic-iv-note", QUIET)
 
 
 @pytest.fixture(scope="session")
-def demo_raw(tmp_path_factory) -> Path:
-    """The MIMIC-IV demo (hosp, icu) with the chartevents stand-in as icu/chartevents.csv.gz."""
-    require(MIMIC_DEMO)
-    require(STAND_IN)
-    raw = linked_copy(MIMIC_DEMO, tmp_path_factory.mktemp("mimic-demo-raw"))
-    (raw / "icu" / "chartevents.csv.gz").symlink_to(STAND_IN.resolve())
-    return raw
+def demo_raw(mimic_demo_raw) -> Path:
+    return mimic_demo_raw
 
 
 # --- synthetic: cohort, modalities, labels ------------------------------------------------
@@ -95,29 +101,34 @@ def test_funnel_arithmetic_and_tables_consistent(synthetic):
         assert before["remaining"] - after["removed"] == after["remaining"]
     assert funnel[-1]["remaining"] == len(stays)
     assert stays["stay_id"].is_unique and stays["stay_id"].is_monotonic_increasing
-    assert stays[[f"has_{m}" for m in MODALITIES]].any(axis=1).all()
-    assert synthetic.modality_names == MODALITIES
-    for name in MODALITIES:
-        table = synthetic.modalities[name]
+    assert pd.concat([has(synthetic, m) for m in MODALITY_NAMES], axis=1).any(axis=1).all()
+    assert synthetic.modality_names == MODALITY_NAMES
+    for name in MODALITY_NAMES:
+        table = whole_stay(synthetic, name)
         assert table["stay_id"].is_unique
-        assert set(table["stay_id"]) == set(stays.loc[stays[f"has_{name}"], "stay_id"])
+        assert set(table["stay_id"]) == set(stays.loc[has(synthetic, name), "stay_id"])
         assert set(synthetic.events[name]["stay_id"]) == set(table["stay_id"])
         step = next(s for s in funnel if s["step"].startswith(f"{name}:"))
-        assert step["stays_with_modality"] >= int(stays[f"has_{name}"].sum())
+        assert step["stays_with_modality"] >= int(has(synthetic, name).sum())
     assert synthetic.label_columns == ("died", *[f"pheno:{p}" for p in PHENOTYPES])
 
 
-def test_chosen_cxr_is_the_latest_ap_image_strictly_inside_the_stay(synthetic, synthetic_raw):
+def test_cxr_events_are_the_ap_images_strictly_inside_the_stay_and_the_table_the_latest(synthetic, synthetic_raw):
     icu = {int(r["stay_id"]): r for r in rows(synthetic_raw / mt.ICUSTAYS.path)}
     images = pd.read_csv(synthetic_raw / mt.CXR_METADATA.path, dtype={"StudyDate": str, "StudyTime": str})
     images["t"] = study_datetime(images["StudyDate"], images["StudyTime"])
-    expected = {}
+    expected, every = {}, {}
+    cohort = set(synthetic.stays["stay_id"])
     for stay_id, row in icu.items():
         inside = images[(images["subject_id"] == int(row["subject_id"])) & (images["ViewPosition"] == "AP")
                         & (images["t"] > when(row["intime"])) & (images["t"] < when(row["outtime"]))]
-        if len(inside):
+        if len(inside) and stay_id in cohort:
             expected[stay_id] = inside.sort_values(["t", "dicom_id"]).iloc[-1]["dicom_id"]
-    cxr = synthetic.modalities["cxr"]
+            every[stay_id] = sorted(inside["dicom_id"])
+    events = synthetic.events["cxr"]
+    assert {s: sorted(g["dicom_id"]) for s, g in events.groupby("stay_id")} == every
+    assert sum(len(v) for v in every.values()) > len(every)  # stays with several images: each is an event
+    cxr = whole_stay(synthetic, "cxr")
     assert len(cxr) > 20
     assert dict(zip(cxr["stay_id"], cxr["dicom_id"])) == expected
     views = images.set_index("dicom_id")["ViewPosition"]
@@ -129,13 +140,13 @@ def test_chosen_cxr_is_the_latest_ap_image_strictly_inside_the_stay(synthetic, s
 
 def test_notes_are_cleaned(synthetic):
     for name in ("discharge_note", "radiology_note"):
-        texts = list(synthetic.modalities[name]["text"]) + list(synthetic.events[name]["text"])
+        texts = list(whole_stay(synthetic, name)["text"]) + list(synthetic.events[name]["text"])
         assert texts
         for text in texts:
             assert "___" not in text and "\x95" not in text and text == text.lower()
             assert not any(line.startswith(("name:", "unit no:", "admission date:", "date of birth:"))
                            for line in text.split("\n"))
-    discharge = synthetic.modalities["discharge_note"]["text"]
+    discharge = whole_stay(synthetic, "discharge_note")["text"]
     assert discharge.str.contains("discharge diagnosis:").all()  # sections and punctuation stay
 
 
@@ -156,9 +167,12 @@ def test_time_series_bins_and_imputation(synthetic, synthetic_raw):
     events = synthetic.events["time_series"]
     los = {int(r["stay_id"]): (when(r["outtime"]) - when(r["intime"])).total_seconds() / 3600
            for r in rows(synthetic_raw / mt.ICUSTAYS.path)}
-    assert (events["time_hours"] == np.floor(events["time_hours"])).all()
-    assert (events["time_hours"] >= 0).all()
-    assert (events["time_hours"] < events["stay_id"].map(los).map(math.ceil)).all()
+    # a bin is an event when it closes: its end, or the stay's end for the last (partial) one
+    length = events["stay_id"].map(los)
+    whole = events["time_hours"] == np.floor(events["time_hours"])
+    assert (whole | np.isclose(events["time_hours"], length)).all() and whole.mean() > 0.9
+    assert (events["time_hours"] > 0).all()
+    assert (events["time_hours"] <= length + 1e-9).all()
     assert not events.duplicated(["stay_id", "time_hours"]).any()
     masks = [f"mask:{v}" for v in mt.VARIABLES]
     assert events[masks].any(axis=1).all()
@@ -172,7 +186,7 @@ def test_time_series_bins_and_imputation(synthetic, synthetic_raw):
         assert (values == normal[variable]).all()
         checked += len(stays)
     assert checked > 0  # e.g. pH or FiO2 of stays without a blood gas
-    static = synthetic.modalities["time_series"]
+    static = whole_stay(synthetic, "time_series")
     assert all(c.startswith("ts:") for c in static.columns[1:])
     assert static.drop(columns="stay_id").dtypes.map(pd.api.types.is_numeric_dtype).all()
 
@@ -251,7 +265,7 @@ def test_phenotypes_on_hand_made_diagnoses(tmp_path, synthetic_raw):
 
 
 def test_demographics_raw_and_age_groups(synthetic, synthetic_raw):
-    table = synthetic.modalities["demographics"].set_index("stay_id")
+    table = synthetic.static["demographics"].set_index("stay_id")
     expected = ["admission_type", "admission_location", "insurance", "language", "marital_status", "race",
                 "gender", "age_group", "age"]
     assert list(table.columns) == expected
@@ -270,7 +284,7 @@ def test_demographics_raw_and_age_groups(synthetic, synthetic_raw):
 def test_static_tables_featurize(synthetic):
     """Raw demographics (strings + age) and time-series summaries go through the featurizer."""
     stays = synthetic.stays.assign(split=np.where(synthetic.stays.index % 5 == 0, "test", "train"))
-    tables = {m: synthetic.modalities[m] for m in ("time_series", "demographics")}
+    tables = {m: whole_stay(synthetic, m) for m in ("time_series", "demographics")}
     featurizer = StaticFeaturizer.fit(stays, tables)
     features = featurizer.transform(stays, tables)
     assert features.shape[0] == len(stays) and np.isfinite(features).all()
@@ -280,9 +294,9 @@ def test_static_tables_featurize(synthetic):
 def test_build_is_deterministic(synthetic, synthetic_raw):
     again = build(synthetic_raw, synthetic_raw / "mimic-cxr-jpg", synthetic_raw / "mimic-iv-note", QUIET)
     pd.testing.assert_frame_equal(synthetic.stays, again.stays)
-    for name in MODALITIES:
-        pd.testing.assert_frame_equal(synthetic.modalities[name], again.modalities[name])
+    for name in MODALITY_NAMES:
         pd.testing.assert_frame_equal(synthetic.events[name], again.events[name])
+    pd.testing.assert_frame_equal(synthetic.static["demographics"], again.static["demographics"])
     assert synthetic.funnel == again.funnel
     pd.testing.assert_frame_equal(synthetic.quarantine.frame(), again.quarantine.frame())
 
@@ -292,7 +306,7 @@ def test_small_chunks_give_the_same_tables(synthetic, synthetic_raw):
     small = build(synthetic_raw, synthetic_raw / "mimic-cxr-jpg", synthetic_raw / "mimic-iv-note",
                   MimicConfig(progress=False, chunk_rows=400))
     pd.testing.assert_frame_equal(synthetic.stays, small.stays)
-    for name in MODALITIES:
+    for name in MODALITY_NAMES:
         pd.testing.assert_frame_equal(synthetic.events[name], small.events[name])
     assert synthetic.quarantine.summary() == small.quarantine.summary()
 
@@ -304,21 +318,21 @@ def test_stays_without_any_modality_leave_the_cohort(tmp_path, synthetic, synthe
     write_rows(raw / mt.ADMISSIONS.path, list(mt.ADMISSIONS.columns), [])
     write_rows(raw / mt.PATIENTS.path, list(mt.PATIENTS.columns), [])
     tables = build(raw, synthetic_raw / "mimic-cxr-jpg", synthetic_raw / "mimic-iv-note", QUIET)
-    clinical = [f"has_{m}" for m in MODALITIES if m != "demographics"]
     full = synthetic.stays
-    expected = set(full.loc[full[clinical].any(axis=1), "stay_id"])
+    clinical = pd.concat([has(synthetic, m) for m in MODALITY_NAMES if m != "demographics"], axis=1)
+    expected = set(full.loc[clinical.any(axis=1), "stay_id"])
     assert set(tables.stays["stay_id"]) == expected
     assert tables.funnel[-1] == {"step": "no modality present", "removed": len(full) - len(expected),
                                  "remaining": len(expected)}
     assert tables.funnel[-1]["removed"] > 0
-    assert not tables.stays["has_demographics"].any() and tables.stays["died"].isna().all()
+    assert not has(tables, "demographics").any() and tables.stays["died"].isna().all()
 
 
 def test_absent_sources_are_absent_for_every_stay(synthetic_raw):
     tables = build(synthetic_raw, None, None, QUIET)
     for name in ("cxr", "discharge_note", "radiology_note"):
-        assert not tables.stays[f"has_{name}"].any()
-        assert tables.modalities[name].empty and tables.events[name].empty
+        assert not has(tables, name).any()
+        assert whole_stay(tables, name).empty and tables.events[name].empty
         step = next(s for s in tables.funnel if s["step"].startswith(f"{name}:"))
         assert "not provided" in step["step"] and step["stays_with_modality"] == 0
     # without a CXR root the CXR-subject join is not applied, and the funnel says so
@@ -346,8 +360,8 @@ def test_cohort_is_the_cxr_metadata_join_on_subject(synthetic, synthetic_raw):
     assert step["step"].endswith("not applied (require_cxr_subject=False)") and step["removed"] == 0
     linked = kept.stays[~kept.stays["stay_id"].isin(unlinked)]
     assert list(linked["stay_id"]) == list(synthetic.stays["stay_id"])
-    assert (linked["has_cxr"].to_numpy() == synthetic.stays["has_cxr"].to_numpy()).all()
-    assert not kept.stays.loc[kept.stays["stay_id"].isin(unlinked), "has_cxr"].any()
+    assert (has(kept, "cxr")[~kept.stays["stay_id"].isin(unlinked)].to_numpy() == has(synthetic, "cxr").to_numpy()).all()
+    assert not has(kept, "cxr")[kept.stays["stay_id"].isin(unlinked)].any()
 
 
 # --- small pieces ----------------------------------------------------------------------
@@ -467,10 +481,10 @@ def test_real_demo_cohort_matches_an_independent_count(demo_raw):
         assert before["remaining"] - after["removed"] == after["remaining"]
     with_series, with_demographics = demo_expected(demo_raw)
     assert set(stays["stay_id"]) == with_series | with_demographics
-    assert set(stays.loc[stays["has_time_series"], "stay_id"]) == with_series
-    assert set(stays.loc[stays["has_demographics"], "stay_id"]) == with_demographics
+    assert set(stays.loc[has(tables, "time_series"), "stay_id"]) == with_series
+    assert set(stays.loc[has(tables, "demographics"), "stay_id"]) == with_demographics
     for name in ("cxr", "discharge_note", "radiology_note"):
-        assert not stays[f"has_{name}"].any() and tables.modalities[name].empty
+        assert not has(tables, name).any() and whole_stay(tables, name).empty
     assert set(stays["died"].unique()) == {0.0, 1.0}
     reasons = {(q["table"], q["reason"]) for q in tables.quarantine.summary()}
     # stand-in rows without stay_id outside every ICU stay are counted, not dropped silently

@@ -43,19 +43,22 @@ def test_eicu_dataset_folder(eicu_raw, tmp_path):
     assert len(list((tmp_path / "a" / "events" / "lab").glob("part-*.parquet"))) > 1
     lab_events = pd.read_parquet(tmp_path / "a" / "events" / "lab")
     assert len(lab_events) == report["events"]["lab"]
-    # timelines are strictly time-sorted within a stay and inside the stay
+    # events are time-sorted within a stay; those before ICU admission are kept (a task's window decides)
     assert (lab_events.groupby("stay_id")["time_hours"].diff().dropna() >= 0).all()
-    assert (lab_events["time_hours"] >= 0).all()
+    assert (lab_events["time_hours"] < 0).any()
     for task in ("mortality", "los"):
         cohort = read_task(tmp_path / "a", task).merge(stays, on="stay_id", suffixes=("", "_pretrain"))
         # fine-tuning cohorts come only from stays unseen in pretraining
         assert set(cohort["split_pretrain"]) <= {"val", "test"}
         assert cohort.groupby("patient_id")["split"].nunique().max() == 1
         assert set(cohort["split"]) == {"train", "val", "test"}
+        assert (cohort["prediction_hours"] == 12.0).all() and (cohort["end_hours"] == 12.0).all()
+        assert report["windows"][task] == 12.0 and report["tasks"][task]["stays"] == len(cohort)
     assert stays.groupby("patient_id")["split"].nunique().max() == 1
     assert (tmp_path / "a" / "missingness.png").stat().st_size > 10_000
     text = (tmp_path / "a" / "report.md").read_text()
-    assert "## Cohort funnel" in text and "Task cohort: los" in text
+    assert "## Cohort funnel" in text and "Task cohort: los" in text and "## What each task sees" in text
+    assert "| mortality | 12 h after ICU admission | 0 h |" in text
 
 
 def test_rerun_gives_identical_bytes(eicu_raw, tmp_path):

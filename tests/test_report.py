@@ -73,7 +73,8 @@ def test_report_page_from_an_mlflow_store(tmp_path):
     figure = roc_pr(y, predictions["output"].map(lambda a: a[0]).to_numpy(), tmp_path / "roc_pr.png", "t")
     for init, auroc in (("scratch", 0.8), ("contrastive", 0.85)):
         run = client.create_run(experiment, tags={"stage": "sequential", "dataset": "eicu", "task": "mortality",
-                                                  "backbone": "phi3-mini", "initialisation": init})
+                                                  "backbone": "phi3-mini", "initialisation": init,
+                                                  "window": "12 h after ICU admission"})
         for key, value in {"test_auroc": auroc, "test_auroc_low": auroc - 0.05, "test_auroc_high": auroc + 0.05,
                            "test_auprc": 0.5, "robust_auroc_0": auroc, "robust_auroc_1": auroc - 0.1}.items():
             client.log_metric(run.info.run_id, key, value)
@@ -89,6 +90,7 @@ def test_report_page_from_an_mlflow_store(tmp_path):
     html = page.build(tracking.uri, "report-test", tmp_path / "report").read_text()
     assert "Table 3: eICU mortality and length of stay" in html and "0.9154" in html  # phi3 scratch, paper
     assert "0.800 (0.750-0.850)" in html and "-0.115" in html
+    assert "What each task saw: mortality at 12 h after ICU admission." in html
     retrieval = pd.read_csv(tmp_path / "report" / "tables" / "table1.csv", dtype=str)
     eicu = retrieval[retrieval["dataset"] == "eicu"].set_index("metric")
     assert eicu.loc["R@1", "masked global ours"] == "2.000%" and eicu.loc["R@1", "improvement ours"] == "20.00"

@@ -6,6 +6,7 @@ Offline: file:// URIs through pyarrow's local filesystem, and (when moto is inst
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from clintraj import storage
+from clintraj.data.prepare import DATASET_FORMAT
 from clintraj.storage import StorageError, is_uri, join, stage_in, storage_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +213,8 @@ def test_sweep_backbones_takes_data_and_storage_uris(tmp_path, monkeypatch):
     """The issue's command, `sweep_backbones.py --data s3://...`, down to the library call (not run)."""
     job = _job("sweep_backbones")
     dataset = _source(tmp_path / "eicu-v1")
-    (dataset / "report.json").write_text('{"dataset": "eicu"}')  # what jobs/preprocess.py writes
+    # what jobs/preprocess.py writes
+    (dataset / "report.json").write_text(json.dumps({"dataset": "eicu", "format": DATASET_FORMAT}))
     called = {}
 
     def run(config, workdir, tracking, **kwargs):

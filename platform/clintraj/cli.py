@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -47,10 +46,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, workdir: str, experiment:
 
 
 def check_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fail early, through the parser, when --data holds another dataset than --dataset names."""
-    report = args.data / "report.json"
-    if not report.is_file():
-        parser.error(f"--data {args.data}: no report.json (write the folder with jobs/preprocess.py)")
-    dataset = json.loads(report.read_text())["dataset"]
+    """Fail early, through the parser, when --data is no prepared dataset of the current format, or
+    holds another dataset than --dataset names."""
+    from clintraj.data.prepare import read_report
+
+    try:
+        dataset = read_report(args.data)["dataset"]
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(f"--data: {error}")
     if dataset != args.dataset:
         parser.error(f"--data holds a {dataset} dataset, not {args.dataset}")

@@ -134,3 +134,13 @@ def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def fingerprint(values: Any) -> str:
+    """A short, stable hash of a config (a dataclass or plain values): a folder name that changes
+    when any setting does."""
+    import hashlib
+    import json
+
+    plain = to_dict(values) if dataclasses.is_dataclass(values) else values
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:10]

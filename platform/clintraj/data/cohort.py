@@ -1,31 +1,38 @@
-"""What every dataset's builder returns: the cohort, its modality tables and its bookkeeping."""
+"""What every dataset's reader returns: the cohort, its modalities as events, and its bookkeeping."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
+from clintraj.data.modalities import Modality
 from clintraj.data.rawio import Quarantine
 
 
 @dataclass
 class CohortTables:
-    """One dataset's cohort, ready to split and write.
+    """One dataset's cohort, ready to split, cut into task windows and aggregate.
 
-    stays:      one row per cohort stay: stay_id (int), patient_id (nullable), the labels,
-                and a boolean has_<modality> per modality.
-    modalities: name -> stay_id + that modality's static features (numbers, or text / a path
-                for notes and images), one row per stay that has the modality.
-    events:     name -> stay_id, time_hours (from the stay's start; demographics at 0) and the
-                event's payload, one row per timeline event (for the sequential models).
-    funnel:     [{"step", "removed", "remaining"}], in the order the inclusion rules ran.
+    modalities: the dataset's modalities (name and kind, `data.modalities`), in order.
+    stays:      one row per cohort stay: stay_id (int), patient_id (nullable), the labels and
+                unit_hours (the length of the ICU stay: where every window ends at the latest).
+    events:     name -> stay_id, time_hours (hours from ICU admission: negative before it, beyond
+                unit_hours after discharge) and the event's payload (its kind's columns), one row
+                per event, sorted by stay and time. A static modality has one event per stay: when
+                its values become known.
+    static:     name -> stay_id + features of the static modalities (one row per stay).
+    funnel:     [{"step", "removed", "remaining", ...}], in the order the inclusion rules ran.
     """
 
-    modality_names: tuple[str, ...]
+    modalities: tuple[Modality, ...]
     stays: pd.DataFrame
-    modalities: dict[str, pd.DataFrame]
+    events: dict[str, pd.DataFrame]
+    static: dict[str, pd.DataFrame]
     funnel: list[dict]
     quarantine: Quarantine
-    events: dict[str, pd.DataFrame] = field(default_factory=dict)
     label_columns: tuple[str, ...] = ()
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.modalities)

@@ -1,39 +1,52 @@
-"""eICU-CRD v2.0 raw files to the cohort, labels and six modality tables (paper appendix A.1.1, A.2.1).
+"""eICU-CRD v2.0 raw files to the cohort, labels and six modalities as events (paper appendix
+A.1.1, A.2.1).
 
-Modalities: demographics (patient), diagnosis, treatment, medication (counts
-over each table's frequent vocabulary), lab (per lab name, values summed per
-stay, absent labs 0) and APS (apacheApsVar, continuous). Cohort: adults 18-89
-with parseable age, hospital LoS from the admission and discharge offsets
-within [12 h, 720 h], anchored on stays with lab results.
+Modalities: demographics (patient; known at unit admission), diagnosis, treatment and medication
+(one event per row, the term at its offset), lab (one event per result of a frequent lab name)
+and APS (apacheApsVar: the worst values of the first 24 h of the unit stay, so known at 24 h;
+`aps_available_hours`). Times are hours from unit admission: negative before it, beyond
+`unit_hours` after unit discharge. Which events a task sees is decided later, by its window
+(`data.windows`); the per-stay tables are aggregations of the events (`data.modalities`).
+
+Cohort: adults 18-89 with parseable age, hospital LoS from the admission and discharge offsets
+within [12 h, 720 h], anchored on stays with results of a frequent lab.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from clintraj.data.cohort import CohortTables
+from clintraj.data.modalities import Modality, TermRule
 from clintraj.data.rawio import Quarantine, read_table, stream_table
 
-MODALITIES = ("demographics", "diagnosis", "treatment", "medication", "lab", "aps")
+MODALITIES = (
+    Modality("demographics", "static"), Modality("diagnosis", "terms"), Modality("treatment", "terms"),
+    Modality("medication", "terms"), Modality("lab", "values"), Modality("aps", "static"),
+)
 
 PATIENT_COLUMNS = [
     "patientunitstayid", "gender", "age", "ethnicity", "hospitaladmitoffset", "hospitaldischargeoffset",
     "hospitaldischargestatus", "unitdischargeoffset", "unittype", "unitadmitsource", "admissionheight", "admissionweight", "uniquepid",
 ]
-DEMOGRAPHIC_CATEGORIES = ["gender", "ethnicity", "unittype", "unitadmitsource"]
-DEMOGRAPHIC_NUMBERS = ["age", "admissionheight", "admissionweight"]
+# The paper's eICU demographics (appendix A.1.2); "extended" adds what the patient table also knows.
+DEMOGRAPHICS = {
+    "paper": (["gender", "ethnicity"], ["age"]),
+    "extended": (["gender", "ethnicity", "unittype", "unitadmitsource"], ["age", "admissionheight", "admissionweight"]),
+}
 APS_COLUMNS = [
     "intubated", "vent", "dialysis", "eyes", "motor", "verbal", "meds", "urine", "wbc", "temperature",
     "respiratoryrate", "sodium", "heartrate", "meanbp", "ph", "hematocrit", "creatinine", "albumin",
     "pao2", "pco2", "bun", "glucose", "bilirubin", "fio2",
 ]
-# (file, column holding the event's name, its time offset) of the three vocabulary modalities.
-VOCABULARY_TABLES = {
+# (file, column holding the event's name, its time offset) of the three term modalities.
+TERM_TABLES = {
     "diagnosis": ("diagnosis.csv.gz", "diagnosisstring", "diagnosisoffset"),
     "treatment": ("treatment.csv.gz", "treatmentstring", "treatmentoffset"),
     "medication": ("medication.csv.gz", "drugname", "drugstartoffset"),
@@ -46,9 +59,11 @@ class EicuConfig:
     max_age: int = 89
     min_los_hours: float = 12.0
     max_los_hours: float = 720.0
-    lab_min_count: int = 10_000  # lab names with fewer results across the cohort are dropped (paper A.1.1)
-    vocabulary_min_count: int = 50  # diagnosis / treatment / medication terms rarer than this are dropped
-    vocabulary_max_size: int = 256
+    lab_min_count: int = 10_000  # lab names with fewer results across the cohort are dropped (paper A.1.3)
+    # diagnosis / treatment / medication terms: the paper's rule (A.1.4), fitted on the training split
+    terms: TermRule = field(default_factory=TermRule)
+    demographics: Literal["paper", "extended"] = "paper"
+    aps_available_hours: float | None = 24.0  # APACHE APS values are known then; None: at admission (the paper's)
     chunk_rows: int = 1_000_000
 
 
@@ -59,8 +74,10 @@ def parse_age(age: pd.Series) -> pd.Series:
     return parsed.astype("Float64")
 
 
-def load_cohort(raw: Path, config: EicuConfig, quarantine: Quarantine) -> tuple[pd.DataFrame, list[dict]]:
-    """Stays passing the inclusion rules (before the lab anchor), with labels, and the funnel so far."""
+def load_cohort(raw: Path, config: EicuConfig,
+                quarantine: Quarantine) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
+    """Stays passing the inclusion rules (before the lab anchor) with labels, the funnel so far, and
+    the demographics table."""
     patients = read_table(raw, "patient.csv.gz", PATIENT_COLUMNS, dtype={"age": "string", "uniquepid": "string"})
     funnel = [{"step": "stays in patient.csv.gz", "removed": 0, "remaining": len(patients)}]
 
@@ -93,20 +110,18 @@ def load_cohort(raw: Path, config: EicuConfig, quarantine: Quarantine) -> tuple[
         "los_hours": ((patients["hospitaldischargeoffset"] - patients["hospitaladmitoffset"]) / 60.0).astype(float),
         "unit_hours": patients["unitdischargeoffset"].astype(float) / 60.0,
     })
-    demographics = patients[["patientunitstayid", *DEMOGRAPHIC_CATEGORIES, *DEMOGRAPHIC_NUMBERS]].rename(
+    categories, numbers = DEMOGRAPHICS[config.demographics]
+    demographics = patients[["patientunitstayid", *categories, *numbers]].rename(
         columns={"patientunitstayid": "stay_id"})
     demographics["age"] = parse_age(demographics["age"]).astype(float)
     return stays.reset_index(drop=True), funnel, demographics.reset_index(drop=True)
 
 
-def lab_table(raw: Path, stay_ids: np.ndarray, config: EicuConfig,
-              quarantine: Quarantine) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per stay and lab name, the sum of results (paper: duplicates summed), and the lab events.
-
-    Streamed in chunks. Lab names with fewer than `lab_min_count` results are dropped from both.
-    """
+def lab_events(raw: Path, stay_ids: np.ndarray, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
+    """One event per numeric result of a lab name with at least `lab_min_count` results across the
+    cohort (streamed in chunks)."""
     columns = ["patientunitstayid", "labresultoffset", "labname", "labresult"]
-    sums, counts, events = [], [], []
+    counts, events = [], []
     chunks = stream_table(raw, "lab.csv.gz", columns, dtype={"labname": "string", "labresult": "string"},
                           chunk_rows=config.chunk_rows)
     for _, chunk in tqdm(chunks, desc="eICU lab", unit="chunk"):
@@ -115,42 +130,30 @@ def lab_table(raw: Path, stay_ids: np.ndarray, config: EicuConfig,
         bad = value.isna() | ~np.isfinite(value.fillna(0.0)) | chunk["labname"].isna()
         quarantine.add("lab.csv.gz", "labresult missing or not a finite number", chunk.index[bad])
         chunk = chunk.assign(labresult=value)[~bad]
-        sums.append(chunk.groupby(["patientunitstayid", "labname"])["labresult"].sum())
         counts.append(chunk.groupby("labname").size())
         events.append(chunk.assign(row=chunk.index))
-    if not sums:
-        return pd.DataFrame({"stay_id": pd.Series(dtype="int64")}), _events(pd.DataFrame(columns=columns + ["row"]), "labresultoffset", "labname", "labresult")
-    total = pd.concat(sums).groupby(level=[0, 1]).sum()
+    if not events:
+        return _events(pd.DataFrame(columns=columns + ["row"]), "labresultoffset", "labname", "labresult")
     frequent = pd.concat(counts).groupby(level=0).sum()
-    frequent = sorted(frequent[frequent >= config.lab_min_count].index)
-    wide = total.unstack("labname", fill_value=0.0).reindex(columns=frequent, fill_value=0.0)
-    wide.columns = [f"lab:{name}" for name in wide.columns]
+    frequent = frequent[frequent >= config.lab_min_count].index
     events = pd.concat(events)
-    events = events[events["labname"].isin(frequent)]
-    return wide.rename_axis("stay_id").reset_index(), _events(events, "labresultoffset", "labname", "labresult")
+    return _events(events[events["labname"].isin(frequent)], "labresultoffset", "labname", "labresult")
 
 
-def vocabulary_table(raw: Path, modality: str, stay_ids: np.ndarray,
-                     config: EicuConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Counts per stay of the table's frequent terms (top `vocabulary_max_size` with >= min count),
-    and one event per row of a frequent term."""
-    file, column, offset = VOCABULARY_TABLES[modality]
-    counts, events = [], []
+def term_events(raw: Path, modality: str, stay_ids: np.ndarray, config: EicuConfig,
+                quarantine: Quarantine) -> pd.DataFrame:
+    """One event per row of the table naming a term; rows with a blank term are quarantined."""
+    file, column, offset = TERM_TABLES[modality]
+    events = []
     for _, chunk in stream_table(raw, file, ["patientunitstayid", offset, column], dtype={column: "string"},
                                  chunk_rows=config.chunk_rows):
-        chunk = chunk[chunk["patientunitstayid"].isin(stay_ids) & chunk[column].notna()]
-        counts.append(chunk.groupby(["patientunitstayid", column]).size())
+        chunk = chunk[chunk["patientunitstayid"].isin(stay_ids)]
+        blank = chunk[column].isna()
+        quarantine.add(file, f"{column} blank", chunk.index[blank])
+        chunk = chunk[~blank]
         events.append(chunk.assign(row=chunk.index))
-    per_stay = pd.concat(counts).groupby(level=[0, 1]).sum() if counts else pd.Series(
-        dtype="int64", index=pd.MultiIndex.from_arrays([[], []], names=["patientunitstayid", column]))
-    frequency = per_stay.groupby(level=1).sum().sort_values(ascending=False, kind="stable")
-    terms = frequency[frequency >= config.vocabulary_min_count].index[: config.vocabulary_max_size]
-    wide = per_stay.unstack(column, fill_value=0).reindex(columns=sorted(terms), fill_value=0)
-    wide = wide[wide.sum(axis=1) > 0] if len(terms) else wide.iloc[:0, :0]
-    wide.columns = [f"{modality}:{term}" for term in wide.columns]
     events = pd.concat(events) if events else pd.DataFrame(columns=["patientunitstayid", offset, column, "row"])
-    events = events[events[column].isin(terms)]
-    return wide.astype("float64").rename_axis("stay_id").reset_index(), _events(events, offset, column, None)
+    return _events(events, offset, column, None)
 
 
 def _events(frame: pd.DataFrame, offset: str, name: str, value: str | None) -> pd.DataFrame:
@@ -164,17 +167,6 @@ def _events(frame: pd.DataFrame, offset: str, name: str, value: str | None) -> p
     }).reset_index(drop=True)
 
 
-def timeline(events: pd.DataFrame, stays: pd.DataFrame, table: str, quarantine: Quarantine) -> pd.DataFrame:
-    """Events of cohort stays inside the unit stay [0, unit discharge], time-sorted; others quarantined."""
-    end = events["stay_id"].map(stays.set_index("stay_id")["unit_hours"])
-    events = events[end.notna()]
-    end = end[end.notna()]
-    outside = (events["time_hours"] < 0) | (events["time_hours"] > end)
-    quarantine.add(table, "event time outside the unit stay (timeline only)", events.loc[outside, "row"])
-    events = events[~outside].sort_values(["stay_id", "time_hours", "row"], kind="stable")
-    return events.drop(columns="row").reset_index(drop=True)
-
-
 def aps_table(raw: Path, stay_ids: np.ndarray, quarantine: Quarantine) -> pd.DataFrame:
     aps = read_table(raw, "apacheApsVar.csv.gz", ["patientunitstayid", *APS_COLUMNS])
     duplicated = aps.duplicated("patientunitstayid", keep="first")
@@ -185,30 +177,32 @@ def aps_table(raw: Path, stay_ids: np.ndarray, quarantine: Quarantine) -> pd.Dat
 
 
 def build(raw: Path, config: EicuConfig | None = None) -> CohortTables:
-    """Cohort, labels, modality tables and event timelines of one raw eICU folder."""
+    """Cohort, labels and the events of every modality of one raw eICU folder."""
     config = config or EicuConfig()
     quarantine = Quarantine()
-    stays, funnel, demographics = load_cohort(Path(raw), config, quarantine)
+    raw = Path(raw)
+    stays, funnel, demographics = load_cohort(raw, config, quarantine)
     ids = stays["stay_id"].to_numpy()
-    modalities, events = {}, {}
-    modalities["lab"], events["lab"] = lab_table(raw, ids, config, quarantine)
-    for name in VOCABULARY_TABLES:
-        modalities[name], events[name] = vocabulary_table(raw, name, ids, config)
-    modalities["aps"] = aps_table(raw, ids, quarantine)
-    modalities["demographics"] = demographics
+    events = {"lab": lab_events(raw, ids, config, quarantine)}
+    for name in TERM_TABLES:
+        events[name] = term_events(raw, name, ids, config, quarantine)
+    static = {"demographics": demographics, "aps": aps_table(raw, ids, quarantine)}
 
-    with_lab = stays["stay_id"].isin(modalities["lab"]["stay_id"])
+    with_lab = stays["stay_id"].isin(events["lab"]["stay_id"])
     funnel.append({"step": "no lab results (cohort anchored on lab)", "removed": int((~with_lab).sum()),
                    "remaining": int(with_lab.sum())})
     stays = stays[with_lab].sort_values("stay_id", kind="stable").reset_index(drop=True)
-    modalities = {name: modalities[name][modalities[name]["stay_id"].isin(stays["stay_id"])]
-                  .sort_values("stay_id", kind="stable").reset_index(drop=True) for name in MODALITIES}
-    for name, table in modalities.items():
-        stays[f"has_{name}"] = stays["stay_id"].isin(table["stay_id"])
-    files = {"lab": "lab.csv.gz", **{name: spec[0] for name, spec in VOCABULARY_TABLES.items()}}
-    events = {name: timeline(events[name], stays, files[name], quarantine) for name in events}
-    for name in ("demographics", "aps"):  # static at admission: offset 0 (paper §3.3.2)
-        present = modalities[name]["stay_id"]
-        events[name] = pd.DataFrame({"stay_id": present, "time_hours": 0.0, "name": name, "value": 1.0})
-    return CohortTables(MODALITIES, stays, modalities, funnel, quarantine,
-                        events={name: events[name] for name in MODALITIES}, label_columns=("died", "los_hours"))
+    cohort = stays["stay_id"]
+    static = {name: table[table["stay_id"].isin(cohort)].sort_values("stay_id", kind="stable").reset_index(drop=True)
+              for name, table in static.items()}
+    known = {"demographics": 0.0, "aps": config.aps_available_hours or 0.0}
+    for name, table in static.items():  # one event each, when the values become known
+        events[name] = pd.DataFrame({"stay_id": table["stay_id"], "time_hours": known[name]})
+    events = {name: _sorted(events[name], cohort) for name in events}
+    return CohortTables(MODALITIES, stays, events, static, funnel, quarantine, label_columns=("died", "los_hours"))
+
+
+def _sorted(events: pd.DataFrame, cohort: pd.Series) -> pd.DataFrame:
+    events = events[events["stay_id"].isin(cohort)]
+    order = ["stay_id", "time_hours", *(["row"] if "row" in events else [])]
+    return events.sort_values(order, kind="stable").reset_index(drop=True)

@@ -24,33 +24,34 @@ computed on those stays first; the last funnel step drops the stays with none.
   `GCS_TEXT_TO_NUMERIC` when valuenum is blank); the total is the sum of eye,
   verbal and motor when the three are charted at the same time. Both event tables
   are streamed (pyarrow, a read-ahead thread): memory grows with the cohort's
-  measurements, not with the tables (`bench/etl.py`).
+  measurements, not with the tables (`bench/etl.py`). A bin is an event at the time
+  it closes (its end, or the stay's end for the last one): only then are its
+  measurements all known.
 * cxr: the paper's join of the CXR metadata and icustays on subject_id; an image
   counts for a stay when StudyDate+StudyTime is strictly inside (intime, outtime)
-  and ViewPosition is AP; the most recent one is the stay's image.
+  and ViewPosition is AP. Every such image is an event at its study time; the
+  per-stay table takes the most recent one of a window (`data.modalities`).
 * discharge_note / radiology_note: notes of the stay's admission (subject_id,
-  hadm_id): cleaned (`clean_note_text`), unique texts concatenated in charttime
-  order. Several ICU stays of one admission share its notes. A note's event time
-  is charttime - intime: it may be negative (charted before the ICU stay) or
-  beyond outtime (discharge summaries are charted at discharge); notes are not
-  clipped to the stay.
+  hadm_id), cleaned (`clean_note_text`), one event per note at charttime - intime: it
+  may be negative (charted before the ICU stay) or beyond outtime (discharge
+  summaries are charted at discharge). Several ICU stays of one admission share its
+  notes. Which notes a task sees is its window's business (`data.windows`).
 * demographics: admission type and location, insurance, language, marital
   status, race (admissions), gender, age group (patients), raw strings, plus the
-  numeric age (`MimicConfig.numeric_age`); imputation / one-hot / z-score are
-  fitted later on the training split (`clintraj.data.features`).
+  numeric age (`MimicConfig.numeric_age`), known at admission (an event at 0);
+  imputation / one-hot / z-score are fitted later on the training split
+  (`clintraj.data.features`).
 
 Labels: `died` (admissions.hospital_expire_flag) and the 25 phenotypes
 `pheno:<name>` from the admission's ICD-9 / ICD-10 codes
 (`resources/phenotypes.yaml`); NA when the admission has no row to read them from.
 
 Outputs (sorted by stay_id): `stays` has stay_id, patient_id (subject_id as
-text), hadm_id, intime (a date: for internal use only, never logged), the labels
-and has_<modality>. `modalities["time_series"]` holds `ts:<variable>:<stat>`
-(mean, min, max, last, measured_share over the stay's event bins, after
-imputation); `events["time_series"]` one row per bin with a measurement
-(time_hours = bin start, the 17 imputed values, `mask:<variable>`). Summaries
-over the whole stay see its end (and discharge notes state the outcome): set
-`max_hours` for a prediction window.
+text), hadm_id, intime (a date: for internal use only, never written or logged),
+the labels and unit_hours. `events["time_series"]` holds one row per bin with a
+measurement (time_hours = when the bin closes, the 17 imputed values,
+`mask:<variable>`); the per-stay summaries are `data.modalities.summarise` of a
+window's bins.
 
 The demo's `icu/chartevents` is replaced by a stand-in with other columns
 (PROVENANCE.md, `_derived/`); it is read only when `chartevents_stand_in=True`,
@@ -88,15 +89,22 @@ from tqdm.auto import tqdm
 
 from clintraj.data import mimic_tables as mt
 from clintraj.data.cohort import CohortTables
+from clintraj.data.modalities import Modality
 from clintraj.data.rawio import Quarantine, RawDataError, check_columns, read_table, stream_table, table_path
+from clintraj.tasks import PHENOTYPE_PREFIX
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("time_series", "cxr", "discharge_note", "radiology_note", "demographics")
+MODALITIES = (
+    Modality("time_series", "time_series"), Modality("cxr", "image"),
+    Modality("discharge_note", "text", after_stay=True),  # a summary written at hospital discharge
+    Modality("radiology_note", "text"), Modality("demographics", "static"),
+)
+MODALITY_BY_NAME = {m.name: m for m in MODALITIES}
+MODALITY_NAMES = tuple(m.name for m in MODALITIES)
 DEMOGRAPHIC_COLUMNS = (
     "admission_type", "admission_location", "insurance", "language", "marital_status", "race", "gender", "age_group",
 )
-PHENOTYPE_PREFIX = "pheno:"
 STAND_IN_COLUMNS = {"stay_id_inferred": "stay_id"}  # the _derived chartevents stand-in -> chartevents names
 
 _HOUR = pd.Timedelta(hours=1)
@@ -114,14 +122,12 @@ class MimicConfig:
     chartevents_stand_in: bool = False  # read the _derived stand-in's columns (stay_id_inferred, no `value`)
     use_labevents: bool = True  # glucose, O2 saturation and pH from hosp/labevents too (mimic3-benchmarks)
     bin_hours: float = 1.0  # discretisation step (paper: timestep = 1.0 h)
-    max_hours: float | None = None  # keep only the first hours of each stay (None: the whole stay)
     fio2_percent_to_fraction: bool = True  # FiO2 > 1 is a percentage: divide by 100
     cxr_views: tuple[str, ...] = ("AP",)
     cxr_require_file: bool = True  # an image counts only when its JPEG exists below the cxr root
     require_cxr_subject: bool = True  # cohort: stays of subjects in the CXR metadata (ignored when cxr is None)
     age_edges: tuple[int, ...] = (18, 30, 40, 50, 60, 70, 80)  # groups 18-29, ..., 70-79, 80+
     numeric_age: bool = True  # also keep the age in years (a number) next to the age group
-    note_separator: str = "\n\n"
     chunk_rows: int = 1_000_000  # rows per streamed chunk (chartevents / labevents: about, in blocks <= 4 MiB)
     progress: bool = True
 
@@ -211,7 +217,7 @@ def cxr_linked_stays(stays: pd.DataFrame, cxr: Path | None, config: MimicConfig,
 def read_admissions(raw: Path, quarantine: Quarantine) -> pd.DataFrame:
     """admissions rows indexed by hadm_id, with `row` (the file's data row). A row whose
     hadm_id is missing or repeats an earlier row's is quarantined."""
-    columns = ["hadm_id", "admittime", *DEMOGRAPHIC_COLUMNS[:6], "hospital_expire_flag"]
+    columns = ["hadm_id", "admittime", "dischtime", *DEMOGRAPHIC_COLUMNS[:6], "hospital_expire_flag"]
     admissions = read_table(raw, mt.ADMISSIONS.path, columns, dtype="string")
     hadm = pd.to_numeric(admissions["hadm_id"], errors="coerce")
     bad = hadm.isna() | hadm.duplicated(keep="first")
@@ -333,14 +339,9 @@ def normal_values() -> dict[str, float]:
     return dict(_NUMERIC_NORMAL)
 
 
-def _windows(stays: pd.DataFrame, config: MimicConfig) -> pd.DataFrame:
-    """Per cohort stay (index stay_id, sorted): subject_id, intime, outtime, and `end`, the
-    last time kept (outtime, or intime + max_hours when that is earlier)."""
-    windows = stays.set_index("stay_id")[["subject_id", "intime", "outtime"]].sort_index()
-    windows["end"] = windows["outtime"]
-    if config.max_hours is not None:
-        windows["end"] = windows["end"].clip(upper=windows["intime"] + config.max_hours * _HOUR)
-    return windows
+def _stay_times(stays: pd.DataFrame) -> pd.DataFrame:
+    """Per cohort stay (index stay_id, sorted): subject_id, intime, outtime."""
+    return stays.set_index("stay_id")[["subject_id", "intime", "outtime"]].sort_index()
 
 
 def _with_nat(times: pd.Series) -> np.ndarray:
@@ -636,7 +637,7 @@ def chart_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, qu
     With the stand-in, a row without stay_id is placed by (subject, charttime)."""
     itemids = _item_set(mt.CHART_ITEMIDS)
     stays = ("stay_id_inferred" if config.chartevents_stand_in else "stay_id", windows.index.to_numpy())
-    intime, outtime, end = (_with_nat(windows[c]) for c in ("intime", "outtime", "end"))
+    intime, outtime = (_with_nat(windows[c]) for c in ("intime", "outtime"))
     parts = []
     batches = _csv_batches(raw, _CHART, _chart_columns(config), config.chunk_rows,
                            lambda start, batch: _item_rows(start, batch, itemids, stays=stays))
@@ -662,9 +663,7 @@ def chart_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, qu
         placed = parsed & (pos >= 0)
         outside = placed & ((t < intime[pos]) | (t > outtime[pos]))
         quarantine.add(_CHART, "charttime outside the stay", row[outside])
-        late = placed & ~outside & (t > end[pos])
-        detail["chartevents rows after max_hours"] += int(late.sum())
-        parts.append(_measurements(rows, pos, placed & ~outside & ~late, intime, 0, _CHART, quarantine))
+        parts.append(_measurements(rows, pos, placed & ~outside, intime, 0, _CHART, quarantine))
     return parts
 
 
@@ -675,7 +674,7 @@ def lab_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, quar
     ICU stay are ward or outpatient results: filtered and counted, not quarantined."""
     itemids = _item_set(mt.LAB_ITEMIDS)
     subjects = windows["subject_id"].unique()
-    ids, intime, end = windows.index.to_numpy(), _with_nat(windows["intime"]), _with_nat(windows["end"])
+    ids, intime = windows.index.to_numpy(), _with_nat(windows["intime"])
     parts = []
     columns = ["subject_id", "charttime", "itemid", "value", "valuenum"]
     batches = _csv_batches(raw, _LAB, columns, config.chunk_rows,
@@ -691,10 +690,7 @@ def lab_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, quar
         detail["labevents rows outside every ICU stay (not ICU data)"] += int((parsed & (count == 0)).sum())
         quarantine.add(_LAB, "charttime in several ICU stays of the subject", row[count > 1])
         pos = _positions(ids, stay)
-        placed = count == 1
-        late = placed & (t > end[pos])
-        detail["labevents rows after max_hours"] += int(late.sum())
-        parts.append(_measurements(rows, pos, placed & ~late, intime, 1, _LAB, quarantine))
+        parts.append(_measurements(rows, pos, count == 1, intime, 1, _LAB, quarantine))
     return parts
 
 
@@ -782,7 +778,7 @@ def load_measurements(raw: Path, stays: pd.DataFrame, config: MimicConfig,
                       quarantine: Quarantine) -> tuple[pd.DataFrame, dict]:
     """Clean measurements (stay_id, hours from intime, variable, value), in time order, and
     the counts of rows filtered on the way."""
-    windows = _windows(stays, config)
+    windows = _stay_times(stays)
     detail = _Counter()
     parts = chart_measurements(raw, windows, config, quarantine, detail)
     if config.use_labevents:
@@ -795,8 +791,8 @@ def load_measurements(raw: Path, stays: pd.DataFrame, config: MimicConfig,
     rows = _Columns.concat([gcs_totals(rows), rows])  # first: a total goes before the rows of its time
     rows = rows.where(_time_order(rows))
     hours = rows["offset"] / 3.6e9
-    # a value charted exactly at the window's end belongs to the last bin, not a new one
-    length = (windows["end"] - windows["intime"]).to_numpy() / np.timedelta64(1, "h")
+    # a value charted exactly at the stay's end belongs to the last bin, not a new one
+    length = (windows["outtime"] - windows["intime"]).to_numpy() / np.timedelta64(1, "h")
     last_bin = np.maximum(np.ceil(length / config.bin_hours) - 1, 0)
     hours = np.minimum(hours, last_bin[rows["pos"]] * config.bin_hours)
     measurements = pd.DataFrame({
@@ -851,39 +847,18 @@ def discretize(measurements: pd.DataFrame, bin_hours: float = 1.0) -> pd.DataFra
     return pd.DataFrame({**columns, **masks}, copy=False)
 
 
-def summarise(events: pd.DataFrame) -> pd.DataFrame:
-    """Per stay, over its event bins (after imputation): mean, min, max and last of each
-    variable, and the share of bins where it was measured."""
-    if not events["stay_id"].is_monotonic_increasing:
-        events = events.sort_values("stay_id", kind="stable")
-    stay = events["stay_id"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, stay[1:] != stay[:-1]]) if len(stay) else np.zeros(0, dtype="int64")
-    bins = np.diff(np.r_[starts, len(stay)])
-    lasts = np.r_[starts[1:], len(stay)] - 1
-    table = {"stay_id": stay[starts].astype("int64")}
-    for name in mt.VARIABLES:
-        value = events[name].to_numpy("float64")
-        measured = events[f"mask:{name}"].to_numpy("float64")
-        empty = not len(starts)
-        table[f"ts:{name}:mean"] = value[:0] if empty else np.add.reduceat(value, starts) / bins
-        table[f"ts:{name}:min"] = value[:0] if empty else np.minimum.reduceat(value, starts)
-        table[f"ts:{name}:max"] = value[:0] if empty else np.maximum.reduceat(value, starts)
-        table[f"ts:{name}:last"] = value[lasts]
-        table[f"ts:{name}:measured_share"] = measured[:0] if empty else np.add.reduceat(measured, starts) / bins
-    return pd.DataFrame(table, copy=False)
-
-
 def time_series(raw: Path, stays: pd.DataFrame, config: MimicConfig,
-                quarantine: Quarantine) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(static summary table, hourly events, filtering counts) of the 17 variables."""
+                quarantine: Quarantine) -> tuple[pd.DataFrame, dict]:
+    """(hourly events, filtering counts) of the 17 variables; each bin at the time it closes."""
     measurements, detail = load_measurements(raw, stays, config, quarantine)
     events = discretize(measurements, config.bin_hours)
-    return summarise(events), events, detail
+    length = stays.set_index("stay_id")["unit_hours"].reindex(events["stay_id"]).to_numpy()
+    events["time_hours"] = np.minimum(events["time_hours"].to_numpy() + config.bin_hours, length)
+    return events, detail
 
 
 # --- CXR -------------------------------------------------------------------------------
 
-CXR_COLUMNS = ("stay_id", "dicom_id", "study_id", "path", "study_time_hours")
 CXR_EVENT_COLUMNS = ("stay_id", "time_hours", "dicom_id", "study_id", "path")
 
 
@@ -901,9 +876,10 @@ def study_datetime(study_date: pd.Series, study_time: pd.Series) -> pd.Series:
 
 
 def cxr_modality(root: Path, stays: pd.DataFrame, config: MimicConfig,
-                 quarantine: Quarantine) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The paper's CXR selection: metadata joined to the cohort stays on subject_id, images
-    strictly inside (intime, outtime), views in `cxr_views`, the most recent per stay."""
+                 quarantine: Quarantine) -> tuple[pd.DataFrame, dict]:
+    """The paper's CXR selection as events: metadata joined to the cohort stays on subject_id, images
+    strictly inside (intime, outtime), views in `cxr_views`, each at its study time (a window's
+    per-stay table takes its most recent one)."""
     root = Path(root)
     windows = stays.set_index("stay_id")[["subject_id", "intime", "outtime"]]
     columns = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]
@@ -936,11 +912,9 @@ def cxr_modality(root: Path, stays: pd.DataFrame, config: MimicConfig,
                        chosen.loc[~exists, "row"].drop_duplicates())
         detail["of them without their image file"] += int((~exists).sum())
         chosen = chosen[exists]
-    chosen = chosen.sort_values(["stay_id", "t", "dicom_id"], kind="stable").groupby("stay_id").tail(1)
-    chosen["study_time_hours"] = (chosen["t"] - chosen["intime"]) / _HOUR
-    table = chosen[list(CXR_COLUMNS)].sort_values("stay_id").reset_index(drop=True)
-    events = table.rename(columns={"study_time_hours": "time_hours"})[list(CXR_EVENT_COLUMNS)]
-    return table, events, dict(detail)
+    chosen["time_hours"] = (chosen["t"] - chosen["intime"]) / _HOUR
+    events = chosen.sort_values(["stay_id", "time_hours", "dicom_id"], kind="stable")[list(CXR_EVENT_COLUMNS)]
+    return events.reset_index(drop=True), dict(detail)
 
 
 # --- notes -------------------------------------------------------------------------------
@@ -988,10 +962,9 @@ def _note_path(root: Path, name: str) -> str:
 
 
 def note_modality(root: Path, name: str, stays: pd.DataFrame, config: MimicConfig,
-                  quarantine: Quarantine) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(stay_id, text) per stay, the admission's unique note texts in charttime order, and one
-    event per note (stay_id, time_hours, note_index: its place in the admission's notes, text),
-    from the notes of each stay's admission (subject_id, hadm_id)."""
+                  quarantine: Quarantine) -> tuple[pd.DataFrame, dict]:
+    """One event per note (stay_id, time_hours, note_index: its place in the admission's notes in
+    charttime order, text) of each stay's admission (subject_id, hadm_id), and filtering counts."""
     relative = _note_path(root, name)
     keys = stays[["subject_id", "hadm_id"]].dropna().drop_duplicates()
     admissions = pd.MultiIndex.from_arrays([keys["subject_id"].astype("int64"), keys["hadm_id"].astype("int64")])
@@ -1021,31 +994,32 @@ def note_modality(root: Path, name: str, stays: pd.DataFrame, config: MimicConfi
     notes["repeat"] = notes.duplicated(["subject_id", "hadm_id", "text"], keep="first")
     detail["notes repeating an earlier text of their admission (an event, not repeated in the text)"] += int(
         notes["repeat"].sum())
-    base = stays[["stay_id", "subject_id", "hadm_id", "intime"]].dropna(subset=["hadm_id"])
+    base = stays[["stay_id", "subject_id", "hadm_id", "intime", "dischtime"]].dropna(subset=["hadm_id"])
     base = base.astype({"hadm_id": "int64"})
     events = base.merge(notes, on=["subject_id", "hadm_id"]).sort_values(["stay_id", "note_index"], kind="stable")
+    if MODALITY_BY_NAME[name].after_stay:  # written at hospital discharge: known then, whatever its charttime
+        events["t"] = events["t"].where(~(events["dischtime"] > events["t"]), events["dischtime"])
     events["time_hours"] = (events["t"] - events["intime"]) / _HOUR
-    table = events[~events["repeat"]].groupby("stay_id", sort=True)["text"].agg(config.note_separator.join)
-    table = table.reset_index()
     events = events[["stay_id", "time_hours", "note_index", "text"]].reset_index(drop=True)
-    return table.astype({"text": "string"}), events, dict(detail)
+    return events.astype({"text": "string"}), dict(detail)
 
 
 # --- the cohort --------------------------------------------------------------------------
 
 
-def _absent(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Empty (table, events) of a modality whose source was not given."""
+def _absent(name: str) -> pd.DataFrame:
+    """The (empty) events of a modality whose source was not given."""
     if name == "cxr":
-        return pd.DataFrame(columns=list(CXR_COLUMNS)), pd.DataFrame(columns=list(CXR_EVENT_COLUMNS))
-    return (pd.DataFrame({"stay_id": pd.Series(dtype="int64"), "text": pd.Series(dtype="string")}),
-            pd.DataFrame({"stay_id": pd.Series(dtype="int64"), "time_hours": pd.Series(dtype="float64"),
-                          "note_index": pd.Series(dtype="int64"), "text": pd.Series(dtype="string")}))
+        return pd.DataFrame({"stay_id": pd.Series(dtype="int64"), "time_hours": pd.Series(dtype="float64"),
+                             "dicom_id": pd.Series(dtype="string"), "study_id": pd.Series(dtype="int64"),
+                             "path": pd.Series(dtype="string")})
+    return pd.DataFrame({"stay_id": pd.Series(dtype="int64"), "time_hours": pd.Series(dtype="float64"),
+                         "note_index": pd.Series(dtype="int64"), "text": pd.Series(dtype="string")})
 
 
 _MODALITY_STEPS = {
     "time_series": "stays with a measurement of the 17 variables inside the stay",
-    "cxr": "stays with an AP chest X-ray strictly inside the stay (most recent kept)",
+    "cxr": "stays with an AP chest X-ray strictly inside the stay",
     "discharge_note": "stays whose admission has a discharge note",
     "radiology_note": "stays whose admission has a radiology report",
     "demographics": "stays with a known admission or patient field",
@@ -1053,61 +1027,66 @@ _MODALITY_STEPS = {
 
 
 def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig | None = None) -> CohortTables:
-    """Cohort, labels, modality tables and timeline events of one raw MIMIC-IV folder, with
-    the MIMIC-CXR-JPG and MIMIC-IV-Note roots when given (None: that modality is absent)."""
+    """Cohort, labels and the events of every modality of one raw MIMIC-IV folder, with the
+    MIMIC-CXR-JPG and MIMIC-IV-Note roots when given (None: that modality is absent)."""
     config = config or MimicConfig()
     raw = Path(raw)
     quarantine = Quarantine()
     stays, funnel = load_stays(raw, quarantine)
     stays = cxr_linked_stays(stays, cxr, config, funnel)
+    stays["unit_hours"] = (stays["outtime"] - stays["intime"]) / _HOUR
     admissions = read_admissions(raw, quarantine)
+    stays["dischtime"] = parse_datetime(admissions["dischtime"].reindex(stays["hadm_id"]).reset_index(drop=True)
+                                        ).set_axis(stays.index)
     stays["died"] = mortality(stays, admissions, quarantine)
     stays = pd.concat([stays, phenotype_labels(raw, stays, config, quarantine)], axis=1)
 
-    tables, events, details = {}, {}, {}
-    tables["time_series"], events["time_series"], details["time_series"] = time_series(raw, stays, config, quarantine)
+    events, details = {}, {}
+    events["time_series"], details["time_series"] = time_series(raw, stays, config, quarantine)
     if cxr is None:
-        tables["cxr"], events["cxr"] = _absent("cxr")
+        events["cxr"] = _absent("cxr")
     else:
-        tables["cxr"], events["cxr"], details["cxr"] = cxr_modality(cxr, stays, config, quarantine)
+        events["cxr"], details["cxr"] = cxr_modality(cxr, stays, config, quarantine)
     for name in ("discharge_note", "radiology_note"):
         if notes is None:
-            tables[name], events[name] = _absent(name)
+            events[name] = _absent(name)
         else:
-            tables[name], events[name], details[name] = note_modality(notes, name, stays, config, quarantine)
-    tables["demographics"] = demographics_table(raw, stays, admissions, config, quarantine)
-    events["demographics"] = pd.DataFrame({"stay_id": tables["demographics"]["stay_id"], "time_hours": 0.0})
+            events[name], details[name] = note_modality(notes, name, stays, config, quarantine)
+    static = {"demographics": demographics_table(raw, stays, admissions, config, quarantine)}
+    events["demographics"] = pd.DataFrame({"stay_id": static["demographics"]["stay_id"], "time_hours": 0.0})
 
     missing_source = {"cxr": cxr is None, "discharge_note": notes is None, "radiology_note": notes is None}
-    for name in MODALITIES:
-        stays[f"has_{name}"] = stays["stay_id"].isin(tables[name]["stay_id"]).astype(bool)
+    has = {}
+    for name in MODALITY_NAMES:
+        has[name] = stays["stay_id"].isin(events[name]["stay_id"])
         step = _MODALITY_STEPS[name]
         if missing_source.get(name, False):
             step = f"not provided ({'cxr' if name == 'cxr' else 'notes'}=None): absent for every stay"
         # a modality step removes no stay: it says how many have the modality (the last step removes)
         funnel.append({"step": f"{name}: {step}", "removed": 0, "remaining": len(stays),
-                       "stays_with_modality": int(stays[f"has_{name}"].sum()), "detail": details.get(name, {})})
-    present = stays[[f"has_{m}" for m in MODALITIES]].any(axis=1)
+                       "stays_with_modality": int(has[name].sum()), "detail": details.get(name, {})})
+    present = pd.concat(has, axis=1).any(axis=1)
     funnel.append({"step": "no modality present", "removed": int((~present).sum()), "remaining": int(present.sum())})
-    return _cohort_tables(stays[present], tables, events, funnel, quarantine)
+    return _cohort_tables(stays[present], events, static, funnel, quarantine)
 
 
-def _cohort_tables(stays: pd.DataFrame, tables: dict, events: dict, funnel: list[dict],
+def _cohort_tables(stays: pd.DataFrame, events: dict, static: dict, funnel: list[dict],
                    quarantine: Quarantine) -> CohortTables:
     """The final CohortTables: everything restricted to the cohort and sorted by stay_id."""
     stays = stays.sort_values("stay_id", kind="stable").reset_index(drop=True)
     stays.insert(1, "patient_id", stays.pop("subject_id").astype("string"))
     labels = ["died", *[c for c in stays.columns if c.startswith(PHENOTYPE_PREFIX)]]
-    stays = stays[["stay_id", "patient_id", "hadm_id", "intime", *labels, *[f"has_{m}" for m in MODALITIES]]]
+    stays = stays[["stay_id", "patient_id", "hadm_id", "intime", *labels, "unit_hours"]]
     ids = stays["stay_id"]
 
     def restrict(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
         frame = frame[frame["stay_id"].isin(ids)].sort_values(order, kind="stable").reset_index(drop=True)
         return frame.astype({"stay_id": "int64"})
 
-    modalities = {m: restrict(tables[m], ["stay_id"]) for m in MODALITIES}
-    timelines = {m: restrict(events[m], ["stay_id", "time_hours"]) for m in MODALITIES}
+    static = {m: restrict(table, ["stay_id"]) for m, table in static.items()}
+    order = {"cxr": ["stay_id", "time_hours", "dicom_id"], "discharge_note": ["stay_id", "time_hours", "note_index"],
+             "radiology_note": ["stay_id", "time_hours", "note_index"]}
+    timelines = {m: restrict(events[m], order.get(m, ["stay_id", "time_hours"])) for m in MODALITY_NAMES}
     log.info("MIMIC-IV cohort: %d stays; %s", len(stays),
-             ", ".join(f"{m} {int(stays[f'has_{m}'].sum())}" for m in MODALITIES))
-    return CohortTables(MODALITIES, stays, modalities, funnel, quarantine, events=timelines,
-                        label_columns=tuple(labels))
+             ", ".join(f"{m} {timelines[m]['stay_id'].nunique()}" for m in MODALITY_NAMES))
+    return CohortTables(MODALITIES, stays, timelines, static, funnel, quarantine, label_columns=tuple(labels))

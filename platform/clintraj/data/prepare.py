@@ -1,34 +1,47 @@
-"""A versioned dataset folder from a raw folder: cohort, splits, task cohorts, tables, timelines, report.
+"""A versioned dataset folder from a raw folder: cohort, splits, task cohorts with their windows,
+per-stay tables, events, report.
 
 Layout (read by every later stage, through Ray Data; tables are sharded into part-NNNNN.parquet):
-    stays.parquet                 stay_id, patient_id, labels, has_<modality>, split (pretraining)
-    tasks/<task>.parquet          stay_id, split: the task's fine-tuning cohort, drawn only from
-                                  stays unseen in pretraining (its val + test pool), re-split
-    modalities/<name>/part-*.parquet   stay_id + that modality's static features
-    events/<name>/part-*.parquet       stay_id, time_hours + payload: the timeline events
+    stays.parquet                 stay_id, patient_id, labels, unit_hours, has_<modality>, split
+                                  (the pretraining split)
+    modalities/<name>/            stay_id + the modality's per-stay features over the whole stay:
+                                  the pretraining view
+    events/<name>/                stay_id, time_hours + payload: every event of every stay, at its time
+    tasks/<task>.parquet          the task's cohort, drawn only from stays unseen in pretraining (its
+                                  val + test pool), re-split: stay_id, split, prediction_hours (NaN:
+                                  the whole stay), start_hours, end_hours (the stay's window)
+    tasks/<task>/modalities/<name>/   the per-stay features over the task's window only
     quarantine.parquet            (table, reason, row) of every raw row set aside
     report.json / report.md / missingness.png
+
+A task sees the events of its window only (`data.windows`): its per-stay tables here and its
+timelines later are cut by the same rule, at the prediction time fixed here and recorded in
+report.json. Pretraining reads the whole-stay view of the pretraining stays; the task cohorts come
+from the others.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from clintraj import __version__
 from clintraj.config import to_dict
-from clintraj.data import eicu, mimic
+from clintraj.data import eicu, mimic, windows
 from clintraj.data.cohort import CohortTables
+from clintraj.data.modalities import TermRule, aggregate, fit_vocabulary
 from clintraj.data.splits import split_stays
+from clintraj.tasks import TASKS, dataset_tasks, prediction_hours, window_text
 
 log = logging.getLogger(__name__)
-DATASET_FORMAT = 1
-TASKS = {"eicu": ("mortality", "los"), "mimic": ("mortality", "phenotyping")}
+DATASET_FORMAT = 2
 
 
 @dataclass
@@ -38,8 +51,17 @@ class PrepareConfig:
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     min_units_per_stratum: int = 10
     rows_per_shard: int = 200_000
+    # Hours after ICU admission at which each task predicts (null: the whole ICU stay); a task left
+    # out takes its default (clintraj.tasks.DEFAULT_PREDICTION_HOURS: eICU 12 h, MIMIC-IV
+    # mortality 48 h, phenotyping the ICU stay).
+    prediction_hours: dict[str, float | None] = field(default_factory=dict)
+    lookback_hours: float = 0.0  # events before ICU admission a task may see (0: none)
     eicu: eicu.EicuConfig = field(default_factory=eicu.EicuConfig)
     mimic: mimic.MimicConfig = field(default_factory=mimic.MimicConfig)
+
+    def windows(self) -> dict[str, float | None]:
+        """Each of the dataset's tasks' prediction time (hours, or None for the whole stay)."""
+        return prediction_hours(self.dataset, self.prediction_hours)
 
 
 def build_cohort(raw: Path, config: PrepareConfig, cxr: Path | None = None, notes: Path | None = None) -> CohortTables:
@@ -50,27 +72,77 @@ def build_cohort(raw: Path, config: PrepareConfig, cxr: Path | None = None, note
     raise ValueError(f"unknown dataset {config.dataset!r}; choose eicu or mimic")
 
 
-def task_labels(stays: pd.DataFrame, task: str) -> pd.Series:
-    """Whether each stay has the task's label (stays without one stay out of the task's cohort)."""
-    if task == "mortality":
-        return stays["died"].notna()
-    if task == "los":
-        return stays["los_hours"].notna()
-    if task == "phenotyping":
-        return stays.filter(like=mimic.PHENOTYPE_PREFIX).notna().all(axis=1)
-    raise ValueError(f"unknown task {task!r}")
+def term_rule(config: PrepareConfig) -> TermRule:
+    return config.eicu.terms if config.dataset == "eicu" else TermRule()
 
 
-def task_cohorts(stays: pd.DataFrame, dataset: str, presence: list[str], config: PrepareConfig) -> dict:
-    """Per task: the stays of the pretraining val + test pool with the label, re-split the same way."""
+def fit_vocabularies(tables: CohortTables, train_ids, rule: TermRule) -> dict[str, list[str]]:
+    """Per terms / values modality, the names that become features: terms by `rule` on the
+    training stays; values (labs) every name the reader kept."""
+    vocabularies = {}
+    for modality in tables.modalities:
+        events = tables.events[modality.name]
+        if modality.kind == "terms":
+            vocabularies[modality.name] = fit_vocabulary(events, train_ids, rule)
+        elif modality.kind == "values":
+            vocabularies[modality.name] = sorted(str(n) for n in events["name"].dropna().unique())
+    return vocabularies
+
+
+def modality_tables(tables: CohortTables, events: dict[str, pd.DataFrame], vocabularies: dict,
+                    rule: TermRule) -> dict[str, pd.DataFrame]:
+    """Every modality's per-stay table from `events` (all of a view's, or a window's)."""
+    return {m.name: aggregate(m, events[m.name], tables.static.get(m.name), vocabularies.get(m.name), rule)
+            for m in tables.modalities}
+
+
+def presence(stays: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """has_<modality>: whether the stay has a row in the modality's table."""
+    return pd.DataFrame({f"has_{name}": stays["stay_id"].isin(table["stay_id"]).to_numpy()
+                         for name, table in tables.items()}, index=stays.index)
+
+
+@dataclass
+class TaskCohort:
+    name: str
+    prediction_hours: float | None
+    cohort: pd.DataFrame  # stay_id, split, prediction_hours, start_hours, end_hours
+    tables: dict[str, pd.DataFrame]  # the window's per-stay tables
+    report: dict
+
+
+def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTables, vocabularies: dict,
+                config: PrepareConfig) -> TaskCohort:
+    """The task's cohort: stays of the pretraining val + test pool with the label, still in the ICU at
+    the prediction time; their window's tables; re-split by the window's modality presence."""
+    task, hours = TASKS[name], config.windows()[name]
     pool = stays[stays["split"].isin(["val", "test"])]
-    cohorts = {}
-    for number, task in enumerate(TASKS[dataset], start=1):
-        members = pool[task_labels(pool, task)]
-        split, report = split_stays(members, presence, seed=config.seed + number, fractions=config.fractions,
-                                    min_units_per_stratum=config.min_units_per_stratum)
-        cohorts[task] = (pd.DataFrame({"stay_id": members["stay_id"].to_numpy(), "split": split.to_numpy()}), report)
-    return cohorts
+    labelled = pool[task.has_label(pool)]
+    members = labelled[windows.long_enough(labelled, hours)]
+    window = windows.bounds(members, hours, config.lookback_hours)
+    inside = {m.name: tables.events[m.name][windows.select(tables.events[m.name], window, m.after_stay)]
+              for m in tables.modalities}
+    task_tables = modality_tables(tables, inside, vocabularies, term_rule(config))
+    presence_columns = presence(members, task_tables)
+    split, split_report = split_stays(
+        members.assign(**presence_columns), list(presence_columns.columns), seed=config.seed + number,
+        fractions=config.fractions, min_units_per_stratum=config.min_units_per_stratum)
+    cohort = window.assign(split=split.to_numpy(),
+                           prediction_hours=pd.array([hours] * len(window), dtype="Float64"))
+    cohort = cohort[["stay_id", "split", "prediction_hours", "start_hours", "end_hours"]]
+    with_unit = window.assign(unit_hours=members["unit_hours"].to_numpy())
+    report = {
+        "prediction_hours": hours, "window": window_text(hours), "lookback_hours": config.lookback_hours,
+        "stays_with_label": int(len(labelled)),
+        "excluded_icu_stay_shorter_than_window": int(len(labelled) - len(members)),
+        "stays": int(len(members)),
+        "events": {m.name: windows.relations(tables.events[m.name], with_unit, m.after_stay)
+                   for m in tables.modalities},
+        "presence_share": {m: float(presence_columns[f"has_{m}"].mean()) if len(members) else 0.0
+                           for m in tables.modality_names},
+        **_split_summary(split_report),
+    }
+    return TaskCohort(name, hours, cohort.reset_index(drop=True), task_tables, report)
 
 
 def write_shards(frame: pd.DataFrame, folder: Path, rows_per_shard: int) -> int:
@@ -84,25 +156,37 @@ def write_shards(frame: pd.DataFrame, folder: Path, rows_per_shard: int) -> int:
 
 def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None, notes: Path | None = None) -> dict:
     """Build the dataset folder `out` from `raw`; return the report. Same input, same bytes."""
+    config.windows()  # a misnamed task or a bad window fails before any reading
     tables = build_cohort(raw, config, cxr, notes)
-    presence = [f"has_{m}" for m in tables.modality_names]
     stays = tables.stays.drop(columns=[c for c in tables.stays.columns
                                        if pd.api.types.is_datetime64_any_dtype(tables.stays[c])])
+    names = list(tables.modality_names)
+    for name in names:  # the pretraining view: a modality is present when the stay has any event of it
+        stays[f"has_{name}"] = stays["stay_id"].isin(tables.events[name]["stay_id"])
+    presence_columns = [f"has_{m}" for m in names]
     stays["split"], split_report = split_stays(
-        stays, presence, seed=config.seed, fractions=config.fractions,
+        stays, presence_columns, seed=config.seed, fractions=config.fractions,
         min_units_per_stratum=config.min_units_per_stratum)
-    tasks = task_cohorts(stays, config.dataset, presence, config)
+    train_ids = stays.loc[stays["split"] == "train", "stay_id"]
+    rule = term_rule(config)
+    vocabularies = fit_vocabularies(tables, train_ids, rule)
+    whole_stay = modality_tables(tables, tables.events, vocabularies, rule)
+    task_cohorts = [task_cohort(name, number, stays, tables, vocabularies, config)
+                    for number, name in enumerate(dataset_tasks(config.dataset), start=1)]
 
     out = Path(out)
     for folder in ("modalities", "events", "tasks"):
         shutil.rmtree(out / folder, ignore_errors=True)
     (out / "tasks").mkdir(parents=True)
     stays.to_parquet(out / "stays.parquet", index=False)
-    for task, (cohort, _) in tasks.items():
-        cohort.to_parquet(out / "tasks" / f"{task}.parquet", index=False)
-    for name in tables.modality_names:
-        write_shards(tables.modalities[name], out / "modalities" / name, config.rows_per_shard)
-        write_shards(tables.events[name], out / "events" / name, config.rows_per_shard)
+    for name in names:
+        write_shards(whole_stay[name], out / "modalities" / name, config.rows_per_shard)
+        write_shards(tables.events[name].drop(columns="row", errors="ignore"), out / "events" / name,
+                     config.rows_per_shard)
+    for task in task_cohorts:
+        task.cohort.to_parquet(out / "tasks" / f"{task.name}.parquet", index=False)
+        for name in names:
+            write_shards(task.tables[name], out / "tasks" / task.name / "modalities" / name, config.rows_per_shard)
     tables.quarantine.frame().to_parquet(out / "quarantine.parquet", index=False)
 
     report = {
@@ -112,27 +196,32 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
         "config": to_dict(config),
         "sources": {"raw": str(Path(raw).resolve()), "cxr": str(Path(cxr).resolve()) if cxr else None,
                     "notes": str(Path(notes).resolve()) if notes else None},
-        "modalities": list(tables.modality_names),
+        "modalities": names,
+        "modality_kinds": {m.name: m.kind for m in tables.modalities},
+        "after_stay": [m.name for m in tables.modalities if m.after_stay],
         "labels": list(tables.label_columns),
         "funnel": [{k: v for k, v in step.items() if k in ("step", "removed", "remaining")} for step in tables.funnel],
         "stays": len(stays),
-        "presence_share": {m: float(stays[f"has_{m}"].mean()) for m in tables.modality_names},
-        "modalities_per_stay": _per_split_counts(stays, presence),
+        "presence_share": {m: float(stays[f"has_{m}"].mean()) for m in names},
+        "modalities_per_stay": _per_split_counts(stays, presence_columns),
         "splits": _split_summary(split_report),
-        "tasks": {task: _split_summary(report) for task, (_, report) in tasks.items()},
-        "events": {m: int(len(tables.events[m])) for m in tables.modality_names},
+        "windows": {task.name: task.prediction_hours for task in task_cohorts},
+        "lookback_hours": config.lookback_hours,
+        "tasks": {task.name: task.report for task in task_cohorts},
+        "vocabulary_sizes": {m: len(v) for m, v in vocabularies.items()},
+        "events": {m: int(len(tables.events[m])) for m in names},
         "quarantine": tables.quarantine.summary(),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_report(report))
-    plot_missingness(stays, presence, out / "missingness.png")
+    plot_missingness(stays, presence_columns, out / "missingness.png")
     log.info("dataset written to %s: %d stays", out, len(stays))
     return report
 
 
 def _split_summary(report) -> dict:
     return {"strata": report.strata, "pooled_strata": report.pooled_strata,
-            "units": report.units, "stays": report.stays}
+            "units": report.units, "split_stays": report.stays}
 
 
 def _per_split_counts(stays: pd.DataFrame, presence: list[str]) -> dict:
@@ -172,54 +261,105 @@ def render_report(report: dict) -> str:
     lines = [f"# {report['dataset']} dataset", "", "## Cohort funnel", "",
              "| step | removed | remaining |", "|---|---:|---:|"]
     lines += [f"| {s['step']} | {s['removed']} | {s['remaining']} |" for s in report["funnel"]]
-    lines += ["", "## Modality presence", "", "| modality | share of stays | timeline events |", "|---|---:|---:|"]
+    lines += ["", "## Modality presence (whole stay: the pretraining view)", "",
+              "| modality | share of stays | events |", "|---|---:|---:|"]
     lines += [f"| {m} | {share:.3f} | {report['events'][m]} |" for m, share in report["presence_share"].items()]
     lines += ["", "| modalities present | train | val | test |", "|---:|---:|---:|---:|"]
     counts = report["modalities_per_stay"]
     for k in sorted({k for split in counts.values() for k in split}):
         lines.append(f"| {k} | " + " | ".join(str(counts[s].get(k, 0)) for s in ("train", "val", "test")) + " |")
+    lines += ["", "## What each task sees", "",
+              "Each task sees only the events of its window: from ICU admission (minus the lookback) to its "
+              "prediction time, never after ICU discharge. Stays whose ICU stay ends before the prediction "
+              "time leave the task.", "",
+              "| task | prediction time | lookback | stays with a label | excluded: ICU stay shorter | cohort | "
+              "events in window | before the window | after the prediction time | after ICU discharge |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, task in report["tasks"].items():
+        total = {r: sum(counts[r] for counts in task["events"].values()) for r in windows.RELATIONS}
+        lines.append(f"| {name} | {task['window']} | {task['lookback_hours']:g} h | {task['stays_with_label']} | "
+                     f"{task['excluded_icu_stay_shorter_than_window']} | {task['stays']} | "
+                     + " | ".join(str(total[r]) for r in windows.RELATIONS) + " |")
     for title, splits in [("Pretraining splits", report["splits"]),
                           *[(f"Task cohort: {task}", s) for task, s in report["tasks"].items()]]:
         lines += ["", f"## {title}", "",
                   f"{splits['strata']} presence strata, {splits['pooled_strata']} too small to split (pooled).", "",
                   "| split | units | stays |", "|---|---:|---:|"]
-        lines += [f"| {s} | {splits['units'][s]} | {splits['stays'][s]} |" for s in splits["stays"]]
+        lines += [f"| {s} | {splits['units'][s]} | {splits['split_stays'][s]} |" for s in splits["split_stays"]]
     lines += ["", "## Quarantine", ""]
     lines += [f"- {q['table']}: {q['reason']}: {q['rows']} rows" for q in report["quarantine"]] or ["- none"]
     return "\n".join(lines) + "\n"
 
 
+def read_report(path: Path) -> dict:
+    report = Path(path) / "report.json"
+    if not report.is_file():
+        raise FileNotFoundError(f"{path} is not a prepared dataset (no report.json): write one with "
+                                "jobs/preprocess.py")
+    loaded = json.loads(report.read_text())
+    if loaded.get("format") != DATASET_FORMAT:
+        raise ValueError(f"{path} was prepared in dataset format {loaded.get('format')}, this version reads "
+                         f"format {DATASET_FORMAT} (tasks with prediction windows): prepare it again with "
+                         "jobs/preprocess.py")
+    return loaded
+
+
 def read_dataset(path: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict]:
-    """(stays, modality tables, report) of a prepared dataset folder."""
+    """(stays, whole-stay modality tables, report) of a prepared dataset folder."""
     path = Path(path)
-    report = json.loads((path / "report.json").read_text())
+    report = read_report(path)
     stays = pd.read_parquet(path / "stays.parquet")
     modalities = {m: pd.read_parquet(path / "modalities" / m) for m in report["modalities"]}
     return stays, modalities, report
 
 
 def read_task(path: Path, task: str) -> pd.DataFrame:
-    """The task's cohort (stay_id, split)."""
+    """The task's cohort: stay_id, split, prediction_hours, start_hours, end_hours."""
     return pd.read_parquet(Path(path) / "tasks" / f"{task}.parquet")
 
 
+def read_task_tables(path: Path, task: str, modalities: list[str]) -> dict[str, pd.DataFrame]:
+    """The task's per-stay tables, over its window."""
+    return {m: pd.read_parquet(Path(path) / "tasks" / task / "modalities" / m) for m in modalities}
+
+
+def check_windows(report: dict, requested: dict[str, float | None], source: str) -> None:
+    """Fail when `requested` windows (task -> hours) differ from those the dataset was prepared with."""
+    prepared = report.get("windows", {})
+    for name, hours in requested.items():
+        if name in prepared and not _same_hours(prepared[name], hours):
+            raise ValueError(f"{source} asks for task {name!r} at {window_text(hours)}, but the dataset was "
+                             f"prepared with {window_text(prepared[name])}: prepare it again with that window, "
+                             "or ask for the prepared one")
+
+
+def _same_hours(a: float | None, b: float | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and math.isclose(a, b))
+
+
 def log_dataset(out: Path, tracking, experiment: str) -> str:
-    """One MLflow run for a prepared dataset: the funnel and split sizes as metrics, the report,
-    its JSON and the missingness figure as artifacts (counts only: no identifiers, no dates)."""
+    """One MLflow run for a prepared dataset: the funnel and split sizes as metrics, the windows as
+    params, the report, its JSON and the missingness figure as artifacts (counts only: no
+    identifiers, no dates)."""
     import mlflow
 
+    from clintraj.tasks import window_param
+
     out = Path(out)
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     mlflow.set_tracking_uri(tracking.uri)
     with mlflow.start_run(experiment_id=tracking.experiment(experiment),
                           run_name=f"dataset-{report['dataset']}") as run:
         mlflow.set_tags({"dataset": report["dataset"], "stage": "dataset"})
-        mlflow.log_params({"seed": report["config"]["seed"], "stays": report["stays"]})
+        mlflow.log_params({"seed": report["config"]["seed"], "stays": report["stays"],
+                           "lookback_hours": report["lookback_hours"],
+                           **{f"prediction_hours.{t}": window_param(h) for t, h in report["windows"].items()}})
         for index, step in enumerate(report["funnel"]):
             mlflow.log_metric("funnel_remaining", step["remaining"], step=index)
             mlflow.log_metric("funnel_removed", step["removed"], step=index)
-        mlflow.log_metrics({f"stays_{split}": n for split, n in report["splits"]["stays"].items()})
+        mlflow.log_metrics({f"stays_{split}": n for split, n in report["splits"]["split_stays"].items()})
         mlflow.log_metrics({f"presence_{m}": share for m, share in report["presence_share"].items()})
+        mlflow.log_metrics({f"task_stays_{t}": r["stays"] for t, r in report["tasks"].items()})
         mlflow.log_metric("quarantined_rows", sum(q["rows"] for q in report["quarantine"]))
         for name in ("report.md", "report.json", "missingness.png"):
             mlflow.log_artifact(str(out / name), "dataset")

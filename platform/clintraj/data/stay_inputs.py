@@ -1,10 +1,11 @@
 """Per-stay encoder inputs for pretraining and embedding, streamed by Ray Data.
 
-`build_stay_table` (driver, once per dataset) turns a prepared dataset into
+`build_stay_table` (driver, once per dataset) turns a prepared dataset's whole-stay view into
 one row per stay: presence flags, each vector modality as a fixed-length
 vector (sign-log + z-score + one-hot fitted on the training split), the
 time series as a flat list of normalised (value, measured) steps, the note
-texts and the chosen image's path. Work that belongs in the data pipeline
+texts and the chosen image's path. `build_task_tables` does the same for each
+task's window, with the same statistics (`InputScaling`). Work that belongs in the data pipeline
 happens in Ray Data map stages: `TokenizeNotes` (the text encoder's
 tokenizer, loaded once per actor) and `LoadImages` (JPEG decoding plus the
 appendix A.1.5 resize / crop / normalise, and the augmentations for the
@@ -29,10 +30,8 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from clintraj.data.features import ModalityScaler, modality_vectors
+from clintraj.data.modalities import time_series_variables
 
-NOTE_MODALITIES = ("discharge_note", "radiology_note")
-IMAGE_MODALITIES = ("cxr",)
-SEQUENCE_MODALITIES = ("time_series",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -51,85 +50,173 @@ class InputConfig:
     augment_scale: tuple[float, float] = (0.9, 1.1)
 
 
-def vector_modalities(modality_names: list[str]) -> list[str]:
-    special = set(NOTE_MODALITIES) | set(IMAGE_MODALITIES) | set(SEQUENCE_MODALITIES)
-    return [m for m in modality_names if m not in special]
+VECTOR_KINDS = ("terms", "values", "static")
+
+
+def vector_modalities(kinds: dict[str, str]) -> list[str]:
+    """The modalities whose input is one vector (modality name -> kind, as report.json has them)."""
+    return [m for m, kind in kinds.items() if kind in VECTOR_KINDS]
 
 
 def _fixed(vectors: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])
 
 
-def time_series_steps(events: pd.DataFrame, stays: pd.DataFrame, max_steps: int) -> tuple[list, list[str], dict]:
-    """Per stay (in `stays` order) a flat float32 array of its first `max_steps` steps of
-    [z-scored values..., measured masks...], z-scores fitted on the training split."""
+@dataclass
+class InputScaling:
+    """The statistics every encoder input is scaled with, fitted once on the pretraining training
+    split's whole-stay tables: pretraining, a task's window and each single event then share one
+    feature space, the one the encoders were trained in."""
+
+    kinds: dict[str, str]
+    scalers: dict[str, ModalityScaler]
+    ts_variables: list[str]
+    ts_mean: np.ndarray
+    ts_std: np.ndarray
+
+    @classmethod
+    def fit(cls, dataset: Path) -> "InputScaling":
+        from clintraj.data.prepare import read_dataset
+
+        stays, modalities, report = read_dataset(dataset)
+        kinds = report["modality_kinds"]
+        train_ids = stays.loc[stays["split"] == "train", "stay_id"]
+        scalers = {m: ModalityScaler.fit(modalities[m][modalities[m]["stay_id"].isin(train_ids)])
+                   for m in vector_modalities(kinds)}
+        variables, mean, std = [], np.zeros(0), np.zeros(0)
+        if "time_series" in kinds:
+            events = pd.read_parquet(Path(dataset) / "events" / "time_series")
+            variables = time_series_variables(events)
+            train = events[events["stay_id"].isin(train_ids)]
+            mean = train[variables].mean().fillna(0.0).to_numpy(float)
+            std = train[variables].std().replace(0.0, 1.0).fillna(1.0).to_numpy(float)
+        return cls(kinds, scalers, variables, mean, std)
+
+    def steps(self, events: pd.DataFrame) -> np.ndarray:
+        """Each time-series bin as [z-scored values..., measured masks...] (float32)."""
+        values = (events[self.ts_variables].to_numpy(float) - self.ts_mean) / self.ts_std
+        masks = events[[f"mask:{v}" for v in self.ts_variables]].to_numpy(float)
+        return np.concatenate([values, masks], axis=1).astype(np.float32)
+
+    def feature_dims(self) -> dict[str, int]:
+        dims = {m: len(scaler.names) for m, scaler in self.scalers.items()}
+        if self.ts_variables:
+            dims["time_series"] = 2 * len(self.ts_variables)
+        return dims
+
+
+def time_series_steps(events: pd.DataFrame, stay_ids: pd.Series, scaling: InputScaling, max_steps: int) -> list:
+    """Per stay (in `stay_ids` order) a flat float32 array of its first `max_steps` scaled bins."""
     events = events.sort_values(["stay_id", "time_hours"], kind="stable")
-    steps, values, scaling = normalised_steps(events, stays)
-    kept = (events.groupby("stay_id").cumcount() < max_steps).to_numpy()
-    events, steps = events[kept], steps[kept]
+    events = events[(events.groupby("stay_id").cumcount() < max_steps).to_numpy()]
+    steps = scaling.steps(events)
     bounds = np.flatnonzero(np.diff(events["stay_id"].to_numpy())) + 1
     per_stay = dict(zip(events["stay_id"].to_numpy()[np.r_[0, bounds]] if len(events) else [],
                         np.split(steps, bounds) if len(events) else []))
     empty = np.zeros((0, steps.shape[1]), np.float32)
-    flat = [per_stay.get(s, empty).ravel() for s in stays["stay_id"]]
-    return flat, values, scaling
+    return [per_stay.get(s, empty).ravel() for s in stay_ids]
 
 
-def normalised_steps(events: pd.DataFrame, stays: pd.DataFrame) -> tuple[np.ndarray, list[str], dict]:
-    """Each time-series row as [z-scored values..., measured masks...] (float32), z-scores fitted on the
-    training split; the variables and the scaling."""
-    values = [c for c in events.columns if c not in ("stay_id", "time_hours") and not c.startswith("mask:")]
-    train = events["stay_id"].isin(stays.loc[stays["split"] == "train", "stay_id"])
-    mean = events.loc[train, values].mean().fillna(0.0)
-    std = events.loc[train, values].std().replace(0.0, 1.0).fillna(1.0)
-    steps = np.concatenate([((events[values] - mean) / std).to_numpy(float),
-                            events[[f"mask:{v}" for v in values]].to_numpy(float)], axis=1).astype(np.float32)
-    return steps, values, {"mean": mean.tolist(), "std": std.tolist()}
+def stay_table(stays: pd.DataFrame, tables: dict[str, pd.DataFrame], ts_events: pd.DataFrame | None,
+               scaling: InputScaling, config: InputConfig) -> pa.Table:
+    """One row per stay of `stays` (stay_id, split, any extra key such as task): presence, each
+    vector modality's scaled vector (zeros where absent), the time-series steps, note texts and the
+    chosen image's path, from `tables` (a view's or a window's per-stay tables)."""
+    names = list(scaling.kinds)
+    ids = stays["stay_id"]
+    present = np.stack([ids.isin(tables[m]["stay_id"]).to_numpy(float) for m in names], axis=1)
+    columns = {key: pa.array(stays[key].astype(str) if key != "stay_id" else stays[key].to_numpy())
+               for key in stays.columns}
+    columns["present"] = _fixed(present.reshape(len(ids), len(names)))
+    for name, kind in scaling.kinds.items():
+        if kind in VECTOR_KINDS:
+            columns[f"{name}.x"] = _fixed(modality_vectors(scaling.scalers[name], tables[name], ids))
+        elif kind == "time_series":
+            columns["time_series.steps"] = pa.array(time_series_steps(ts_events, ids, scaling, config.ts_max_steps),
+                                                    type=pa.list_(pa.float32()))
+        elif kind == "text":
+            text = stays[["stay_id"]].merge(tables[name][["stay_id", "text"]], how="left", on="stay_id")["text"]
+            columns[f"{name}.text"] = pa.array(text.fillna("").astype(str))
+        elif kind == "image":
+            path = stays[["stay_id"]].merge(tables[name][["stay_id", "path"]], how="left", on="stay_id")["path"]
+            columns[f"{name}.path"] = pa.array(path.fillna("").astype(str))
+    return pa.table(columns)
+
+
+def input_meta(dataset: Path, scaling: InputScaling, image_root: Path | None) -> dict:
+    """What the encoders need to know of a dataset's inputs (inputs.json)."""
+    from clintraj.data.prepare import read_report
+
+    report = read_report(dataset)
+    if image_root is None and any(kind == "image" for kind in scaling.kinds.values()):
+        cxr = report.get("sources", {}).get("cxr")  # the CXR root the dataset was prepared from
+        image_root = Path(cxr) if cxr else None
+    return {"dataset": report["dataset"], "modalities": list(scaling.kinds), "modality_kinds": scaling.kinds,
+            "feature_dims": scaling.feature_dims(), "image_root": str(image_root) if image_root else None}
 
 
 def build_stay_table(dataset: Path, out: Path, config: InputConfig, image_root: Path | None = None) -> dict:
-    """Write `out/<split>/part-*.parquet` (one row per stay) and `out/inputs.json` (feature sizes)."""
+    """The pretraining view: `out/<split>/part-*.parquet` (one row per stay, whole stay) and
+    `out/inputs.json` (feature sizes)."""
     from clintraj.data.prepare import read_dataset
 
-    stays, modalities, report = read_dataset(dataset)
-    names = report["modalities"]
-    columns = {"stay_id": pa.array(stays["stay_id"].to_numpy()), "split": pa.array(stays["split"].astype(str)),
-               "present": _fixed(stays[[f"has_{m}" for m in names]].to_numpy(float))}
-    meta = {"dataset": report["dataset"], "modalities": names, "feature_dims": {}}
-    train_ids = stays.loc[stays["split"] == "train", "stay_id"]
-    for name in vector_modalities(names):
-        table = modalities[name]
-        scaler = ModalityScaler.fit(table[table["stay_id"].isin(train_ids)])
-        columns[f"{name}.x"] = _fixed(modality_vectors(scaler, table, stays["stay_id"]))
-        meta["feature_dims"][name] = len(scaler.names)
-    if "time_series" in names:
-        events = pd.read_parquet(Path(dataset) / "events" / "time_series")
-        flat, variables, scaling = time_series_steps(events, stays, config.ts_max_steps)
-        columns["time_series.steps"] = pa.array(flat, type=pa.list_(pa.float32()))
-        meta["feature_dims"]["time_series"] = 2 * len(variables)
-        meta["time_series_scaling"] = scaling
-    for name in NOTE_MODALITIES:
-        if name in names:
-            text = stays[["stay_id"]].merge(modalities[name][["stay_id", "text"]], how="left", on="stay_id")["text"]
-            columns[f"{name}.text"] = pa.array(text.fillna("").astype(str))
-    for name in IMAGE_MODALITIES:
-        if name in names:
-            path = stays[["stay_id"]].merge(modalities[name][["stay_id", "path"]], how="left", on="stay_id")["path"]
-            columns[f"{name}.path"] = pa.array(path.fillna("").astype(str))
-            meta["image_root"] = str(image_root) if image_root else None
-    table = pa.table(columns)
+    scaling = InputScaling.fit(dataset)
+    stays, modalities, _ = read_dataset(dataset)
+    ts = pd.read_parquet(Path(dataset) / "events" / "time_series") if scaling.ts_variables else None
+    table = stay_table(stays[["stay_id", "split"]], modalities, ts, scaling, config)
     for split in ("train", "val", "test"):
         write_split(table.filter(pa.compute.equal(table["split"], split)), Path(out) / split)
+    meta = input_meta(dataset, scaling, image_root)
     (Path(out) / "inputs.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def build_task_tables(dataset: Path, out: Path, config: InputConfig, tasks: list[str]) -> dict[str, int]:
+    """Each task's window: `out/part-*.parquet`, one row per (task, cohort stay) with the task's
+    split, in the pretraining view's feature space; returns the stays per task."""
+    from clintraj.data import windows
+    from clintraj.data.prepare import read_task, read_task_tables
+
+    scaling = InputScaling.fit(dataset)
+    ts = pd.read_parquet(Path(dataset) / "events" / "time_series") if scaling.ts_variables else None
+    parts, counts = [], {}
+    for task in tasks:
+        cohort = read_task(dataset, task)
+        tables = read_task_tables(dataset, task, list(scaling.kinds))
+        window_ts = ts[windows.select(ts, cohort)] if ts is not None else None
+        keys = cohort[["stay_id", "split"]].assign(task=task)
+        parts.append(stay_table(keys, tables, window_ts, scaling, config))
+        counts[task] = len(cohort)
+    write_split(pa.concat_tables(parts), Path(out))
+    return counts
 
 
 def write_split(table: pa.Table, folder: Path, shards: int = 4) -> None:
     """A few Parquet shards per split, so Ray Data reads them in parallel."""
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("part-*.parquet"):
+        old.unlink()
     rows = max(1, -(-table.num_rows // shards))
     for shard, start in enumerate(range(0, max(table.num_rows, 1), rows)):
         pq.write_table(table.slice(start, rows), folder / f"part-{shard:05d}.parquet")
+
+
+def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool, seed: int = 0):
+    """A Ray Dataset of stay (or event) rows with the note tokenisation and image decoding stages
+    its modalities need (images augmented when `augment`), each an actor loading its tool once."""
+    import ray.data
+
+    kinds = meta["modality_kinds"]
+    notes = [m for m, kind in kinds.items() if kind == "text" and f"{m}.text" in ds.columns()]
+    if notes:
+        ds = ds.map_batches(TokenizeNotes, fn_constructor_kwargs={
+            "tokenizer_dir": str(meta["text_model"]), "max_length": config.text_max_length, "modalities": notes},
+            compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, num_cpus=0.25)
+    if any(kind == "image" and f"{m}.path" in ds.columns() for m, kind in kinds.items()):
+        ds = ds.map_batches(LoadImages, fn_constructor_kwargs={
+            "image_root": meta["image_root"], "config": config, "train": augment, "seed": seed},
+            compute=ray.data.ActorPoolStrategy(size=1), batch_size=32, num_cpus=0.25)
+    return ds
 
 
 class TokenizeNotes:
@@ -191,8 +278,8 @@ def collate(batch: dict, feature_dims: dict) -> dict:
 
     out = {"present": torch.as_tensor(_stack(batch["present"]) > 0.5)}
     for key, value in batch.items():
-        if key in ("present", "split", "time_series.steps") or key.endswith((".text", ".path")):
-            continue  # raw text / paths are turned into tensors by the map stages, not here
+        if key in ("present", "split", "task", "time_series.steps") or key.endswith((".text", ".path")):
+            continue  # keys, and raw text / paths (turned into tensors by the map stages, not here)
         out[key] = torch.as_tensor(_stack(value))
     if "time_series.steps" in batch:
         width = feature_dims["time_series"]
@@ -207,6 +294,7 @@ def collate(batch: dict, feature_dims: dict) -> dict:
 
 
 def _stack(value) -> np.ndarray:
-    """Ray Data may hand fixed-size list columns over as an object array of rows."""
+    """A column as one writable array (torch refuses to wrap Arrow's read-only buffers); Ray Data may
+    hand fixed-size list columns over as an object array of rows."""
     value = np.asarray(value)
-    return np.stack(value) if value.dtype == object else value
+    return np.stack(value) if value.dtype == object else np.array(value)

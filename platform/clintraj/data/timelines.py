@@ -1,23 +1,24 @@
-"""Event inputs of the sequential view (METHOD.md section 3): one encoder input per timeline event.
+"""Event inputs of the sequential view (METHOD.md §3): one encoder input per
+timeline event, from that event's own content.
 
-An event is one modality's observations of a stay at one time: the lab
-results drawn at the same minute, the diagnoses entered together, one hourly
-bin of the time series. Its input lives in the same feature space as the
-modality's per-stay vector (`data.features`, scaled with the same
-training-split statistics), so the frozen encoders that made the static view
-embed it unchanged:
+An event is one modality's observations of a stay at one time: the lab results drawn at the same
+minute, the diagnoses entered together, one hourly bin of the time series, one image, one note,
+and the static modalities (demographics, APS) at the time they become known. Its input lives in
+the feature space of the modality's per-stay vector (`data.stay_inputs.InputScaling`, the
+training split's statistics), so the frozen encoders that make the static view embed it
+unchanged:
 
-* count / sum modalities (eICU lab, diagnosis, treatment, medication): the
-  event's terms summed into the modality's columns, zero elsewhere (the
-  static table's convention for "not observed");
-* the time series (MIMIC-IV): one normalised (values, measured) step;
-* static modalities (demographics, APS at offset 0) and the CXR / notes
-  (one image and one text per stay in the static view): the stay's static
-  embedding at each of the modality's event times, added by the embedding job.
+* terms / values modalities (eICU diagnosis, treatment, medication, lab): the event's terms
+  aggregated into the modality's columns as the per-stay table aggregates a window
+  (`data.modalities.aggregate` per event time);
+* the time series (MIMIC-IV): one scaled (values, measured) step;
+* static modalities: the stay's scaled row, at the time it becomes known;
+* notes and images: the note's own text, the image's own file.
 
-`write_event_inputs` writes `<out>/events.parquet`: stay_id, time_hours, the
-modality's index and x (float32 list) for every event of the per-event modalities,
-so one Ray Data pass embeds them all.
+`write_event_inputs` writes every event of the given stays (a task picks its window's events
+when its timelines are assembled, `data.windows.select`): `vectors.parquet` (stay_id,
+time_hours, modality index, x of the modality's own length), and per note or image modality
+`<name>.parquet` (stay_id, time_hours, modality, `<name>.text` or `<name>.path`).
 """
 
 from __future__ import annotations
@@ -29,59 +30,87 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clintraj.data.features import ModalityScaler
-from clintraj.data.stay_inputs import normalised_steps, vector_modalities
-
-STATIC_AT_ADMISSION = ("demographics", "aps")
+from clintraj.data.modalities import Modality, aggregate
+from clintraj.data.stay_inputs import InputScaling, modality_vectors
 
 
-def per_event_modalities(modality_names: list[str]) -> list[str]:
-    """Modalities whose events each get their own encoder input (the others reuse the stay's embedding)."""
-    vectors = [m for m in vector_modalities(modality_names) if m not in STATIC_AT_ADMISSION]
-    return vectors + [m for m in modality_names if m == "time_series"]
+def _vector_inputs(modality: Modality, events: pd.DataFrame, static: pd.DataFrame | None,
+                   scaling: InputScaling) -> tuple[pd.DataFrame, np.ndarray]:
+    """(stay_id, time_hours) keys and scaled input vectors of one vector modality's events."""
+    scaler = scaling.scalers[modality.name]
+    if modality.kind == "static":  # one event per stay: its row, when it becomes known
+        keys = events[["stay_id", "time_hours"]].reset_index(drop=True)
+        return keys, modality_vectors(scaler, static, keys["stay_id"]).astype(np.float32)
+    vocabulary = [c.split(":", 1)[1] for c in scaler.numbers]
+    wide = aggregate(modality, events, vocabulary=vocabulary, by=("stay_id", "time_hours"))
+    keys = wide[["stay_id", "time_hours"]]
+    return keys, scaler.transform(wide.drop(columns=["stay_id", "time_hours"])).astype(np.float32)
 
 
-def count_event_vectors(events: pd.DataFrame, static: pd.DataFrame, modality: str,
-                        scaler: ModalityScaler) -> tuple[pd.DataFrame, np.ndarray]:
-    """(stay_id, time_hours) keys and scaled vectors of a count / sum modality's events."""
-    columns = f"{modality}:" + events["name"].astype(str)
-    known = columns.isin(scaler.numbers)
-    keyed = events.assign(column=columns)[known]
-    wide = keyed.pivot_table(index=["stay_id", "time_hours"], columns="column", values="value", aggfunc="sum",
-                             fill_value=0.0, sort=True)
-    wide = wide.reindex(columns=[c for c in static.columns if c != "stay_id"], fill_value=0.0)
-    keys = wide.index.to_frame(index=False)
-    return keys, scaler.transform(wide.reset_index(drop=True)).astype(np.float32)
+def _keyed(keys: pd.DataFrame, index: int, **columns) -> pa.Table:
+    return pa.table({"stay_id": pa.array(keys["stay_id"].to_numpy("int64")),
+                     "time_hours": pa.array(keys["time_hours"].to_numpy("float64")),
+                     "modality": pa.array(np.full(len(keys), index, np.int8)), **columns})
 
 
-def write_event_inputs(dataset: Path, out: Path) -> dict:
-    """Write `out/events.parquet` (stay_id, time_hours, modality index, x: that modality's input, of
-    its own length) for every per-event modality; return {"modalities": [...], "events": {m: count}}."""
+def write_event_inputs(dataset: Path, out: Path, stay_ids, scaling: InputScaling | None = None) -> dict:
+    """Write the event inputs of `stay_ids` under `out`; return {"files": {name: file}, "events":
+    {modality: count}}."""
     from clintraj.data.prepare import read_dataset
 
     dataset, out = Path(dataset), Path(out)
-    stays, modalities, report = read_dataset(dataset)
-    train_ids = stays.loc[stays["split"] == "train", "stay_id"]
-    counts, parts = {}, []
-    for name in per_event_modalities(report["modalities"]):
-        events = pd.read_parquet(dataset / "events" / name)
-        if name == "time_series":  # each hourly bin is one step, normalised as in pretraining
-            keys = events[["stay_id", "time_hours"]].reset_index(drop=True)
-            x, _, _ = normalised_steps(events, stays)
-        else:
-            table = modalities[name]
-            scaler = ModalityScaler.fit(table[table["stay_id"].isin(train_ids)])
-            keys, x = count_event_vectors(events, table, name, scaler)
-        width = x.shape[1]
-        parts.append(pa.table({
-            "stay_id": pa.array(keys["stay_id"].to_numpy("int64")),
-            "time_hours": pa.array(keys["time_hours"].to_numpy("float64")),
-            "modality": pa.array(np.full(len(keys), report["modalities"].index(name), np.int8)),
-            "x": pa.ListArray.from_arrays(pa.array(np.arange(len(keys) + 1, dtype=np.int32) * width),
-                                          pa.array(x.ravel())),
-        }))
-        counts[name] = len(keys)
+    scaling = scaling or InputScaling.fit(dataset)
+    stays, _, report = read_dataset(dataset)
+    names = report["modalities"]
     out.mkdir(parents=True, exist_ok=True)
-    if parts:
-        pq.write_table(pa.concat_tables(parts), out / "events.parquet")
-    return {"modalities": list(counts), "events": counts}
+    static = {m: pd.read_parquet(dataset / "modalities" / m) for m, kind in scaling.kinds.items() if kind == "static"}
+    vectors, files, counts = [], {}, {}
+    for index, name in enumerate(names):
+        modality = Modality(name, scaling.kinds[name])
+        events = pd.read_parquet(dataset / "events" / name)
+        events = events[events["stay_id"].isin(stay_ids)].reset_index(drop=True)
+        if modality.kind == "time_series":
+            keys, x = events[["stay_id", "time_hours"]], scaling.steps(events)
+        elif modality.kind in ("text", "image"):
+            column = f"{name}.text" if modality.kind == "text" else f"{name}.path"
+            source = events["text"] if modality.kind == "text" else events["path"]
+            if len(events):
+                pq.write_table(_keyed(events, index, **{column: pa.array(source.astype(str))}), out / f"{name}.parquet")
+                files[name] = f"{name}.parquet"
+            counts[name] = len(events)
+            continue
+        else:
+            keys, x = _vector_inputs(modality, events, static.get(name), scaling)
+        width = x.shape[1]
+        flat = pa.ListArray.from_arrays(pa.array(np.arange(len(keys) + 1, dtype=np.int32) * width),
+                                        pa.array(x.ravel()))
+        vectors.append(_keyed(keys, index, x=flat))
+        counts[name] = len(keys)
+    if vectors and sum(t.num_rows for t in vectors):
+        pq.write_table(pa.concat_tables(vectors), out / "vectors.parquet")
+        files["vectors"] = "vectors.parquet"
+    return {"files": files, "events": counts}
+
+
+def assemble_timelines(events: pd.DataFrame, cohort: pd.DataFrame, after_stay: list[int]) -> pa.Table:
+    """One row per cohort stay: its embedded events inside its window, in time order (ties in
+    modality order), as stay_id, n_events, time_hours, modality and the flattened (n_events,
+    latent) matrix h. `events`: stay_id, time_hours, modality, h (one vector per row);
+    `cohort`: the task's stay_id, start_hours, end_hours; `after_stay`: modality indices that
+    are no task's input (`data.modalities.Modality.after_stay`)."""
+    from clintraj.data.windows import select
+
+    inside = select(events, cohort) & ~events["modality"].isin(after_stay).to_numpy()
+    events = events[inside].sort_values(["stay_id", "time_hours", "modality"], kind="stable")
+    h = np.stack(events["h"].to_numpy()).astype(np.float32) if len(events) else np.zeros((0, 0), np.float32)
+    latent = h.shape[1]
+    bounds = np.flatnonzero(np.diff(events["stay_id"].to_numpy())) + 1
+    starts, ends = (np.r_[0, bounds], np.r_[bounds, len(events)]) if len(events) else (np.zeros(0, int),) * 2
+    offsets = np.r_[starts, len(events)].astype(np.int32)
+    return pa.table({
+        "stay_id": pa.array(events["stay_id"].to_numpy()[starts].astype(np.int64)),
+        "n_events": pa.array((ends - starts).astype(np.int32)),
+        "time_hours": pa.ListArray.from_arrays(pa.array(offsets), pa.array(events["time_hours"].to_numpy(np.float32))),
+        "modality": pa.ListArray.from_arrays(pa.array(offsets), pa.array(events["modality"].to_numpy(np.int8))),
+        "h": pa.ListArray.from_arrays(pa.array((offsets * latent).astype(np.int32)), pa.array(h.ravel())),
+    })

@@ -68,6 +68,21 @@ def recall_at_k(z, present, ks: Sequence[int] = (1, 5, 10), modality_names: Sequ
     return {"pairs": pairs, "mean": mean}
 
 
+def pooled_recall(z, present, k: int = 10, pool: int = 128) -> tuple[float, int]:
+    """(sum, count) of the mean Recall@k of each full pool of `pool` consecutive stays (all stays as
+    one pool when there are fewer): a retrieval score whose chance level is fixed by `pool`, so it
+    compares runs of any batch size and either reading of METHOD.md's ambiguity A. Sums and
+    counts add up across workers."""
+    n = len(z)
+    starts = range(0, n - pool + 1, pool) if n >= pool else ([0] if n else [])
+    total, count = 0.0, 0
+    for start in starts:
+        scores = recall_at_k(z[start:start + pool], present[start:start + pool], ks=(k,))["mean"][f"recall_at_{k}"]
+        if np.isfinite(scores):
+            total, count = total + scores, count + 1
+    return total, count
+
+
 def modality_silhouette(z, present, modality_names: Sequence[str] | None = None, max_points: int = 5000,
                         seed: int = 0) -> float:
     """Silhouette (cosine) of the present embeddings labelled by their modality; low means mixed.

@@ -5,8 +5,9 @@ Batch layout (built by `clintraj.data.stay_inputs.collate`): `present` (B, M) bo
 dataset's modality order, and each modality's inputs under keys `f"{m}.<name>"`; the
 encoder of `m` receives them as keyword arguments (see `clintraj.models.encoders`).
 
-Reading of METHOD.md's ambiguity A (`missing_tokens_in_context`): True replaces `d` by 1 in
-the centroid and global sums only. The anchor sets `V_m` (`n[i] >= 2`) and the negative
+Reading of METHOD.md's ambiguity A (`missing_tokens_in_context`, METHOD.md §1):
+True (the default) replaces `d` by 1 in the centroid and global sums only, so the missing tokens
+take part in the loss and learn; False keeps them out (they then get no gradient). The anchor sets `V_m` (`n[i] >= 2`) and the negative
 fallback (`c[j,m]` when `n[j] - d[j,m] >= 1`, else `g[j]`) keep the observed presence, so
 both options have the same anchors and differ only in what the context vectors hold.
 """
@@ -49,7 +50,7 @@ class MGAModel(nn.Module):
     """
 
     def __init__(self, encoders: nn.ModuleDict, modality_names: list[str], latent_dim: int,
-                 modality_dropout: float = 0.0, missing_tokens_in_context: bool = False,
+                 modality_dropout: float = 0.0, missing_tokens_in_context: bool = True,
                  init_tau: float = 0.07, tau_bounds: tuple[float, float] = (0.01, 1.0)):
         super().__init__()
         self.modality_names = list(modality_names)
@@ -110,7 +111,7 @@ def _accepted_inputs(encoder: nn.Module) -> set[str] | None:
 
 
 def mga_loss(z: torch.Tensor, present: torch.Tensor, tau: torch.Tensor | float,
-             missing_tokens_in_context: bool = False) -> tuple[torch.Tensor, dict]:
+             missing_tokens_in_context: bool = True) -> tuple[torch.Tensor, dict]:
     """The MGA loss of METHOD.md §1, vectorised over stays and modalities.
 
     z (B, M, D) unit vectors (tokens where absent), present (B, M) bool. For each modality m

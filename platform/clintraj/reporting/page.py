@@ -74,7 +74,9 @@ def build(tracking_uri: str, experiment: str, out: Path) -> Path:
     for name, title in TITLES.items():
         table = tables.side_by_side(ours, paper, name)
         tables.write(table, out / "tables", name)
-        sections.append(f"<h2>{html.escape(title)}</h2>\n" + table.to_html(index=False, na_rep="", border=0))
+        seen = tables.windows_seen(ours, name)
+        note = f"<p>What each task saw: {html.escape(seen)}.</p>\n" if seen else ""
+        sections.append(f"<h2>{html.escape(title)}</h2>\n{note}" + table.to_html(index=False, na_rep="", border=0))
     client = MlflowClient(tracking_uri)
     figures, predictions, curves = [], {}, {}
     for run_id in ours.loc[ours["model"].isin(tables.MODEL_ORDER[2:]), "run_id"].unique():

@@ -61,9 +61,20 @@ def our_results(tracking_uri: str, experiment: str) -> pd.DataFrame:
                     rows.append({"dataset": tags.get("dataset"), "task": tags.get("task"), "model": model,
                                  "initialisation": tags.get("initialisation"), "metric": metric, "value": value,
                                  "low": metrics.get(f"{key}_low"), "high": metrics.get(f"{key}_high"),
-                                 "run_id": run.info.run_id})
+                                 "window": tags.get("window"), "run_id": run.info.run_id})
     return pd.DataFrame(rows, columns=["dataset", "task", "model", "initialisation", "metric", "value", "low",
-                                       "high", "run_id"])
+                                       "high", "window", "run_id"])
+
+
+def windows_seen(ours: pd.DataFrame, table: str) -> str:
+    """'mortality at 12 h after ICU admission; los at ...' for the tasks of one of TABLES."""
+    dataset, tasks = TABLES[table]
+    parts = []
+    for task in tasks:
+        seen = ours.loc[(ours["dataset"] == dataset) & (ours["task"] == task), "window"].dropna().unique()
+        if len(seen):
+            parts.append(f"{task} at {' or '.join(sorted(seen))}")
+    return "; ".join(parts)
 
 
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, table: str) -> pd.DataFrame:

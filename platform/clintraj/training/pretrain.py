@@ -1,8 +1,10 @@
 """Masked Global Alignment pretraining on Ray Train (DDP), fed by Ray Data, recorded in MLflow.
 
-Every epoch each worker trains on its shard, the validation MGA loss is
-summed over all workers, and rank 0 saves a checkpoint (model, optimizer,
-epoch, early-stopping state). Ray Train keeps the best checkpoints by
+Every epoch each worker trains on its shard, the validation MGA loss and the
+validation retrieval score (`val_recall_at_10`: mean Recall@10 within pools of a
+fixed number of stays, comparable across batch sizes and losses, which the sweeps
+select by) are summed over all workers, and rank 0 saves a checkpoint (model,
+optimizer, epoch, early-stopping state). Ray Train keeps the best checkpoints by
 validation loss and, when a worker dies, restarts the group from the last
 checkpoint (`FailureConfig`), so no epoch is counted twice. Early stopping
 follows appendix B.2: patience 10 on the validation MGA loss.
@@ -20,9 +22,10 @@ from pathlib import Path
 
 import torch
 
+from clintraj.data.stay_inputs import InputConfig, collate, with_map_stages
+from clintraj.evaluation.retrieval import pooled_recall
+from clintraj.models.mga import mga_loss
 from clintraj.storage import join, list_dirs, read_text, storage_path
-from clintraj.data.stay_inputs import (IMAGE_MODALITIES, NOTE_MODALITIES, InputConfig, LoadImages, TokenizeNotes,
-                                       collate)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ class PretrainConfig:
     epochs: int = 100
     patience: int = 10
     modality_dropout: float = 0.2
-    missing_tokens_in_context: bool = False  # METHOD.md ambiguity A
+    missing_tokens_in_context: bool = True  # METHOD.md ambiguity A: the tokens sit in the centroids, so they learn
+    retrieval_pool: int = 128  # val_recall_at_10 is the mean Recall@10 within pools of this many validation stays
     text_model: str | None = None  # a BERT-family dir or hub id, or "tiny"; None: the offline MiniLM, else tiny
     image_weights: str | None = None  # ImageNet state_dict of the CNN; None: random init (said once)
     image_arch: str = "resnet18"
@@ -63,8 +67,6 @@ def build_model(meta: dict, config: dict):
 
 
 def _loss(model, batch, config):
-    from clintraj.models.mga import mga_loss
-
     out = model(batch)
     return mga_loss(out["z"], out["present"], out["tau"], config["missing_tokens_in_context"])
 
@@ -111,25 +113,33 @@ def train_loop(config: dict) -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            totals += torch.tensor([float(loss), 1.0, float(info.get("empty_batch", False))])
+            totals += torch.tensor([loss.item(), 1.0, float(info.get("empty_batch", False))])
         model.eval()
-        val = torch.zeros(2)  # loss sum over non-empty batches, their count
+        val = torch.zeros(4)  # loss sum over non-empty batches, their count; pooled Recall@10 sum, pools
+        zs, presents = [], []
         with torch.no_grad():
             for batch in ray.train.get_dataset_shard("val").iter_torch_batches(
                     batch_size=config["batch_size"], collate_fn=batches):
-                loss, info = _loss(model, batch, config)
+                out = model(batch)
+                loss, info = mga_loss(out["z"], out["present"], out["tau"], config["missing_tokens_in_context"])
                 if not info.get("empty_batch", False):
-                    val += torch.tensor([float(loss), 1.0])
+                    val += torch.tensor([loss.item(), 1.0, 0.0, 0.0])
+                zs.append(out["z"].cpu())
+                presents.append(out["present"].cpu())
+        if zs:
+            val[2:] = torch.tensor(pooled_recall(torch.cat(zs), torch.cat(presents), 10, config["retrieval_pool"]))
         if dist.is_initialized():
             dist.all_reduce(totals)
             dist.all_reduce(val)
         val_loss = float(val[0] / val[1]) if val[1] > 0 else math.inf
+        val_recall = float(val[2] / val[3]) if val[3] > 0 else float("nan")
         improved = val_loss < state["best_val_loss"]
         state = {"epoch": epoch, "val_loss": val_loss, "best_val_loss": min(val_loss, state["best_val_loss"]),
                  "stale": 0 if improved else state["stale"] + 1}
         module = model.module if hasattr(model, "module") else model
         metrics = {"epoch": epoch, "train_loss": float(totals[0] / max(totals[1], 1)), "val_loss": val_loss,
-                   "tau": float(module.tau), "empty_batches": int(totals[2]), "stale_epochs": state["stale"]}
+                   "val_recall_at_10": val_recall, "tau": module.tau.item(), "empty_batches": int(totals[2]),
+                   "stale_epochs": state["stale"]}
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if rank_zero:
@@ -146,20 +156,9 @@ def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("trai
     (images of the training split augmented when `augment`)."""
     import ray.data
 
-    out = {}
-    for split in splits:
-        ds = ray.data.read_parquet(str(Path(inputs_dir) / split))
-        notes = [m for m in NOTE_MODALITIES if m in meta["modalities"]]
-        if notes:
-            ds = ds.map_batches(TokenizeNotes, fn_constructor_kwargs={
-                "tokenizer_dir": str(meta["text_model"]), "max_length": config.inputs.text_max_length,
-                "modalities": notes}, concurrency=1, batch_size=64, num_cpus=0.25)
-        if any(m in meta["modalities"] for m in IMAGE_MODALITIES):
-            ds = ds.map_batches(LoadImages, fn_constructor_kwargs={
-                "image_root": meta["image_root"], "config": config.inputs, "train": augment and split == "train",
-                "seed": config.seed}, concurrency=1, batch_size=32, num_cpus=0.25)
-        out[split] = ds
-    return out
+    return {split: with_map_stages(ray.data.read_parquet(str(Path(inputs_dir) / split)), meta, config.inputs,
+                                   augment=augment and split == "train", seed=config.seed)
+            for split in splits}
 
 
 def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: str | Path, name: str,

@@ -43,16 +43,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from clintraj.data.timelines import STATIC_AT_ADMISSION
 from clintraj.storage import storage_path, uri_of
-from clintraj.training.static import Task, pos_weight, selection_metric, targets, validation_metrics
+from clintraj.tasks import TaskName, task as task_named
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SequentialTrainConfig:
-    task: Task = "mortality"
+    task: TaskName = "mortality"
     backbone: str = "llama3-8b"
     weights: Literal["hub", "local", "tiny"] = "hub"
     model_dir: str | None = None  # weights "local": <model_dir>/<backbone>/ (or $CLINTRAJ_MODEL_DIR)
@@ -93,21 +92,26 @@ def truncate(modality: np.ndarray, keep_modalities: np.ndarray, max_events: int)
     return np.sort(np.concatenate([np.flatnonzero(keep), others[len(others) - room:] if room else others[:0]]))
 
 
-def task_sequences(dataset: Path, embeddings: Path, task: Task, out: Path, max_events: int) -> dict:
-    """Write `out/{train,val,test}.parquet` (stay_id, y, n_events, modality, h) for a task's cohort."""
+def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, max_events: int) -> dict:
+    """Write `out/{train,val,test}.parquet` (stay_id, y, n_events, modality, h) for a task's cohort:
+    each stay's timeline over the task's window."""
     from clintraj.data.prepare import read_task
     from clintraj.workflows.embed import read_timelines
 
     record = json.loads((Path(embeddings) / "embeddings.json").read_text())
     latent, modalities = record["latent_dim"], record["modalities"]
-    keep = np.array([modalities.index(m) for m in STATIC_AT_ADMISSION if m in modalities], dtype=np.int8)
+    # the static modalities (demographics, APS) survive truncation: they are few and describe the stay
+    keep = np.array([modalities.index(m) for m, kind in record["modality_kinds"].items() if kind == "static"],
+                    dtype=np.int8)
     stays = pd.read_parquet(Path(dataset) / "stays.parquet").drop(columns="split")
-    cohort = read_task(dataset, task).merge(stays, on="stay_id", validate="1:1").merge(
-        read_timelines(embeddings), on="stay_id", how="left", validate="1:1")
+    cohort = read_task(dataset, task)
+    hours = cohort["prediction_hours"].iloc[0] if len(cohort) else None
+    cohort = cohort.merge(stays, on="stay_id", validate="1:1").merge(
+        read_timelines(embeddings, task), on="stay_id", how="left", validate="1:1")
     without = int(cohort["n_events"].isna().sum())
     if without:
         raise ValueError(f"{without} stays of the {task} cohort have no timeline in {embeddings}")
-    y = targets(cohort, task).reshape(len(cohort), -1).astype(np.float32)
+    y = task_named(task).targets(cohort).reshape(len(cohort), -1).astype(np.float32)
     truncated = dropped = 0
     rows = {"modality": [], "h": [], "n_events": [], "time_hours": []}
     for modality, h, times in zip(cohort["modality"], cohort["h"], cohort["time_hours"]):
@@ -137,7 +141,8 @@ def task_sequences(dataset: Path, embeddings: Path, task: Task, out: Path, max_e
             "latent_dim": latent, "modalities": modalities, "out_features": int(y.shape[1]),
             "stays": {s: int((cohort["split"] == s).sum()) for s in ("train", "val", "test")},
             "truncated_stays": int(truncated), "dropped_events": int(dropped), "max_events": max_events,
-            "pos_weight": pos_weight(task, y_train[:, 0] if y.shape[1] == 1 else y_train),
+            "prediction_hours": None if hours is None or pd.isna(hours) else float(hours),
+            "pos_weight": task_named(task).pos_weight(y_train[:, 0] if y.shape[1] == 1 else y_train),
             "train_prevalence": y_train.mean(axis=0).tolist()}
     (out / "sequences.json").write_text(json.dumps(info, indent=2) + "\n")
     if truncated:
@@ -216,7 +221,7 @@ def build_model(config: dict, runtime, device: torch.device):
                                       alpha=config["lora_alpha"], dropout=config["lora_dropout"],
                                       quantized=quantized, gradient_checkpointing=config["gradient_checkpointing"])
     model = SequentialModel(peft_model, config["latent_dim"], base.config.hidden_size, config["out_features"])
-    if config["task"] == "los":  # start at the training mean of log(1 + hours), not at 0 hours
+    if task_named(config["task"]).kind == "regression":  # start at the training mean of log(1 + hours), not 0 hours
         torch.nn.init.constant_(model.head.bias, float(np.mean(config["train_prevalence"])))
     return place_small_modules(model, device)
 
@@ -345,13 +350,13 @@ def without_modalities(split: dict, removed: int, rng: np.random.Generator) -> d
 def robustness(model, split: dict, task: str, latent: int, batch_size: int, device, seed: int,
                max_removed: int = 4) -> dict[str, float]:
     """The test metric (AUROC; Spearman for LoS) with 0..max_removed modalities removed per stay."""
-    key = "spearman" if task == "los" else "auroc"
+    key = "spearman" if task_named(task).kind == "regression" else "auroc"
     curve = {}
     for removed in range(max_removed + 1):
         rng = np.random.default_rng(seed + removed)
         frame = predict(model, bucketed([without_modalities(split, removed, rng)], batch_size, shuffle=False),
                         latent, device)
-        curve[f"robust_{key}_{removed}"] = validation_metrics(task, *outputs(frame))[key]
+        curve[f"robust_{key}_{removed}"] = task_named(task).validation_metrics(*outputs(frame))[key]
     return curve
 
 
@@ -447,7 +452,7 @@ def train_loop(config: dict) -> None:
     forward, step_on = distribute(model, make_optimizer(model, config), config, runtime, world)
     weights = config["pos_weight"]
     weights = torch.tensor(weights, device=device) if weights is not None else None
-    metric, mode = selection_metric(config["task"])
+    metric, mode = task_named(config["task"]).selection
     latent = config["latent_dim"]
     train_shard = ray.train.get_dataset_shard("train")
     chunk = config["batch_size"] * config["bucket_batches"]
@@ -490,7 +495,7 @@ def train_loop(config: dict) -> None:
         if rank == 0:
             frame = predict(model, bucketed([val], config["batch_size"], shuffle=False), latent, device)
             y, out = outputs(frame)
-            metrics.update({f"val_{k}": v for k, v in validation_metrics(config["task"], y, out).items()})
+            metrics.update({f"val_{k}": v for k, v in task_named(config["task"]).validation_metrics(y, out).items()})
             value = metrics[metric]
             improved = best is None or (value > best if mode == "max" else value < best)
             if improved:

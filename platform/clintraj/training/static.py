@@ -23,21 +23,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from scipy.special import expit
 from torch import nn
 
-from clintraj.evaluation.metrics import binary_metrics, evaluate_task, multilabel_metrics, regression_metrics
 from clintraj.models.static import build_static_model
 from clintraj.storage import storage_path, uri_of
+from clintraj.tasks import TaskName, task as task_named
 
 log = logging.getLogger(__name__)
-Task = Literal["mortality", "phenotyping", "los"]
-PHENOTYPE_PREFIX = "pheno:"
 
 
 @dataclass
 class StaticTrainConfig:
-    task: Task = "mortality"
+    task: TaskName = "mortality"
     architecture: Literal["mlp", "lstm"] = "mlp"
     hidden: int = 128
     dropout: float = 0.2
@@ -50,44 +47,6 @@ class StaticTrainConfig:
     cpus_per_worker: float = 0.5  # fractional: leaves CPUs to Ray Data's read tasks
     use_gpu: bool = False
     seed: int = 0
-
-
-def selection_metric(task: Task) -> tuple[str, str]:
-    return ("val_mse", "min") if task == "los" else ("val_auroc", "max")
-
-
-def targets(stays, task: Task) -> np.ndarray:
-    """Mortality 0/1; phenotyping (N, 25) 0/1; length of stay log(1 + hours)."""
-    if task == "mortality":
-        return stays["died"].astype(float).to_numpy()
-    if task == "phenotyping":
-        return stays[[c for c in stays.columns if c.startswith(PHENOTYPE_PREFIX)]].astype(float).to_numpy()
-    return np.log1p(stays["los_hours"].astype(float).to_numpy())
-
-
-def validation_metrics(task: Task, y: np.ndarray, output: np.ndarray) -> dict[str, float]:
-    if task == "mortality":
-        return binary_metrics(y, output)
-    if task == "phenotyping":
-        macro = multilabel_metrics(y, expit(output), y.mean(axis=0))
-        return {"auroc": macro["auroc"], "auprc": macro["auprc"], "skipped_labels": macro["skipped_labels"]}
-    return regression_metrics(np.expm1(y), np.expm1(output))  # errors in hours
-
-
-def test_metrics(task: Task, y: np.ndarray, output: np.ndarray, y_train: np.ndarray, seed: int) -> dict:
-    """The test split's metrics with 95% bootstrap CIs (calibration against the training prevalence)."""
-    if task == "los":
-        return evaluate_task("los", np.expm1(y), np.expm1(output), seed=seed)
-    prevalence = y_train.mean(axis=0)
-    return evaluate_task(task, y, output, train_prevalence=prevalence if task == "phenotyping" else float(prevalence),
-                         seed=seed)
-
-
-def pos_weight(task: Task, y_train: np.ndarray) -> list[float] | None:
-    if task == "los":
-        return None
-    positives = y_train.sum(axis=0)
-    return np.atleast_1d((len(y_train) - positives) / np.maximum(positives, 1.0)).tolist()
 
 
 def write_split(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
@@ -132,12 +91,12 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
 
     torch.manual_seed(config["seed"])
-    task = config["task"]
+    task = task_named(config["task"])
     model = ray.train.torch.prepare_model(_model(config))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     weights = config["pos_weight"]
-    loss_fn = nn.MSELoss() if task == "los" else nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights))
-    metric, mode = selection_metric(task)
+    loss_fn = nn.MSELoss() if weights is None else nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights))
+    metric, mode = task.selection
     rank_zero = ray.train.get_context().get_world_rank() == 0
     train_shard = ray.train.get_dataset_shard("train")
     # The validation split is small and read every epoch: held in memory after the first pass.
@@ -155,7 +114,7 @@ def train_loop(config: dict) -> None:
             count += len(batch["y"])
         y, output = _predict(model, val_batches)
         metrics = {"epoch": epoch, "train_loss": total / max(count, 1),
-                   **{f"val_{k}": v for k, v in validation_metrics(task, y, output).items()}}
+                   **{f"val_{k}": v for k, v in task.validation_metrics(y, output).items()}}
         value = metrics[metric]
         metrics["val_score"] = value if mode == "max" else -value  # one higher-is-better key for Tune
         improved = best is None or (value > best if mode == "max" else value < best)
@@ -184,14 +143,15 @@ def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: st
 
     workdir = Path(workdir).resolve()
     x_train, y_train = splits["train"]
+    task = task_named(config.task)
     # Materialised once: each epoch then streams from the object store instead of re-reading files.
     datasets = {name: ray.data.read_parquet(str(write_split(workdir / "splits" / f"{name}.parquet", *splits[name])))
                 .materialize() for name in ("train", "val")}
     loop_config = {**vars(config), "in_features": int(x_train.shape[1]),
                    "out_features": 1 if y_train.ndim == 1 else int(y_train.shape[1]),
-                   "modalities": modalities, "pos_weight": pos_weight(config.task, y_train),
-                   "target_mean": float(np.mean(y_train)) if config.task == "los" else None}
-    metric, mode = selection_metric(config.task)
+                   "modalities": modalities, "pos_weight": task.pos_weight(y_train),
+                   "target_mean": float(np.mean(y_train)) if task.kind == "regression" else None}
+    metric, mode = task.selection
     mlflow_logger = [MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else []
     return TorchTrainer(
         train_loop,
@@ -211,7 +171,8 @@ def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: st
 
 def score(result, loop_config: dict, splits: dict, config: StaticTrainConfig) -> dict:
     """Best-checkpoint validation metrics and test metrics (with CIs) of a finished run."""
-    metric, mode = selection_metric(config.task)
+    task = task_named(config.task)
+    metric, mode = task.selection
     best_checkpoint, best_metrics = max(
         result.best_checkpoints, key=lambda pair: pair[1][metric] if mode == "max" else -pair[1][metric])
     model = _model(loop_config)
@@ -224,7 +185,7 @@ def score(result, loop_config: dict, splits: dict, config: StaticTrainConfig) ->
     return {
         "best_epoch": int(best_metrics["epoch"]),
         **{f"best_{k}": v for k, v in best_metrics.items() if k.startswith("val_")},
-        **{f"test_{k}": v for k, v in test_metrics(config.task, y_test, output, splits["train"][1], config.seed).items()},
+        **{f"test_{k}": v for k, v in task.test_metrics(y_test, output, splits["train"][1], config.seed).items()},
         "checkpoint": uri_of(best_checkpoint.filesystem, best_checkpoint.path),
     }
 

@@ -1,19 +1,21 @@
-"""Frozen encoders turn every stay into one embedding per modality (the static view) and into one
-embedding per timeline event (the sequential view).
+"""Frozen encoders turn every task stay into one embedding per modality over the task's window (the
+static view) and every event into one embedding (the sequential view).
 
-A Ray Data pipeline: the stay table, the tokenisation / image map stages
-(no augmentation), then `EmbedStays` in an actor pool, so each actor builds
-the encoders once (on a GPU when the pool asks for one). An absent modality
-gets the learned missing token. "contrastive" encoders come from an MGA
-checkpoint; "scratch" encoders are the same architecture randomly
-initialised with a recorded seed. `embeddings.json` records which.
+Ray Data pipelines: the tasks' stay tables (`data.stay_inputs.build_task_tables`, each task's
+window), the tokenisation / image map stages (no augmentation), then `EmbedStays` in an actor
+pool, so each actor builds the encoders once (on a GPU when the pool asks for one). An absent
+modality gets the learned missing token. "contrastive" encoders come from an MGA checkpoint;
+"scratch" encoders are the same architecture randomly initialised with a recorded seed.
+`embeddings.json` records which.
 
-The sequential view (`data.timelines`): events of the per-event modalities are
-embedded by `EmbedEvents` actors with the same encoders; the static-at-admission
-modalities and the one-per-stay ones (CXR, notes) place the stay's static
-embedding at each of their event times. `timelines/` then holds one row per stay:
-its events in time order (ties in modality order, so demographics and APS
-lead), with times, modality indices and the flattened (n_events, latent) matrix.
+The sequential view: every event of the task stays is embedded from its own content by
+`EmbedEvents` actors with the same encoders (a lab draw, one hourly bin, one note's text, one
+image, the demographics when known; `data.timelines`). Each task's timelines then hold, per
+stay, the events of its window in time order (ties in modality order):
+
+    <out>/static/part-*.parquet            task, stay_id, split (the task's), present, <m>.h
+    <out>/events/<inputs>/part-*.parquet   stay_id, time_hours, modality, h: every event
+    <out>/timelines/<task>/part-00000.parquet   stay_id, n_events, time_hours, modality, h (flat)
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
 from clintraj.config import from_dict
-from clintraj.data.timelines import write_event_inputs
-from clintraj.data.stay_inputs import collate
+from clintraj.data.prepare import read_report, read_task
+from clintraj.data.stay_inputs import InputScaling, build_task_tables, collate, input_meta, with_map_stages
+from clintraj.data.timelines import assemble_timelines, write_event_inputs
 from clintraj.storage import is_uri, redact, stage_in
 from clintraj.training import pretrain
-from clintraj.workflows.pretrain import prepare_inputs
+from clintraj.workflows.pretrain import with_text_model
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +65,35 @@ class EmbedStays:
         tensors = {k: (v.float() if v.dtype == torch.float64 else v).to(self.device)
                    for k, v in collate(batch, self.meta["feature_dims"]).items()}
         h, present = embed(self.model, tensors)
-        out = {"stay_id": np.asarray(batch["stay_id"]), "split": np.asarray(batch["split"]),
-               "present": present.cpu().numpy()}
+        out = {key: np.asarray(batch[key]) for key in ("task", "stay_id", "split")}
+        out["present"] = present.cpu().numpy()
         for index, name in enumerate(self.meta["modalities"]):
             out[f"{name}.h"] = h[:, index].float().cpu().numpy()
         return out
 
 
 class EmbedEvents:
-    """Ray Data actor: builds the encoders once, then embeds each event with its modality's encoder."""
+    """Ray Data actor: builds the encoders once, then embeds each event with its modality's encoder.
+
+    A batch holds either `x` (one vector per event: vector modalities and time-series steps) or a
+    note's tokens / an image's pixels under `<modality>.<input>` keys, as the stay batches do."""
 
     def __init__(self, meta: dict, config: dict, checkpoint: str | None, seed: int, use_gpu: bool):
         self.device = "cuda" if use_gpu else "cpu"
         self.encoders = _encoders(meta, config, checkpoint, seed, self.device).encoders
         self.names = meta["modalities"]
+
+    def _inputs(self, batch: dict, name: str, rows: np.ndarray) -> dict:
+        import torch
+
+        if "x" in batch:
+            x = torch.as_tensor(np.stack([batch["x"][i] for i in rows]), dtype=torch.float32, device=self.device)
+            if name == "time_series":  # one hourly step
+                return {"values": x[:, None, :], "lengths": torch.ones(len(x), dtype=torch.long)}
+            return {"x": x}
+        prefix = f"{name}."
+        return {key[len(prefix):]: torch.as_tensor(np.asarray(value)[rows], device=self.device)
+                for key, value in batch.items() if key.startswith(prefix)}
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -83,111 +103,103 @@ class EmbedEvents:
         for kind in np.unique(kinds):
             rows = np.flatnonzero(kinds == kind)
             name = self.names[int(kind)]
-            x = torch.as_tensor(np.stack([batch["x"][i] for i in rows]), dtype=torch.float32, device=self.device)
             with torch.no_grad():
-                if name == "time_series":  # one hourly step
-                    out = self.encoders[name](values=x[:, None, :], lengths=torch.ones(len(x), dtype=torch.long))
-                else:
-                    out = self.encoders[name](x=x)
-            out = out.float().cpu().numpy()
+                out = self.encoders[name](**self._inputs(batch, name, rows)).float().cpu().numpy()
             h = np.zeros((len(kinds), out.shape[1]), np.float32) if h is None else h
             h[rows] = out
-        return {"stay_id": batch["stay_id"], "time_hours": batch["time_hours"], "modality": kinds, "h": h}
+        return {"stay_id": np.asarray(batch["stay_id"]), "time_hours": np.asarray(batch["time_hours"]),
+                "modality": kinds, "h": h}
+
+
+def encoder_setup(encoders: str, workdir: Path, config: pretrain.PretrainConfig | None):
+    """(checkpoint folder or None, PretrainConfig): a contrastive checkpoint brings its own config."""
+    if encoders == "scratch":
+        return None, config or pretrain.PretrainConfig()
+    checkpoint = str(stage_in(encoders, Path(workdir) / "staged"))
+    saved = json.loads((Path(checkpoint) / "config.json").read_text())
+    config = from_dict(pretrain.PretrainConfig, {k: v for k, v in saved.items()
+                                                 if k in pretrain.PretrainConfig.__dataclass_fields__})
+    text_model = json.loads((Path(checkpoint) / "meta.json").read_text()).get("text_model")
+    config.text_model = text_model or config.text_model
+    return checkpoint, config
 
 
 def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain.PretrainConfig | None = None,
-        seed: int = 0, actors: int = 1, use_gpu: bool = False) -> dict:
-    """Embed every stay of `dataset` with `encoders`: "scratch", or an MGA checkpoint folder, local or
-    a URI (s3://... under cluster run storage), staged in under workdir/staged."""
-    checkpoint = None if encoders == "scratch" else str(stage_in(encoders, Path(workdir) / "staged"))
-    if checkpoint:
-        saved = json.loads((Path(checkpoint) / "config.json").read_text())
-        config = from_dict(pretrain.PretrainConfig, {k: v for k, v in saved.items()
-                                                     if k in pretrain.PretrainConfig.__dataclass_fields__})
-        text_model = json.loads((Path(checkpoint) / "meta.json").read_text()).get("text_model")
-        config.text_model = text_model or config.text_model
-    config = config or pretrain.PretrainConfig()
-    inputs_dir, meta = prepare_inputs(Path(dataset), Path(workdir).resolve(), config, image_root=None)
-    model_config = {**asdict(config), "text_max_length": config.inputs.text_max_length}
-    model_config.pop("inputs")
+        seed: int = 0, actors: int = 1, use_gpu: bool = False, tasks: list[str] | None = None) -> dict:
+    """Embed the task stays of `dataset` (every task's, or `tasks`) with `encoders`: "scratch", or an
+    MGA checkpoint folder, local or a URI (s3://... under cluster run storage), staged in under
+    workdir/staged."""
     import ray.data
 
-    splits = pretrain.datasets(inputs_dir, meta, config, splits=("train", "val", "test"), augment=False)
-    stays = splits["train"].union(splits["val"], splits["test"])
-    embedded = stays.map_batches(
-        EmbedStays, fn_constructor_kwargs={"meta": meta, "config": model_config, "checkpoint": checkpoint,
-                                           "seed": seed, "use_gpu": use_gpu},
-        batch_size=256, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0, num_cpus=0.5)
-    out = Path(out)
+    dataset, out, workdir = Path(dataset), Path(out), Path(workdir).resolve()
+    report = read_report(dataset)
+    tasks = list(tasks or report["tasks"])
+    checkpoint, config = encoder_setup(encoders, workdir, config)
+    scaling = InputScaling.fit(dataset)
+    meta = with_text_model(input_meta(dataset, scaling, None), config, workdir)
+    model_config = {**asdict(config), "text_max_length": config.inputs.text_max_length}
+    model_config.pop("inputs")
+    actor_args = {"meta": meta, "config": model_config, "checkpoint": checkpoint, "seed": seed, "use_gpu": use_gpu}
+    pool = {"compute": ray.data.ActorPoolStrategy(size=actors), "num_gpus": 1 if use_gpu else 0, "num_cpus": 0.5}
     for folder in ("static", "events", "timelines"):  # Ray Data adds files to a folder: start clean
         shutil.rmtree(out / folder, ignore_errors=True)
-    embedded.write_parquet(str(out / "static"))
-    event_inputs = write_event_inputs(dataset, Path(workdir).resolve() / "event_inputs")
-    if event_inputs["modalities"]:  # one pass over every per-event modality's events
-        ray.data.read_parquet(str(Path(workdir).resolve() / "event_inputs" / "events.parquet")).map_batches(
-            EmbedEvents, fn_constructor_kwargs={"meta": meta, "config": model_config, "checkpoint": checkpoint,
-                                                "seed": seed, "use_gpu": use_gpu},
-            batch_size=2048, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0,
-            num_cpus=0.5,
-        ).write_parquet(str(out / "events"))
-    timeline_counts = write_timelines(Path(dataset), out, meta["modalities"], event_inputs["modalities"])
+
+    stays = build_task_tables(dataset, workdir / "task_inputs", config.inputs, tasks)
+    source = with_map_stages(ray.data.read_parquet(str(workdir / "task_inputs")), meta, config.inputs, augment=False)
+    source.map_batches(EmbedStays, fn_constructor_kwargs=actor_args, batch_size=256, **pool
+                       ).write_parquet(str(out / "static"))
+
+    task_stays = np.unique(np.concatenate([read_task(dataset, t)["stay_id"].to_numpy() for t in tasks]))
+    event_inputs = write_event_inputs(dataset, workdir / "event_inputs", task_stays, scaling)
+    for name, file in event_inputs["files"].items():  # one pass per input kind: vectors, each note, images
+        events = with_map_stages(ray.data.read_parquet(str(workdir / "event_inputs" / file)), meta, config.inputs,
+                                 augment=False)
+        events.map_batches(EmbedEvents, fn_constructor_kwargs=actor_args, batch_size=2048 if name == "vectors" else 64,
+                           **pool).write_parquet(str(out / "events" / name))
+    after_stay = [meta["modalities"].index(m) for m in report["after_stay"]]
+    embedded = read_events(out)
+    timelines = {}
+    for task in tasks:
+        table = assemble_timelines(embedded, read_task(dataset, task), after_stay)
+        (out / "timelines" / task).mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out / "timelines" / task / "part-00000.parquet")
+        lengths = table["n_events"].to_numpy()
+        timelines[task] = {"stays": int(table.num_rows), "events": int(lengths.sum()),
+                           "median_events": float(np.median(lengths)) if len(lengths) else 0.0,
+                           "max_events": int(lengths.max(initial=0))}
     record = {"encoders": "contrastive" if checkpoint else "scratch",
               "checkpoint": redact(encoders) if is_uri(encoders) else checkpoint,
-              "seed": None if checkpoint else seed, "dataset": str(Path(dataset).resolve()),
-              "modalities": meta["modalities"], "latent_dim": config.latent_dim,
-              "per_event_modalities": event_inputs["modalities"], "timelines": timeline_counts}
+              "seed": None if checkpoint else seed, "dataset": str(dataset.resolve()),
+              "modalities": meta["modalities"], "modality_kinds": meta["modality_kinds"],
+              "latent_dim": config.latent_dim, "tasks": {t: {"prediction_hours": report["windows"][t],
+                                                             "stays": stays[t], "timelines": timelines[t]}
+                                                         for t in tasks},
+              "events": event_inputs["events"]}
     (out / "embeddings.json").write_text(json.dumps(record, indent=2) + "\n")
-    log.info("embedded the stays of %s with %s encoders into %s", dataset, record["encoders"], out)
+    log.info("embedded the task stays of %s with %s encoders into %s", dataset, record["encoders"], out)
     return record
 
 
-def read_static(out: Path):
-    """(frame with stay_id, split, present, <m>.h columns; the record) of an embedding folder."""
-    import pandas as pd
+def read_record(out: Path) -> dict:
+    return json.loads((Path(out) / "embeddings.json").read_text())
 
+
+def read_static(out: Path, task: str):
+    """(frame with stay_id, split, present, <m>.h columns of the task's stays; the record)."""
     out = Path(out)
-    frame = pd.read_parquet(out / "static").sort_values("stay_id", kind="stable").reset_index(drop=True)
-    return frame, json.loads((out / "embeddings.json").read_text())
+    frame = pd.read_parquet(out / "static", filters=[("task", "==", task)])
+    frame = frame.drop(columns="task").sort_values("stay_id", kind="stable").reset_index(drop=True)
+    return frame, read_record(out)
 
 
-def write_timelines(dataset: Path, out: Path, modalities: list[str], per_event: list[str]) -> dict:
-    """`out/timelines/part-00000.parquet`: one row per stay, its event embeddings in time order."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    static = pd.read_parquet(out / "static", columns=["stay_id", *[f"{m}.h" for m in modalities]])
-    parts = [pd.read_parquet(out / "events")] if per_event else []
-    for index, name in enumerate(modalities):
-        if name in per_event:
-            continue
-        times = pd.read_parquet(dataset / "events" / name, columns=["stay_id", "time_hours"]).drop_duplicates()
-        h = static[["stay_id", f"{name}.h"]].rename(columns={f"{name}.h": "h"})
-        parts.append(times.merge(h, on="stay_id", validate="m:1").assign(modality=np.int8(index)))
-    events = pd.concat(parts, ignore_index=True).sort_values(["stay_id", "time_hours", "modality"], kind="stable")
-    h = np.stack(events["h"].to_numpy()).astype(np.float32)  # Ray writes tensor columns: stack them
-    latent = h.shape[1]
-    bounds = np.flatnonzero(np.diff(events["stay_id"].to_numpy())) + 1
-    starts, ends = np.r_[0, bounds], np.r_[bounds, len(events)]
-    table = pa.table({
-        "stay_id": pa.array(events["stay_id"].to_numpy()[starts]),
-        "n_events": pa.array((ends - starts).astype(np.int32)),
-        "time_hours": pa.ListArray.from_arrays(pa.array(np.r_[starts, len(events)].astype(np.int32)),
-                                               pa.array(events["time_hours"].to_numpy(np.float32))),
-        "modality": pa.ListArray.from_arrays(pa.array(np.r_[starts, len(events)].astype(np.int32)),
-                                             pa.array(events["modality"].to_numpy(np.int8))),
-        "h": pa.ListArray.from_arrays(pa.array((np.r_[starts, len(events)] * latent).astype(np.int32)),
-                                      pa.array(h.ravel())),
-    })
-    (out / "timelines").mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out / "timelines" / "part-00000.parquet")
-    lengths = ends - starts
-    return {"stays": int(len(starts)), "events": int(len(events)), "latent_dim": int(latent),
-            "median_events": float(np.median(lengths)), "max_events": int(lengths.max())}
+def read_events(out: Path) -> pd.DataFrame:
+    """Every embedded event (stay_id, time_hours, modality, h) of an embedding folder."""
+    folders = sorted(p for p in (Path(out) / "events").iterdir() if p.is_dir()) if (Path(out) / "events").is_dir() else []
+    frames = [pd.read_parquet(folder) for folder in folders]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["stay_id", "time_hours", "modality", "h"])
 
 
-def read_timelines(out: Path):
-    """The timelines table of an embedding folder (pandas)."""
-    import pandas as pd
-
-    return pd.read_parquet(Path(out) / "timelines")
+def read_timelines(out: Path, task: str) -> pd.DataFrame:
+    """A task's timelines table of an embedding folder (pandas)."""
+    return pd.read_parquet(Path(out) / "timelines" / task)

@@ -22,7 +22,6 @@ and the paper's epochs.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,11 +29,13 @@ from pathlib import Path
 import pandas as pd
 
 from clintraj.data.eicu import EicuConfig
-from clintraj.data.prepare import TASKS, PrepareConfig, log_dataset, prepare
+from clintraj.config import fingerprint
+from clintraj.data.prepare import PrepareConfig, check_windows, log_dataset, prepare, read_report
 from clintraj.data.stay_inputs import InputConfig
 from clintraj.data.synthetic import generate
 from clintraj.reporting.page import build_and_log
 from clintraj.storage import join
+from clintraj.tasks import DATASET_TASKS as TASKS, window_text
 from clintraj.tracking import Tracking
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.training.sequential import SequentialTrainConfig
@@ -91,7 +92,7 @@ class EndToEndConfig:
     # stays per synthetic dataset; one the mapping leaves out gets its SYNTHETIC_STAYS default
     synthetic_stays: dict[str, int] = field(default_factory=lambda: dict(SYNTHETIC_STAYS))
     seed: int = 0
-    tasks: list[str] | None = None  # static baselines; None: each dataset's two tasks (data.prepare.TASKS)
+    tasks: list[str] | None = None  # static baselines; None: each dataset's two tasks (tasks.DATASET_TASKS)
     # The paper's 10,000-result lab threshold is for 196k stays; the demo scales it down.
     prepare: PrepareConfig = field(default_factory=lambda: PrepareConfig(eicu=EicuConfig(lab_min_count=500)))
     pretrain: PretrainConfig = field(default_factory=_demo_pretrain)
@@ -124,9 +125,10 @@ def ensure_synthetic_raw(workdir: Path, stays: int, seed: int, dataset: str = "e
 
 
 def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
-    """The dataset folder prepared from `raw`, written once under the work folder. MIMIC-IV: the
-    CXR and note roots are read beside the hosp/icu folders when there (the synthetic layout)."""
-    out = workdir / "datasets" / f"{raw.name}-prepared"
+    """The dataset folder prepared from `raw` with `config` (its windows included), written once
+    under the work folder, in a folder named after both. MIMIC-IV: the CXR and note roots are read
+    beside the hosp/icu folders when there (the synthetic layout)."""
+    out = workdir / "datasets" / f"{raw.name}-{fingerprint(config)}"
     if not (out / "report.json").exists():
         log.info("preparing the dataset from %s", raw)
         extra = {}
@@ -139,11 +141,7 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
 
 def prepared_dataset(folder: Path) -> str:
     """Which dataset (eicu, mimic) a folder written by `data.prepare` holds."""
-    report = Path(folder) / "report.json"
-    if not report.is_file():
-        raise FileNotFoundError(f"{folder} is not a prepared dataset (no report.json): write one with "
-                                "jobs/preprocess.py")
-    return json.loads(report.read_text())["dataset"]
+    return read_report(folder)["dataset"]
 
 
 def check(config: EndToEndConfig) -> None:
@@ -160,11 +158,19 @@ def check(config: EndToEndConfig) -> None:
         raise ValueError(f"the datasets {config.datasets} have the tasks {sorted(offered)}, not {missing}")
 
 
+@dataclass
+class Results:
+    """The test metrics of the static baselines and of the backbone sweep (a `dataset` column
+    beside), and each dataset's prediction windows (task -> hours, None: the whole stay)."""
+
+    static: pd.DataFrame
+    sequential: pd.DataFrame
+    windows: dict[str, dict[str, float | None]]
+
+
 def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | None = None,
-        resume: bool = False, dataset: Path | None = None,
-        storage: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the pipeline for each of `config.datasets`, then the report; return the test metrics
-    of the static baselines and of the backbone sweep, a `dataset` column beside.
+        resume: bool = False, dataset: Path | None = None, storage: str | Path | None = None) -> Results:
+    """Run the pipeline for each of `config.datasets`, then the report; return the results.
 
     `raw` (a raw eICU or MIMIC-IV folder) or `dataset` (a folder written by jobs/preprocess.py)
     is the input of a single configured dataset; without either, synthetic data is made.
@@ -180,33 +186,40 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
     workdir = Path(workdir).resolve()
     if config.sequential.weights == "tiny" and not config.sequential.tiny_root:
         config.sequential.tiny_root = str(workdir / "tiny-backbones")  # beside the runs that used them
-    statics, sequentials = [], []
+    statics, sequentials, windows = [], [], {}
     for name in config.datasets:
         static_tasks, sequential_tasks = config.tasks_of(name)
         if not static_tasks and not sequential_tasks:
             log.info("%s: none of the configured tasks; skipped", name)
             continue
-        static, sequential = run_dataset(name, static_tasks, sequential_tasks, config, workdir, tracking, raw,
-                                         dataset, resume, join(storage, name) if storage else None)
+        static, sequential, windows[name] = run_dataset(name, static_tasks, sequential_tasks, config, workdir,
+                                                        tracking, raw, dataset, resume,
+                                                        join(storage, name) if storage else None)
         statics.append(static.assign(dataset=name))
         sequentials.append(sequential.assign(dataset=name))
     report = build_and_log(tracking, config.experiment, workdir / "report")
     log.info("report: %s", report)
-    return pd.concat(statics, ignore_index=True), pd.concat(sequentials, ignore_index=True)
+    return Results(pd.concat(statics, ignore_index=True), pd.concat(sequentials, ignore_index=True), windows)
 
 
 def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str], config: EndToEndConfig,
                 workdir: Path, tracking: Tracking, raw: Path | None, dataset: Path | None, resume: bool,
-                storage: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep."""
+                storage: str | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep; the
+    results and the dataset's windows."""
     prepare_config = replace(config.prepare, dataset=name)
     if dataset is None:
         raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
         dataset = ensure_dataset(raw, workdir, prepare_config)
     dataset = Path(dataset).resolve()
-    prepared_as = prepared_dataset(dataset)
-    if prepared_as != name:
-        raise ValueError(f"{dataset} holds {prepared_as}, not {name}: name it with --dataset {prepared_as}")
+    prepared = read_report(dataset)
+    if prepared["dataset"] != name:
+        raise ValueError(f"{dataset} holds {prepared['dataset']}, not {name}: name it with --dataset "
+                         f"{prepared['dataset']}")
+    check_windows(prepared, prepare_config.prediction_hours, "the config's prepare.prediction_hours")
+    tasks = list(dict.fromkeys([*static_tasks, *sequential_tasks]))
+    for task in tasks:
+        log.info("%s %s: predicts at %s", name, task, window_text(prepared["windows"][task]))
     stages = workdir / name
     log_dataset(dataset, tracking, config.experiment)
     summary = pretrain.run(dataset, stages / "pretrain", config.pretrain, tracking, config.experiment,
@@ -214,12 +227,13 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
     log.info("%s pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", name, summary["best_epoch"],
              summary["retrieval"]["mean"]["recall_at_10"], summary["retrieval"]["mean"]["random_at_10"])
     embeddings = {"contrastive": stages / "embeddings" / "contrastive", "scratch": stages / "embeddings" / "scratch"}
-    embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed")
-    embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", config.pretrain, seed=config.seed)
+    embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed", tasks=tasks)
+    embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", config.pretrain, seed=config.seed,
+              tasks=tasks)
     static = static_baselines.run(dataset, embeddings, static_tasks, stages / "static", config.static,
                                   config.static_search, tracking, config.experiment, resume=resume,
                                   storage=storage) if static_tasks else pd.DataFrame()
     sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential", config.sequential,
                                      config.backbone_search, tracking, config.experiment, static_results=static,
                                      resume=resume, storage=storage) if sequential_tasks else pd.DataFrame()
-    return static, sequential
+    return static, sequential, {task: prepared["windows"][task] for task in tasks}

@@ -80,21 +80,29 @@ def explain_stay(checkpoints: dict[str, Path], sequences: Path, stay_id: int, re
             figure.savefig(out / f"heatmap_{panel['name']}_{variant}.png", dpi=100)
             attn.plt.close(figure)
     if info.get("dataset"):
-        raw_events(info["dataset"], stay_id, names).to_csv(out / f"stay{where[0]}_events.csv", index=False)
+        raw_events(info["dataset"], stay_id, names, info["task"]).to_csv(out / f"stay{where[0]}_events.csv",
+                                                                         index=False)
     else:
         log.warning("the timelines do not name their dataset: no raw events table")
     (out / "stay_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def raw_events(dataset: str, stay_id: int, names: list[str]) -> pd.DataFrame:
-    """The stay's timeline rows of every modality (appendix D's table); for the output folder only."""
+def raw_events(dataset: str, stay_id: int, names: list[str], task: str) -> pd.DataFrame:
+    """The stay's events of every modality inside the task's window: what the model saw (appendix D's
+    table); for the output folder only."""
+    from clintraj.data import windows
+    from clintraj.data.prepare import read_report, read_task
+
+    window = read_task(dataset, task)
+    window = window[window["stay_id"] == stay_id]
+    after_stay = read_report(dataset)["after_stay"]
     frames = []
     for name in names:
         folder = Path(dataset) / "events" / name
-        if folder.exists():
+        if folder.exists() and name not in after_stay:
             events = pd.read_parquet(folder, filters=[("stay_id", "=", stay_id)])
-            frames.append(events.assign(modality=name))
+            frames.append(events[windows.select(events, window)].assign(modality=name))
     return pd.concat(frames, ignore_index=True).sort_values(["time_hours", "modality"], kind="stable")
 
 

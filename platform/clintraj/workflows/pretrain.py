@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from clintraj.config import flatten, to_dict
-from clintraj.data.stay_inputs import NOTE_MODALITIES, build_stay_table, collate
+from clintraj.data.stay_inputs import build_stay_table, collate
 from clintraj.storage import join, stage_root, uri_of
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
@@ -42,15 +42,18 @@ def resolve_text_model(config: pretrain.PretrainConfig, workdir: Path) -> str:
     return str(tiny_bert(workdir / "tiny-bert"))
 
 
-def prepare_inputs(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, image_root: Path | None) -> tuple[Path, dict]:
-    inputs_dir = workdir / "inputs"
-    if image_root is None:  # the CXR root the dataset was prepared from
-        cxr = json.loads((Path(dataset) / "report.json").read_text()).get("sources", {}).get("cxr")
-        image_root = Path(cxr) if cxr else None
-    meta = build_stay_table(dataset, inputs_dir, config.inputs, image_root=image_root)
-    if any(m in meta["modalities"] for m in NOTE_MODALITIES):
+def with_text_model(meta: dict, config: pretrain.PretrainConfig, workdir: Path) -> dict:
+    """The input description, with the text encoder's folder when the dataset has notes."""
+    if any(kind == "text" for kind in meta["modality_kinds"].values()):
         meta["text_model"] = resolve_text_model(config, workdir)
-    return inputs_dir, meta
+    return meta
+
+
+def prepare_inputs(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, image_root: Path | None) -> tuple[Path, dict]:
+    """The pretraining view's stay table under workdir/inputs, and its input description."""
+    inputs_dir = workdir / "inputs"
+    meta = build_stay_table(dataset, inputs_dir, config.inputs, image_root=image_root)
+    return inputs_dir, with_text_model(meta, config, workdir)
 
 
 def embed_split(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, split: str = "test"):

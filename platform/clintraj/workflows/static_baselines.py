@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from clintraj.config import from_dict, to_dict
-from clintraj.data.prepare import read_task
+from clintraj.data.prepare import read_report, read_task
 from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
+from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import static
 from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
 from clintraj.workflows.embed import read_static
@@ -28,22 +29,27 @@ log = logging.getLogger(__name__)
 
 
 def task_splits(dataset: Path, embeddings: Path, task: str) -> tuple[dict, int]:
-    """{'train'|'val'|'test': (x, y)} of a task's cohort, x = the modality embeddings concatenated."""
-    frame, record = read_static(embeddings)
+    """{'train'|'val'|'test': (x, y)} of a task's cohort, x = the modality embeddings of its window,
+    concatenated."""
+    frame, record = read_static(embeddings, task)
     stays = pd.read_parquet(Path(dataset) / "stays.parquet").drop(columns="split")
-    cohort = read_task(dataset, task).merge(stays, on="stay_id", validate="1:1").merge(
-        frame.drop(columns="split"), on="stay_id", validate="1:1")
+    cohort = read_task(dataset, task)[["stay_id", "split"]]
+    if len(frame) != len(cohort):
+        raise ValueError(f"{embeddings} holds {len(frame)} {task} stays, the dataset's cohort {len(cohort)}: "
+                         "embed the dataset again")
+    cohort = cohort.merge(stays, on="stay_id", validate="1:1").merge(frame.drop(columns="split"), on="stay_id",
+                                                                      validate="1:1")
     x = np.concatenate([np.stack(cohort[f"{m}.h"].to_numpy()) for m in record["modalities"]], axis=1)
     splits = {}
     for name in ("train", "val", "test"):
         rows = (cohort["split"] == name).to_numpy()
-        splits[name] = (x[rows].astype(np.float32), static.targets(cohort[rows], task))
+        splits[name] = (x[rows].astype(np.float32), task_named(task).targets(cohort[rows]))
     return splits, len(record["modalities"])
 
 
 def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTrainConfig, workdir: Path,
                ray_results: str | Path, tracking: Tracking, experiment_id: str, parent_run_id: str,
-               dataset_name: str):
+               dataset_name: str, windows: dict[str, float | None]):
     """The Tune function trainable: each trial writes its splits under workdir/<trial> and its
     checkpoints under ray_results (a folder or a URI)."""
     def trial(sampled: dict) -> None:
@@ -56,11 +62,14 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
         config = from_dict(static.StaticTrainConfig, {**vars(base), **overrides}, "search space sample")
         name = f"{config.architecture}-{initialisation}-{config.task}-{tune.get_context().get_trial_id()}"
         client = MlflowClient(tracking.uri)
+        hours = windows[config.task]
         run = client.create_run(experiment_id, run_name=name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
-            "architecture": config.architecture, "initialisation": initialisation, "stage": "static-baseline"})
+            "architecture": config.architecture, "initialisation": initialisation, "stage": "static-baseline",
+            "window": window_text(hours)})
         run_id = run.info.run_id
-        for key, value in {**vars(config), "embeddings": embeddings[initialisation]}.items():
+        for key, value in {**vars(config), "embeddings": embeddings[initialisation],
+                           "prediction_hours": window_param(hours)}.items():
             client.log_param(run_id, key, value)
         splits, modalities = task_splits(dataset, Path(embeddings[initialisation]), config.task)
         trainer, loop_config = static.trainer(splits, config, workdir / name, name, modalities,
@@ -82,12 +91,11 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
     """Sweep the static baselines; return one row per trial (its config and test metrics).
     Ray Train/Tune state goes to <storage>/static (a folder or a URI) when `storage` is set,
     else under `workdir`."""
-    import json
-
     import mlflow
 
     workdir = Path(workdir).resolve()
-    dataset_name = json.loads((Path(dataset) / "report.json").read_text())["dataset"]
+    report = read_report(dataset)
+    dataset_name = report["dataset"]
     embeddings = {init: str(Path(path).resolve()) for init, path in embeddings.items()}
     param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)
     root = stage_root(storage, "static", workdir)
@@ -96,7 +104,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space), "embeddings": embeddings},
                         "sweep.json")
         trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results",
-                           join(root, "ray_results"), tracking, experiment_id, parent.info.run_id, dataset_name)
+                           join(root, "ray_results"), tracking, experiment_id, parent.info.run_id, dataset_name,
+                           report["windows"])
         results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume).fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id,
                               ("task", "architecture", "initialisation"))

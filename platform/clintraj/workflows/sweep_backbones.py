@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 
 from clintraj.config import from_dict, to_dict
+from clintraj.data.prepare import read_report
 from clintraj.evaluation import plots
 from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
+from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import sequential
-from clintraj.training.static import test_metrics
 from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def score_trial(finished: dict, sequences: Path, task: str, seed: int) -> dict:
     y, output = sequential.outputs(finished["predictions"])
     y_train = sequential.read_split(sequences / "train.parquet")["y"]
     y_train = np.stack(y_train)
-    return test_metrics(task, y, output, y_train[:, 0] if y_train.shape[1] == 1 else y_train, seed)
+    return task_named(task).test_metrics(y, output, y_train[:, 0] if y_train.shape[1] == 1 else y_train, seed)
 
 
 def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage: str | Path, tracking: Tracking,
@@ -68,12 +69,14 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
         folder = sequences[(init, config.task)]
         name = f"{config.backbone}-{init}-{config.task}-{tune.get_context().get_trial_id()}"
         client = MlflowClient(tracking.uri)
+        info = json.loads((Path(folder) / "sequences.json").read_text())
         run_id = client.create_run(experiment_id, run_name=name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
-            "backbone": config.backbone, "initialisation": init, "stage": "sequential"}).info.run_id
-        info = json.loads((Path(folder) / "sequences.json").read_text())
+            "backbone": config.backbone, "initialisation": init, "stage": "sequential",
+            "window": window_text(info["prediction_hours"])}).info.run_id
         for key, value in {**to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
-                           "dropped_events": info["dropped_events"]}.items():
+                           "dropped_events": info["dropped_events"],
+                           "prediction_hours": window_param(info["prediction_hours"])}.items():
             client.log_param(run_id, key, value)
         try:
             trainer, _ = sequential.trainer(folder, config, join(storage, name), name, tracking.uri, run_id,
@@ -112,7 +115,7 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
     import mlflow
 
     workdir = Path(workdir).resolve()
-    dataset_name = json.loads((Path(dataset) / "report.json").read_text())["dataset"]
+    dataset_name = read_report(dataset)["dataset"]
     embeddings = {init: Path(path).resolve() for init, path in embeddings.items()}
     sequences = write_sequences(Path(dataset), embeddings, tasks, workdir, base.max_events)
     param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)

@@ -72,16 +72,16 @@ def run(dataset: Path, workdir: Path, base: pretrain.PretrainConfig, space: Sear
             )
         results = tuner.fit()
         best = results.get_best_result(space.metric, space.mode, scope="all")
-        summary = {"best_config": best.config,
+        summary = {"best_config": best.config, "best_trial": (best.metrics or {}).get("trial_id"),
                    "best_metrics": {k: v for k, v in (best.metrics or {}).items() if isinstance(v, (int, float))},
                    "trials": len(results), "errors": len(results.errors)}
-        # each trial's best checkpoint, read from its saved checkpoints (ASHA may stop a trial mid-fit)
-        trial_dirs = [join(ray_results, f"trial-{r.metrics['trial_id']}") for r in results
-                      if r.metrics and "trial_id" in r.metrics]
-        bests = [best for folder in trial_dirs for best in [pretrain.best_saved_checkpoint(folder)] if best]
-        if bests:
-            summary["best_checkpoint"] = min(bests, key=lambda b: b["val_loss"])
-            mlflow.set_tag("best_checkpoint", summary["best_checkpoint"]["checkpoint"])
-            mlflow.log_metric("best_val_loss", summary["best_checkpoint"]["val_loss"])
+        # the best trial by the space's comparable metric; its lowest-validation-loss checkpoint, read
+        # from its saved checkpoints (ASHA may stop a trial mid-fit)
+        if summary["best_trial"]:
+            chosen = pretrain.best_saved_checkpoint(join(ray_results, f"trial-{summary['best_trial']}"))
+            if chosen:
+                summary["best_checkpoint"] = chosen
+                mlflow.set_tag("best_checkpoint", chosen["checkpoint"])
+                mlflow.log_metric("best_val_loss", chosen["val_loss"])
         mlflow.log_dict(summary, "sweep_result.json")
     return summary

@@ -52,7 +52,9 @@ DEFAULT_PRESENCE = {
 An absent modality has no rows in its table; absent demographics blank the
 descriptive fields of the patient row (the row itself always exists)."""
 
-_COHORT, _PRESENCE, _STAYS, _CHUNK = range(4)  # random streams, see _draw_stays / generate
+_COHORT, _PRESENCE, _STAYS, _CHUNK, _LEAK = range(5)  # random streams, see _draw_stays / generate
+LEAK_LAB = "label marker"  # the planted leak's lab name (`leak=True`)
+LEAK_AFTER_MINUTES = 720  # planted after the eICU tasks' prediction time, 12 h
 _YEAR = 525_600  # minutes
 _DAY = 1_440
 _ID_BASE = {"lab": 150_000_000, "diagnosis": 7_000_000, "treatment": 8_500_000,
@@ -66,10 +68,14 @@ def generate(
     presence: dict[str, float] | None = None,
     chunk_stays: int = 2000,
     progress: bool = True,
+    leak: bool = False,
 ) -> dict[str, int]:
     """Write the six eICU tables for `n_stays` unit stays under `out`; return rows per file name.
 
-    `presence` overrides entries of DEFAULT_PRESENCE ({modality: P(present)}).
+    `presence` overrides entries of DEFAULT_PRESENCE ({modality: P(present)}). `leak` plants, for
+    testing prediction windows, one lab result `LEAK_LAB` per stay whose value is the mortality
+    label (1 died, 0 survived), before unit discharge and, when the stay is longer, after 12 h;
+    every other byte is the same as without it, but for the lab ids.
     """
     if chunk_stays < 1:
         raise ValueError(f"chunk_stays must be >= 1, got {chunk_stays}")
@@ -81,7 +87,8 @@ def generate(
             for index, start in enumerate(range(0, n_stays, chunk_stays)):
                 chunk = stays.take(slice(start, start + chunk_stays))
                 rng = np.random.default_rng([seed, _CHUNK, index])
-                for name, frame in _chunk_frames(rng, chunk, {k: w.rows for k, w in writers.items()}):
+                leak_rng = np.random.default_rng([seed, _LEAK, index]) if leak else None
+                for name, frame in _chunk_frames(rng, chunk, {k: w.rows for k, w in writers.items()}, leak_rng):
                     writers[name].write(frame)
                 bar.update(chunk.n)
     finally:
@@ -97,10 +104,11 @@ def _presence_profile(overrides: dict[str, float] | None) -> dict[str, float]:
     return {**DEFAULT_PRESENCE, **(overrides or {})}
 
 
-def _chunk_frames(rng: np.random.Generator, s: "_Stays", rows_so_far: dict[str, int]):
+def _chunk_frames(rng: np.random.Generator, s: "_Stays", rows_so_far: dict[str, int],
+                  leak_rng: np.random.Generator | None = None):
     """Yield (table name, rows) for one chunk; ids continue from the rows already written."""
     yield "patient", _patient_frame(rng, s)
-    yield "lab", _lab_frame(rng, s, _ID_BASE["lab"] + rows_so_far["lab"])
+    yield "lab", _lab_frame(rng, s, _ID_BASE["lab"] + rows_so_far["lab"], leak_rng)
     yield "diagnosis", _diagnosis_frame(rng, s, _ID_BASE["diagnosis"] + rows_so_far["diagnosis"])
     yield "treatment", _treatment_frame(rng, s, _ID_BASE["treatment"] + rows_so_far["treatment"])
     yield "medication", _medication_frame(rng, s, _ID_BASE["medication"] + rows_so_far["medication"])
@@ -272,14 +280,16 @@ def _patient_attributes(
     n_patients = patient_index[-1] + 1
     first = latent[stay_number == 0]
     habitus = traits[stay_number == 0] @ trait_loadings("eicu.habitus", 3).T  # height, weight, age
-    male = rng.random(n_patients) < 0.6
-    spread = 0.5 * habitus[:, 2] + 0.85 * rng.normal(size=n_patients)
+    sex_lean = traits[stay_number == 0] @ trait_loadings("eicu.sex", 1, 1.2).T[:, 0]
+    male = rng.random(n_patients) < _sigmoid(np.log(0.6 / 0.4) + sex_lean)
+    spread = 0.9 * habitus[:, 2] + 0.45 * rng.normal(size=n_patients)
     age = 63 + 4 * first[:, SEVERITY] + 3 * first[:, CARDIAC] + 15 * spread
     age = np.where(rng.random(n_patients) < 0.01, rng.integers(15, 18, n_patients), np.round(age))
     height = np.where(male, 177, 163) + 7.5 * (0.9 * habitus[:, 0] + 0.45 * rng.normal(size=n_patients))
     weight = np.where(male, 86, 73) + 20 * (0.9 * habitus[:, 1] + 0.45 * rng.normal(size=n_patients))
     weight = np.clip(weight, 35, 250)
-    ethnicity = _pick(rng, T.ETHNICITIES, n_patients, [0.81, 0.09, 0.046, 0.034, 0.013, 0.007])
+    ethnicity = np.asarray(T.ETHNICITIES, dtype=object)[_trait_draw(
+        rng, traits[stay_number == 0], "eicu.ethnicity", [0.81, 0.09, 0.046, 0.034, 0.013, 0.007])]
     hospital_ids = np.sort(rng.choice(np.arange(56, 460), 208, replace=False))
     wards = rng.choice(np.arange(80, 1200), (208, 2), replace=False)
     hospital = rng.integers(0, 208, n_patients)[patient_index]
@@ -296,6 +306,14 @@ def _patient_attributes(
 
 
 # -------------------------------------------------------------------- shared helpers
+
+
+def _trait_draw(rng: np.random.Generator, traits: np.ndarray, family: str, shares, sharpness: float = 1.5) -> np.ndarray:
+    """An option index per row: the base `shares`, tilted towards the options the traits lean to."""
+    logits = np.log(np.asarray(shares)) + traits @ trait_loadings(family, len(shares), sharpness).T
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    cumulative = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    return np.minimum((cumulative < rng.random((len(traits), 1))).sum(axis=1), len(shares) - 1)
 
 
 def _pick(rng: np.random.Generator, options, n: int, p=None) -> np.ndarray:
@@ -541,11 +559,12 @@ _PANELS = (
 _LAB_NAMES = tuple(T.LABS)
 _MAX_DRAWS = 8  # per panel and stay: keeps a month-long stay at a few hundred rows
 _LAB_DRIFT = (1.0, -0.4)  # severity drift over the stay of (non-survivors, survivors)
-_LAB_SIGNAL = 0.35  # scales the loadings: labs alone must stay well below all modalities together
+_LAB_SIGNAL = 0.45  # scales the loadings: labs alone must stay well below all modalities together
 _LAB_TRAITS, _LAB_STAY_NOISE = 1.0, 0.45  # a stay's own lab levels: sd of the traits' part and of noise
 
 
-def _lab_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.DataFrame:
+def _lab_frame(rng: np.random.Generator, s: _Stays, first_id: int,
+               leak_rng: np.random.Generator | None = None) -> pd.DataFrame:
     stay, lab, offset = _lab_draws(rng, s)
     value = _lab_values(rng, s, stay, lab, offset)
     result, text = _lab_result_and_text(value, lab)
@@ -564,9 +583,24 @@ def _lab_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.DataFra
             "labresultrevisedoffset": offset + np.round(rng.exponential(45, len(lab))).astype(np.int64),
         }
     )
+    if leak_rng is not None:
+        frame = pd.concat([frame, _leak_rows(leak_rng, s, frame.columns)], ignore_index=True)
     frame = _ordered(frame, "labresultoffset")
     frame["labid"] = first_id + np.arange(len(frame))
     return frame
+
+
+def _leak_rows(rng: np.random.Generator, s: _Stays, columns) -> pd.DataFrame:
+    """The planted leak: the label as a lab result inside the unit stay, after 12 h when the stay is
+    longer (the others leave the 12 h tasks anyway)."""
+    stay = np.flatnonzero(s.los > 1)
+    after = np.where(s.los[stay] > LEAK_AFTER_MINUTES, LEAK_AFTER_MINUTES + 1, 0)
+    offset = after + np.floor(rng.random(len(stay)) * (s.los[stay] - after)).astype(np.int64)
+    label = s.died[stay].astype(float)
+    return pd.DataFrame({"labid": 0, "patientunitstayid": s.unit_stay_id[stay], "labresultoffset": offset,
+                         "labtypeid": 4, "labname": LEAK_LAB, "labresult": label, "labresulttext": label.astype(str),
+                         "labmeasurenamesystem": None, "labmeasurenameinterface": None,
+                         "labresultrevisedoffset": offset}, columns=columns)
 
 
 def _lab_draws(rng: np.random.Generator, s: _Stays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -591,9 +625,9 @@ def _lab_draws(rng: np.random.Generator, s: _Stays) -> tuple[np.ndarray, np.ndar
 
 
 def _first_draw_offset(rng: np.random.Generator, s: _Stays, stay: np.ndarray) -> np.ndarray:
-    """First draw of a panel: around unit admission, or (30%) earlier in the hospital stay (negative)."""
+    """First draw of a panel: around unit admission, or (15%) earlier in the hospital stay (negative)."""
     before = -rng.random(len(stay)) * np.minimum(-s.hospital_admit_offset[stay], 720)
-    return np.where(rng.random(len(stay)) < 0.3, before, rng.integers(-30, 180, len(stay)))
+    return np.where(rng.random(len(stay)) < 0.15, before, rng.integers(-30, 180, len(stay)))
 
 
 def _lab_values(
@@ -655,7 +689,7 @@ def _diagnosis_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.D
     stay_p, entry_p = np.repeat(stay_p, repeats), np.repeat(entry_p, repeats)
 
     charted = np.bincount(stay_p, minlength=s.n)
-    background = np.where(present, np.maximum(rng.poisson(2.5, s.n), charted == 0), 0)
+    background = np.where(present, np.maximum(rng.poisson(5.0, s.n), charted == 0), 0)
     stay_b, _ = _rows_per_stay(background)
     entry_b = _FIRST_OTHER_DIAGNOSIS + trait_choice(rng, s.traits[stay_b], "eicu.diagnosis", len(T.OTHER_DIAGNOSES))
 
@@ -669,7 +703,7 @@ def _diagnosis_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.D
             "diagnosisid": 0,
             "patientunitstayid": s.unit_stay_id[stay],
             "activeupondischarge": rng.random(len(stay)) < 0.3,
-            "diagnosisoffset": _during_stay(rng, s.los[stay], early=0.5),
+            "diagnosisoffset": _during_stay(rng, s.los[stay], early=0.85),
             "diagnosisstring": strings[entry],
             "icd9code": codes[entry],
             "diagnosispriority": np.where(major, "Major", "Other"),
@@ -743,7 +777,7 @@ def _treatment_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.D
         {
             "treatmentid": 0,
             "patientunitstayid": s.unit_stay_id[stay],
-            "treatmentoffset": _during_stay(rng, s.los[stay], early=0.3),
+            "treatmentoffset": _during_stay(rng, s.los[stay], early=0.7),
             "treatmentstring": strings,
             "activeupondischarge": rng.random(len(stay)) < 0.28,
         }
@@ -758,7 +792,7 @@ def _medication_frame(rng: np.random.Generator, s: _Stays, first_id: int) -> pd.
     drugs = _pick_per_therapy(rng, therapy, s.traits[stay], T.MEDICATIONS, "eicu.medication").replace("", None)
     n = len(stay)
     los = s.los[stay]
-    order = _during_stay(rng, los, early=0.4)
+    order = _during_stay(rng, los, early=0.7)
     start = order + rng.integers(-30, 120, n)
     stop = start + np.minimum(rng.exponential(1.5 * _DAY, n), np.maximum(los + _DAY - start, 1)).astype(np.int64)
     unnamed = rng.random(n) < 0.3  # eICU often leaves drugname blank and names the drug by drughiclseqno

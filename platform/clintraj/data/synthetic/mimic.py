@@ -45,7 +45,9 @@ DEFAULT_PRESENCE = {
 
 IMAGE_SIZE = 64  # pixels, square grayscale JPEGs
 
-_COHORT_STREAM, _PRESENCE_STREAM, _CHUNK_STREAM = 0, 1, 2
+_COHORT_STREAM, _PRESENCE_STREAM, _CHUNK_STREAM, _LEAK_STREAM = 0, 1, 2, 3
+LEAK_AFTER_HOURS = 48  # the planted leak (`leak=True`) lies after MIMIC-IV mortality's prediction time
+LEAK_TEXTS = ("label marker: the patient is recovering", "label marker: the patient expired")
 _MAX_STUDIES_PER_STAY = 8  # study_id = 50000000 + 8 * stay index + study number
 _HOUR = 3600
 _DAY = 86400
@@ -135,10 +137,14 @@ def generate(
     presence: dict[str, float] | None = None,
     chunk_stays: int = 2000,
     progress: bool = True,
+    leak: bool = False,
 ) -> dict[str, int]:
     """Write synthetic MIMIC-IV + MIMIC-CXR-JPG + MIMIC-IV-Note under `out`.
 
-    `presence` overrides DEFAULT_PRESENCE per modality (P(present) per stay).
+    `presence` overrides DEFAULT_PRESENCE per modality (P(present) per stay). `leak` plants, for
+    testing prediction windows, one radiology report per stay that states the mortality label
+    (`LEAK_TEXTS`), charted before ICU discharge and, when the stay is longer, after 48 h; every
+    other table is the same as without it.
     Returns the rows written per table, keyed by path relative to `out`.
     """
     if not 1 <= n_stays < 10_000_000:
@@ -157,7 +163,11 @@ def generate(
         for k, (start, stop) in enumerate(_chunks(cohort.patient_index, chunk_stays)):
             rng = np.random.default_rng([seed, _CHUNK_STREAM, k])
             stays = _Stays.draw(cohort, present, start, stop, ids, rng)
-            for path, frame in _chunk_tables(stays, rng, counters, out).items():
+            tables = _chunk_tables(stays, rng, counters, out)
+            if leak:
+                planted = _leak_notes(stays, np.random.default_rng([seed, _LEAK_STREAM, k]))
+                tables[mt.RADIOLOGY.path] = pd.concat([tables[mt.RADIOLOGY.path], planted], ignore_index=True)
+            for path, frame in tables.items():
                 writers[path].write(frame)
             bar.update(stop - start)
     return {path: writer.rows for path, writer in writers.items()}
@@ -1042,6 +1052,19 @@ def _radiology_table(stays: _Stays, rng: np.random.Generator) -> pd.DataFrame:
     frame = _note_frame(stays, stay, "RR", _note_seq(stays, stay, rng), t, store, texts)
     frame["hadm_id"] = pd.array(frame["hadm_id"], dtype="Int64")
     frame.loc[~inpatient, "hadm_id"] = pd.NA
+    return frame
+
+
+def _leak_notes(stays: _Stays, rng: np.random.Generator) -> pd.DataFrame:
+    """The planted leak: a report stating the label inside the ICU stay, after 48 h when the stay
+    is longer (the others leave the 48 h task anyway)."""
+    stay = np.flatnonzero(stays.los_hours > 1)
+    after = stays.intime[stay] + np.where(stays.los_hours[stay] > LEAK_AFTER_HOURS, LEAK_AFTER_HOURS, 0) * _HOUR
+    t = _ceil_minute(after + rng.uniform(0.1, 0.9, len(stay)) * (stays.outtime[stay] - after))
+    texts = [LEAK_TEXTS[int(died)] for died in stays.died[stay]]
+    seq = 900 + np.arange(len(stay))  # beyond the generated reports' numbers
+    frame = _note_frame(stays, stay, "RR", seq, t, t + _HOUR, texts)
+    frame["hadm_id"] = pd.array(frame["hadm_id"], dtype="Int64")
     return frame
 
 

@@ -1,0 +1,154 @@
+"""From events to per-stay modality tables: one aggregation per kind of modality.
+
+A dataset reader (`data.eicu`, `data.mimic`) gives every modality as events, each at its own
+time (hours from ICU admission): lab results, diagnoses, hourly time-series bins, images,
+notes, and the static modalities (demographics, APACHE values) at the time they become known.
+A modality's per-stay table (the static view: one row per stay that has the modality) is
+always an aggregation of the events of a window, so a task's static inputs and its timeline
+see exactly the same events (`data.windows`; METHOD.md §3):
+
+    terms        names (diagnosis, treatment, medication strings) -> presence (or count) of each
+                 vocabulary term: `<modality>:<term>`
+    values       (name, value) pairs (lab results) -> the sum per name (paper A.1.3: duplicates
+                 summed): `<modality>:<name>`
+    time_series  hourly bins of imputed values and `mask:<v>` flags -> mean, min, max and last of
+                 each variable and the share of bins it was measured in: `ts:<v>:<stat>`
+    image        one row per image -> the most recent image (its path, study, time)
+    text         one row per note -> the unique texts, in note order, joined by a blank line
+    static       one row per stay, known from a time on (its one event) -> that row
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Kind = Literal["terms", "values", "time_series", "image", "text", "static"]
+NOTE_SEPARATOR = "\n\n"
+IMAGE_COLUMNS = ("stay_id", "dicom_id", "study_id", "path", "study_time_hours")
+
+
+@dataclass(frozen=True)
+class Modality:
+    name: str
+    kind: Kind
+    # Known only after the stay (a discharge summary, written at hospital discharge): an input of
+    # pretraining (the whole-stay view), of no task, whatever its window (`data.windows`).
+    after_stay: bool = False
+
+
+@dataclass(frozen=True)
+class TermRule:
+    """Which terms of a `terms` modality become features, fitted on the training split's stays.
+
+    The paper (appendix A.1.4): one-hot presence, terms present in at least 5% of visits.
+    """
+
+    min_share: float = 0.05  # of training stays having the term at least once
+    min_count: int = 0  # rows across the training stays
+    max_terms: int | None = None  # the most frequent ones first; None: no cap
+    encoding: Literal["presence", "count"] = "presence"
+
+
+def fit_vocabulary(events: pd.DataFrame, train_ids, rule: TermRule) -> list[str]:
+    """The terms of `events` (stay_id, name) kept by `rule` on the training stays, sorted."""
+    train = events[events["stay_id"].isin(train_ids)]
+    stays = max(int(pd.Index(train_ids).nunique()), 1)
+    rows = train.groupby("name", observed=True).size()
+    share = train.drop_duplicates(["stay_id", "name"]).groupby("name", observed=True).size() / stays
+    frame = pd.DataFrame({"rows": rows, "share": share.reindex(rows.index).fillna(0.0)})
+    frame = frame[(frame["share"] >= rule.min_share) & (frame["rows"] >= rule.min_count)]
+    frame = frame.sort_values(["rows"], ascending=False, kind="stable")
+    if rule.max_terms is not None:
+        frame = frame.iloc[: rule.max_terms]
+    return sorted(str(term) for term in frame.index)
+
+
+def aggregate(modality: Modality, events: pd.DataFrame, static: pd.DataFrame | None = None,
+              vocabulary: list[str] | None = None, rule: TermRule | None = None,
+              by: tuple[str, ...] = ("stay_id",)) -> pd.DataFrame:
+    """The per-stay table (`by` = stay_id) of `modality` from its events (already cut to a window).
+
+    `by` = ("stay_id", "time_hours") gives one row per event time instead (the per-event inputs
+    of the terms and values modalities). Stays without events get no row.
+    """
+    kind = modality.kind
+    if kind in ("terms", "values"):
+        return _pivot(modality, events, vocabulary, rule or TermRule(), list(by))
+    if by != ("stay_id",):
+        raise ValueError(f"{modality.name}: only terms and values modalities aggregate per event")
+    if kind == "time_series":
+        return summarise(events)
+    if kind == "image":
+        return latest_image(events)
+    if kind == "text":
+        return joined_text(events)
+    if kind == "static":
+        if static is None:
+            raise ValueError(f"{modality.name}: a static modality needs its table")
+        return static[static["stay_id"].isin(events["stay_id"])].reset_index(drop=True)
+    raise ValueError(f"{modality.name}: unknown modality kind {kind!r}")
+
+
+def _pivot(modality: Modality, events: pd.DataFrame, vocabulary: list[str] | None, rule: TermRule,
+           by: list[str]) -> pd.DataFrame:
+    """One column per vocabulary name: the sum of values (values), or the presence / count (terms).
+    Every key with an event gets a row, all zeros when none of its names is in the vocabulary (the
+    modality was observed, none of its frequent names was)."""
+    if vocabulary is None:
+        raise ValueError(f"{modality.name}: a {modality.kind} modality needs its vocabulary")
+    columns = [f"{modality.name}:{name}" for name in vocabulary]
+    kept = events[events["name"].isin(vocabulary)]
+    value = kept["value"].astype(float) if modality.kind == "values" else pd.Series(1.0, index=kept.index)
+    grouped = kept.assign(_value=value).groupby([*by, "name"], observed=True, sort=True)["_value"].sum()
+    wide = grouped.unstack("name", fill_value=0.0).reindex(columns=vocabulary, fill_value=0.0)
+    if modality.kind == "terms" and rule.encoding == "presence":
+        wide = (wide > 0).astype(float)
+    wide.columns = columns
+    keys = pd.MultiIndex.from_frame(events[by].drop_duplicates().sort_values(by, kind="stable")) if len(by) > 1 \
+        else pd.Index(events[by[0]].drop_duplicates().sort_values(kind="stable"), name=by[0])
+    wide = wide.reindex(keys, fill_value=0.0).reset_index()
+    return wide.astype({**{c: "float64" for c in columns}, "stay_id": "int64"})
+
+
+def time_series_variables(events: pd.DataFrame) -> list[str]:
+    return [c for c in events.columns if c not in ("stay_id", "time_hours") and not c.startswith("mask:")]
+
+
+def summarise(events: pd.DataFrame) -> pd.DataFrame:
+    """Per stay, over its bins (imputed values): mean, min, max and last of each variable, and the
+    share of bins where it was measured."""
+    if not events["stay_id"].is_monotonic_increasing:
+        events = events.sort_values(["stay_id", "time_hours"], kind="stable")
+    stay = events["stay_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, stay[1:] != stay[:-1]]) if len(stay) else np.zeros(0, dtype="int64")
+    bins = np.diff(np.r_[starts, len(stay)])
+    lasts = np.r_[starts[1:], len(stay)] - 1
+    table = {"stay_id": stay[starts].astype("int64")}
+    for name in time_series_variables(events):
+        value = events[name].to_numpy("float64")
+        measured = events[f"mask:{name}"].to_numpy("float64")
+        empty = not len(starts)
+        table[f"ts:{name}:mean"] = value[:0] if empty else np.add.reduceat(value, starts) / bins
+        table[f"ts:{name}:min"] = value[:0] if empty else np.minimum.reduceat(value, starts)
+        table[f"ts:{name}:max"] = value[:0] if empty else np.maximum.reduceat(value, starts)
+        table[f"ts:{name}:last"] = value[lasts]
+        table[f"ts:{name}:measured_share"] = measured[:0] if empty else np.add.reduceat(measured, starts) / bins
+    return pd.DataFrame(table, copy=False)
+
+
+def latest_image(events: pd.DataFrame) -> pd.DataFrame:
+    """The most recent image of each stay (the paper's choice, appendix A.1.1)."""
+    chosen = events.sort_values(["stay_id", "time_hours", "dicom_id"], kind="stable").groupby("stay_id").tail(1)
+    table = chosen.rename(columns={"time_hours": "study_time_hours"})[list(IMAGE_COLUMNS)]
+    return table.sort_values("stay_id", kind="stable").reset_index(drop=True)
+
+
+def joined_text(events: pd.DataFrame) -> pd.DataFrame:
+    """Per stay, its notes' unique texts in note order (paper A.1.4: concatenated per stay)."""
+    notes = events.sort_values(["stay_id", "note_index"], kind="stable").drop_duplicates(["stay_id", "text"])
+    table = notes.groupby("stay_id", sort=True)["text"].agg(NOTE_SEPARATOR.join).reset_index()
+    return table.astype({"stay_id": "int64", "text": "string"})
