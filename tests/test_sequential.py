@@ -150,6 +150,22 @@ def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, ba
     assert after["n_events"].tolist() == [5, 9, 3, 12, 7, 4]
 
 
+def test_a_built_model_trains_with_activation_checkpointing(tmp_path):
+    """from_pretrained hands back eval mode, in which transformers skips checkpointing: build_model
+    must return train mode, so the backward pass recomputes each decoder layer (2 forwards each)."""
+    config = _config(tmp_path, quantization="none")
+    model = seq.build_model(config, capabilities.resolve("sdpa", "fp32", "none", "adamw", 0, use_gpu=False), "cpu")
+    assert all(module.training for module in model.modules())
+    calls = []
+    mlp = model.backbone.get_base_model().layers[0].mlp
+    forward = mlp.forward  # wrapped, not hooked: module hooks do not run when checkpointing recomputes
+    mlp.forward = lambda *args, **kwargs: (calls.append(1), forward(*args, **kwargs))[1]
+    batch = seq.collate(_rows([4, 6], seed=3), LATENT)
+    sequence_loss(model(batch["events"], batch["event_mask"]), batch["y"], batch["event_mask"], "mortality",
+                  None).backward()
+    assert len(calls) == 2
+
+
 def test_a_restarted_worker_resumes_the_epoch_checkpoints_weights_and_state(tmp_path):
     from ray.train import Checkpoint
 

@@ -218,7 +218,10 @@ def build_model(config: dict, runtime, device: torch.device):
     model = SequentialModel(peft_model, config["latent_dim"], base.config.hidden_size, config["out_features"])
     if config["task"] == "los":  # start at the training mean of log(1 + hours), not at 0 hours
         torch.nn.init.constant_(model.head.bias, float(np.mean(config["train_prevalence"])))
-    return place_small_modules(model, device)
+    # from_pretrained returns the decoder in eval mode, where transformers skips activation
+    # checkpointing: without this the first epoch (until `predict` sets train mode) kept every
+    # layer's activations.
+    return place_small_modules(model, device).train()
 
 
 def place_small_modules(model, device):
