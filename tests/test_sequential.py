@@ -113,16 +113,19 @@ def test_capability_checks_say_what_is_off_and_refuse_what_cannot_run():
         capabilities.resolve("sdpa", "fp32", "nf4", "adamw8bit", 3, use_gpu=False)
 
 
-def _config(tmp_path, backbone="llama3-8b", quantization="nf4"):
-    return {**vars(seq.SequentialTrainConfig(backbone=backbone, weights="tiny", quantization=quantization,
+def _config(tmp_path, backbone="llama3-8b", quantization="nf4", weights="tiny"):
+    return {**vars(seq.SequentialTrainConfig(backbone=backbone, weights=weights, quantization=quantization,
                                              tiny_root=str(tmp_path / "tiny"))),
             "latent_dim": LATENT, "out_features": 1, "modalities": ["a", "b", "c", "d"],
             "train_prevalence": [0.5]}
 
 
-@pytest.mark.parametrize("backbone,quantization", [("llama3-8b", "nf4"), ("phi3-mini", "none")])
-def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, backbone, quantization):
-    config = _config(tmp_path, backbone, quantization)
+# "phi3-mini@tiny" under weights "hub": the backbone's own source wins (the hub is unreachable here),
+# and the checkpoint's record brings it back on reload.
+@pytest.mark.parametrize("backbone,quantization,weights", [("llama3-8b", "nf4", "tiny"),
+                                                           ("phi3-mini@tiny", "none", "hub")])
+def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, backbone, quantization, weights):
+    config = _config(tmp_path, backbone, quantization, weights)
     runtime = capabilities.resolve("sdpa", "fp32", quantization, "adamw", 0, use_gpu=False)
     torch.manual_seed(0)
     model = seq.build_model(config, runtime, torch.device("cpu"))
