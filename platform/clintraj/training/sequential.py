@@ -52,10 +52,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class SequentialTrainConfig:
     task: TaskName = "mortality"
+    # A registry name (models.backbones), optionally with its own weight source after "@"
+    # ("smollm2-135m@random"), which then overrides `weights`: how one sweep compares sources.
     backbone: str = "llama3-8b"
-    weights: Literal["hub", "local", "tiny"] = "hub"
+    weights: Literal["hub", "local", "tiny", "packaged", "random"] = "hub"
     model_dir: str | None = None  # weights "local": <model_dir>/<backbone>/ (or $CLINTRAJ_MODEL_DIR)
     tiny_root: str | None = None  # weights "tiny": where the tiny random models are written
+    # weights "packaged" / "random": where converted / random-init models are written
+    # (default $CLINTRAJ_WEIGHTS_CACHE, else ~/.cache/clintraj/backbones)
+    weights_cache: str | None = None
     lora_r: int = 16  # METHOD.md section 4's defaults (the paper's values were lost)
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -210,8 +215,7 @@ def build_model(config: dict, runtime, device: torch.device):
     from clintraj.models import backbones
     from clintraj.models.sequential import SequentialModel
 
-    location = backbones.weights_location(config["backbone"], config["weights"], config.get("model_dir"),
-                                          Path(config["tiny_root"]) if config.get("tiny_root") else None)
+    location = weights_of(config)
     quantized = config["quantization"] == "nf4"
     base = backbones.load_backbone(location, attention=runtime.attention, quantization=config["quantization"],
                                    dtype=runtime.dtype, device_map={"": device} if quantized else None)
@@ -223,7 +227,20 @@ def build_model(config: dict, runtime, device: torch.device):
     model = SequentialModel(peft_model, config["latent_dim"], base.config.hidden_size, config["out_features"])
     if task_named(config["task"]).kind == "regression":  # start at the training mean of log(1 + hours), not 0 hours
         torch.nn.init.constant_(model.head.bias, float(np.mean(config["train_prevalence"])))
-    return place_small_modules(model, device)
+    # from_pretrained returns the decoder in eval mode, where transformers skips activation
+    # checkpointing: without this the first epoch (until `predict` sets train mode) kept every
+    # layer's activations.
+    return place_small_modules(model, device).train()
+
+
+def weights_of(config: dict) -> str:
+    """`backbones.weights_location` of a config (or a checkpoint's record): the backbone's own
+    "@source" or `weights`, written once when the source is materialised (tiny, packaged, random)."""
+    from clintraj.models import backbones
+
+    return backbones.weights_location(config["backbone"], config["weights"], config.get("model_dir"),
+                                      Path(config["tiny_root"]) if config.get("tiny_root") else None,
+                                      config.get("weights_cache"))
 
 
 def place_small_modules(model, device):
@@ -246,8 +263,8 @@ def save_checkpoint(directory: Path, model, config: dict, runtime) -> None:
     model.backbone.save_pretrained(directory / "adapter")
     torch.save({name: (part.detach().cpu() if isinstance(part, torch.Tensor) else part.state_dict())
                 for name, part in model.small_modules().items()}, directory / "head.pt")
-    record = {**{k: config[k] for k in ("backbone", "weights", "model_dir", "tiny_root", "quantization", "task",
-                                          "latent_dim", "out_features", "modalities")},
+    record = {**{k: config[k] for k in ("backbone", "weights", "model_dir", "tiny_root", "weights_cache",
+                                          "quantization", "task", "latent_dim", "out_features", "modalities")},
               "attention": runtime.attention, "precision": runtime.precision, "dtypes": float_dtypes(model)}
     (directory / "sequential.json").write_text(json.dumps(record, indent=2) + "\n")
 
@@ -294,8 +311,7 @@ def load_checkpoint(directory: Path, device: str = "cpu", attention: str | None 
 
     directory = Path(directory)
     record = json.loads((directory / "sequential.json").read_text())
-    location = backbones.weights_location(record["backbone"], record["weights"], record.get("model_dir"),
-                                          Path(record["tiny_root"]) if record.get("tiny_root") else None)
+    location = weights_of(record)
     dtype = Resolved("sdpa", record["precision"], "gloo").dtype
     quantized = record["quantization"] == "nf4"
     base = backbones.load_backbone(location, attention=attention or record["attention"],
@@ -600,11 +616,11 @@ def trainer(sequences: Path, config: SequentialTrainConfig, storage: str | Path,
 
     from clintraj.training.callbacks import MlflowEpochLogger
 
-    from clintraj.models.backbones import weights_location
+    from clintraj.models.backbones import weights_source
 
     sequences = Path(sequences).resolve()
-    if config.weights == "tiny":  # written once here, not raced by the workers
-        weights_location(config.backbone, "tiny", tiny_root=Path(config.tiny_root) if config.tiny_root else None)
+    if weights_source(config.backbone, config.weights) in ("tiny", "packaged", "random"):
+        weights_of(asdict(config))  # written once here, not raced by the workers
     info = json.loads((sequences / "sequences.json").read_text())
     if info["task"] != config.task:
         raise ValueError(f"{sequences} holds task {info['task']!r}, the config asks for {config.task!r}")
