@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from clintraj.evaluation.metrics import binary_metrics
+from clintraj.metrics.prediction import binary_metrics
 from clintraj.training import capabilities
 from clintraj.training import sequential as seq
 from planted import LATENT, write_planted

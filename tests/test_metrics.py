@@ -9,7 +9,7 @@ import pytest
 from scipy import special, stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from clintraj.evaluation.metrics import (
+from clintraj.metrics.prediction import (
     binary_metrics,
     bootstrap,
     bootstrap_ci,

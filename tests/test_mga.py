@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from clintraj.evaluation.retrieval import recall_at_k
+from clintraj.metrics.retrieval import recall_at_k
 from clintraj.models.encoders import VectorEncoder
 from clintraj.models.mga import MGAModel, embed, mga_loss, modality_dropout
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from sklearn.metrics import silhouette_samples, silhouette_score
 
-from clintraj.evaluation.retrieval import (modality_silhouette, projection_plot, recall_at_k, retrieval_table,
-                                           silhouette_per_modality)
+from clintraj.evaluation.pretraining import projection_plot, retrieval_table
+from clintraj.metrics.retrieval import modality_silhouette, recall_at_k, silhouette_per_modality
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -205,3 +206,20 @@ def test_projection_pca_is_deterministic_and_rejects_unknown_method(tmp_path):
     assert first == second
     with pytest.raises(ValueError):
         projection_plot(z, present, None, tmp_path / "c.png", method="umap")
+
+
+def test_pooled_recall_scores_full_pools_only_and_adds_up_across_workers():
+    """Stays whose two modalities coincide are retrieved at rank 0 within their pool; a partial
+    last pool is left out (its chance level would differ); all stays form one pool when fewer."""
+    from clintraj.metrics.retrieval import pooled_recall
+
+    rng = np.random.default_rng(0)
+    base = torch.nn.functional.normalize(torch.tensor(rng.normal(size=(25, 8)), dtype=torch.float32), dim=-1)
+    z = torch.stack([base, base], dim=1)  # modality a == modality b: every query finds its own first
+    present = torch.ones(25, 2, dtype=torch.bool)
+    assert pooled_recall(z, present, k=1, pool=10) == (2.0, 2)  # pools 0-9, 10-19; 20-24 left out
+    assert pooled_recall(z[:7], present[:7], k=1, pool=10) == (1.0, 1)  # fewer than a pool: one pool
+    shuffled = torch.stack([base, base[torch.randperm(25, generator=torch.Generator().manual_seed(1))]], dim=1)
+    total, pools = pooled_recall(shuffled, present, k=1, pool=10)
+    assert pools == 2 and total / pools < 0.5  # misaligned: near chance (1/10)
+    assert pooled_recall(z[:0], present[:0], k=1, pool=10) == (0.0, 0)

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from clintraj.evaluation.metrics import binary_metrics
+from clintraj.metrics.prediction import binary_metrics
 from clintraj.training import sequential as seq
 from planted import LATENT, write_planted
 

@@ -26,7 +26,7 @@ from clintraj.config import from_dict
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.stay_inputs import build_stay_table, collate
 from clintraj.data.synthetic import generate
-from clintraj.evaluation.retrieval import recall_at_k
+from clintraj.metrics.retrieval import recall_at_k
 from clintraj.models.mga import embed
 from clintraj.training import pretrain
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from clintraj.evaluation.metrics import binary_metrics, evaluate_task, multilabel_metrics, regression_metrics
+from clintraj.metrics.prediction import binary_metrics, evaluate_task, multilabel_metrics, regression_metrics
 
 PHENOTYPE_PREFIX = "pheno:"
 TaskName = Literal["mortality", "phenotyping", "los"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from clintraj.data.stay_inputs import InputConfig, collate, with_map_stages
-from clintraj.evaluation.retrieval import pooled_recall
+from clintraj.metrics.retrieval import pooled_recall
 from clintraj.models.mga import mga_loss
 from clintraj.storage import join, list_dirs, read_text, storage_path
 

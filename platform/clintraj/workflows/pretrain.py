@@ -74,7 +74,8 @@ def embed_split(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainCo
 def evaluate(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, out: Path) -> dict:
     """Test-split Recall@K (per pair and mean, Table 1 layout), silhouette (overall and per modality)
     and a 2-D projection of the latent space (appendix A.8), written under `out`."""
-    from clintraj.evaluation.retrieval import projection_plot, recall_at_k, retrieval_table, silhouette_per_modality
+    from clintraj.evaluation.pretraining import projection_plot, retrieval_table
+    from clintraj.metrics.retrieval import recall_at_k, silhouette_per_modality
 
     z, present, _ = embed_split(model, inputs_dir, meta, config)
     retrieval = recall_at_k(z, present, modality_names=meta["modalities"])

@@ -1,0 +1,163 @@
+"""The prepared dataset folder, written by `data.prepare` and read by every later stage.
+
+Layout (tables are sharded into part-NNNNN.parquet, which Ray Data reads in parallel):
+    stays.parquet                 stay_id, patient_id, labels, unit_hours, has_<modality>, split
+                                  (the pretraining split)
+    modalities/<name>/            stay_id + the modality's per-stay features over the whole stay:
+                                  the pretraining view
+    events/<name>/                stay_id, time_hours + payload: every event of every stay, at its time
+    tasks/<task>.parquet          the task's cohort: stay_id, split, prediction_hours (null: the
+                                  whole stay), start_hours, end_hours (the stay's window)
+    tasks/<task>/modalities/<name>/   the per-stay features over the task's window only
+    quarantine.parquet            (table, reason, row) of every raw row set aside
+    report.json / report.md / missingness.png
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+FORMAT = 2
+
+
+def window_text(hours: float | None) -> str:
+    """How a window reads in tables and logs: '12 h after ICU admission' or 'the whole ICU stay'."""
+    return "the whole ICU stay" if hours is None else f"{hours:g} h after ICU admission"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prepared dataset folder (read side)."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @cached_property
+    def report(self) -> dict:
+        file = self.path / "report.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{self.path} is not a prepared dataset (no report.json): write one with "
+                                    "jobs/preprocess.py")
+        report = json.loads(file.read_text())
+        if report.get("format") != FORMAT:
+            raise ValueError(f"{self.path} was prepared in dataset format {report.get('format')}, this version "
+                             f"reads format {FORMAT} (tasks with prediction windows): prepare it again with "
+                             "jobs/preprocess.py")
+        return report
+
+    @property
+    def name(self) -> str:
+        """Which dataset it holds: eicu or mimic."""
+        return self.report["dataset"]
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.report["modalities"])
+
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        return dict(self.report["modality_kinds"])
+
+    @property
+    def after_stay(self) -> list[str]:
+        """Modalities known only after the stay: inputs of no task."""
+        return list(self.report["after_stay"])
+
+    @property
+    def windows(self) -> dict[str, float | None]:
+        """Each task's prediction time (hours after ICU admission; None: the whole stay)."""
+        return dict(self.report["windows"])
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.report["tasks"])
+
+    @property
+    def image_root(self) -> Path | None:
+        """The MIMIC-CXR-JPG root the dataset was prepared from."""
+        cxr = self.report.get("sources", {}).get("cxr")
+        return Path(cxr) if cxr else None
+
+    def stays(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "stays.parquet")
+
+    def table(self, modality: str) -> pd.DataFrame:
+        """A modality's whole-stay table (the pretraining view)."""
+        return pd.read_parquet(self.path / "modalities" / modality)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {m: self.table(m) for m in self.modalities}
+
+    def events(self, modality: str, stay_id: int | None = None) -> pd.DataFrame:
+        """Every event of a modality (or of one stay), sorted by stay and time."""
+        filters = [("stay_id", "=", stay_id)] if stay_id is not None else None
+        return pd.read_parquet(self.path / "events" / modality, filters=filters)
+
+    def task_cohort(self, task: str) -> pd.DataFrame:
+        """stay_id, split, prediction_hours, start_hours, end_hours of the task's stays."""
+        return pd.read_parquet(self.path / "tasks" / f"{task}.parquet")
+
+    def task_tables(self, task: str, modalities: list[str] | None = None) -> dict[str, pd.DataFrame]:
+        """The task's per-stay tables, over its window."""
+        return {m: pd.read_parquet(self.path / "tasks" / task / "modalities" / m)
+                for m in (modalities or self.modalities)}
+
+    def check_windows(self, requested: dict[str, float | None], source: str) -> None:
+        """Fail when `requested` windows (task -> hours) differ from those the dataset was prepared with."""
+        for task, hours in requested.items():
+            prepared = self.windows.get(task, hours)
+            same = (prepared is None and hours is None) or (
+                prepared is not None and hours is not None and math.isclose(prepared, hours))
+            if not same:
+                raise ValueError(f"{source} asks for task {task!r} at {window_text(hours)}, but {self.path} was "
+                                 f"prepared with {window_text(prepared)}: prepare it again with that window, "
+                                 "or ask for the prepared one")
+
+
+class DatasetWriter:
+    """Writes a dataset folder; `data.prepare` is its one user."""
+
+    def __init__(self, path: Path, rows_per_shard: int):
+        self.path, self.rows_per_shard = Path(path), rows_per_shard
+        for folder in ("modalities", "events", "tasks"):
+            shutil.rmtree(self.path / folder, ignore_errors=True)
+        (self.path / "tasks").mkdir(parents=True)
+
+    def _shards(self, frame: pd.DataFrame, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        shards = max(1, -(-len(frame) // self.rows_per_shard))
+        for shard in range(shards):
+            part = frame.iloc[shard * self.rows_per_shard:(shard + 1) * self.rows_per_shard]
+            part.to_parquet(folder / f"part-{shard:05d}.parquet", index=False)
+
+    def stays(self, stays: pd.DataFrame) -> None:
+        stays.to_parquet(self.path / "stays.parquet", index=False)
+
+    def modality(self, name: str, table: pd.DataFrame, events: pd.DataFrame) -> None:
+        self._shards(table, self.path / "modalities" / name)
+        self._shards(events, self.path / "events" / name)
+
+    def task(self, name: str, cohort: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+        cohort.to_parquet(self.path / "tasks" / f"{name}.parquet", index=False)
+        for modality, table in tables.items():
+            self._shards(table, self.path / "tasks" / name / "modalities" / modality)
+
+    def quarantine(self, frame: pd.DataFrame) -> None:
+        frame.to_parquet(self.path / "quarantine.parquet", index=False)
+
+    def report(self, report: dict, markdown: str) -> None:
+        (self.path / "report.json").write_text(json.dumps({"format": FORMAT, **report}, indent=2) + "\n")
+        (self.path / "report.md").write_text(markdown)
+
+    @property
+    def figure(self) -> Path:
+        return self.path / "missingness.png"
