@@ -9,7 +9,7 @@ bucketing buys, and the share of a Ray Train worker's epoch spent waiting on Ray
     python3 bench/finetune.py --device cuda --shape 7b --sequences DIR --no-ray  # a GPU host without Ray
 
 Setup (not measured): synthetic eICU (`--stays`, default 1500) -> `prepare` -> scratch
-embeddings (`workflows.embed.run`, latent 32) -> `sequential.task_sequences` (mortality,
+embeddings (`workflows.embed.run`, latent 32) -> `data.sequences.task_sequences` (mortality,
 `--max-events` 64), cached under `--workdir` (default `bench/.cache`, git-ignored by a
 `.gitignore` inside it). `--dataset` and `--embeddings` reuse an existing pair instead.
 The task's sequences are rewritten every run (a second).
@@ -79,7 +79,6 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +87,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from clintraj.config import from_dict  # noqa: E402
-from clintraj.training import sequential  # noqa: E402
+from clintraj.artifacts.sequences import Sequences  # noqa: E402
+from clintraj.data.sequences import bucketed, collate, task_sequences  # noqa: E402
+from clintraj.training import decoder, sequential  # noqa: E402
 
 BACKBONES = {"tiny": "llama3-8b", "7b": "llama3-8b", "smollm2": "smollm2-135m"}  # by --shape
 TASK = "mortality"
@@ -122,7 +123,7 @@ def inputs(args) -> Path:
         out = base / f"sequences-{TASK}-{args.max_events}"
         if not (embeddings / "embeddings.json").is_file():
             build(base, args.stays, args.seed)
-    sequential.task_sequences(dataset, embeddings, TASK, out, args.max_events)
+    task_sequences(dataset, embeddings, TASK, out, args.max_events)
     return out
 
 
@@ -206,21 +207,19 @@ class Trainer:
     def __init__(self, config: sequential.SequentialTrainConfig, info: dict, device: torch.device):
         from clintraj.training import capabilities
 
-        self.config = {**asdict(config), "latent_dim": info["latent_dim"], "out_features": info["out_features"],
-                       "train_prevalence": info["train_prevalence"]}
+        self.config, self.facts = config, decoder.SequenceFacts.of(info)
         self.runtime = capabilities.resolve(config.attention, config.precision, config.quantization,
                                             config.optimizer, 0, config.use_gpu)
         self.device = device
         torch.manual_seed(config.seed)
-        self.model = sequential.build_model(self.config, self.runtime, device)
-        self.optimizer = sequential.make_optimizer(self.model, self.config)
-        weight = info["pos_weight"]
+        self.model = decoder.build_model(config, self.facts, self.runtime, device)
+        self.optimizer = sequential.make_optimizer(self.model, config)
+        weight = self.facts.pos_weight
         self.pos_weight = torch.tensor(weight, device=device) if weight is not None else None
 
     def step(self, batch: dict, rng: np.random.Generator) -> tuple[int, int]:
         """One training step; (tokens, padded positions) of the batch."""
-        tensors = sequential.collate(batch, self.config["latent_dim"], self.config["modality_dropout"], rng,
-                                     self.device)
+        tensors = collate(batch, self.facts.latent_dim, self.config.modality_dropout, rng, self.device)
         loss = sequential.training_loss(self.model, tensors, self.config, self.pos_weight)
         self.optimizer.zero_grad()
         loss.backward()
@@ -276,7 +275,7 @@ def epoch_batches(split: dict, batch_size: int, bucket_batches: int, seed: int) 
     n = len(split["stay_id"])
     chunk = batch_size * bucket_batches
     chunks = ({key: value[i:i + chunk] for key, value in split.items()} for i in range(0, n, chunk))
-    return list(sequential.bucketed(chunks, batch_size, shuffle=True, rng=np.random.default_rng(seed)))
+    return list(bucketed(chunks, batch_size, shuffle=True, rng=np.random.default_rng(seed)))
 
 
 def rounds_of(trainers: dict, plan, rounds: int) -> dict[str, list[dict]]:
@@ -313,7 +312,7 @@ def ray_data_alone(sequences: Path, batch_size: int, bucket_batches: int, epochs
     out = []
     for _ in range(epochs):
         start = time.perf_counter()
-        batches = sequential.bucketed(shard.iter_batches(batch_size=batch_size * bucket_batches,
+        batches = bucketed(shard.iter_batches(batch_size=batch_size * bucket_batches,
                                                          batch_format="numpy"), batch_size, shuffle=True, rng=rng)
         next(batches)
         to_first = time.perf_counter() - start
@@ -422,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         location = weights_location(BACKBONES[args.shape], fields["weights"], cache_root=fields["weights_cache"])
         print(f"{BACKBONES[args.shape]} weights at {location} ({time.perf_counter() - started:.1f} s)", flush=True)
     info = json.loads((sequences / "sequences.json").read_text())
-    split = sequential.read_split(sequences / "train.parquet")
+    split = Sequences(sequences).split("train")
     setup = time.perf_counter() - setup
     bench_start = time.perf_counter()
     lengths = np.asarray(split["n_events"])
@@ -563,7 +562,7 @@ def memory_run(args, device: torch.device) -> None:
     import peft  # noqa: F401
 
     info = json.loads((args.sequences / "sequences.json").read_text())
-    split = sequential.read_split(args.sequences / "train.parquet")
+    split = Sequences(args.sequences).split("train")
     batches = step_batches(split, args, args.memory_steps)
     imported = rss_mib("VmRSS")
     quantization, precision = variants(args)[args.memory_of]

@@ -1,15 +1,16 @@
 """The embedding job: per-modality vectors per stay, the learned missing token where absent."""
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from clintraj.config import from_dict
-from clintraj.data.prepare import PrepareConfig, prepare, read_task
+from clintraj.config import from_dict, to_dict
+from clintraj.artifacts.dataset import Dataset
+from clintraj.artifacts.embeddings import Embeddings
+from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
 from clintraj.training.pretrain import PretrainConfig, build_model
 from clintraj.workflows import embed, pretrain
@@ -24,21 +25,19 @@ def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path,
     config = from_dict(PretrainConfig, {"latent_dim": 16, "batch_size": 64, "epochs": 2, "num_workers": 1})
     # a checkpoint folder in the layout pretraining writes (model.pt, meta.json, config.json)
     _, meta = pretrain.prepare_inputs(tmp_path / "data", tmp_path / "w0", config, None)
-    model_config = {**asdict(config), "text_max_length": config.inputs.text_max_length}
-    model_config.pop("inputs")
     torch.manual_seed(3)
-    model = build_model(meta, model_config)
+    model = build_model(meta, config)
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
     torch.save(model.state_dict(), checkpoint / "model.pt")
     (checkpoint / "meta.json").write_text(json.dumps(meta))
-    (checkpoint / "config.json").write_text(json.dumps(model_config))
+    (checkpoint / "config.json").write_text(json.dumps(to_dict(config)))
     summary = {"checkpoint": str(checkpoint)}
 
     record = embed.run(tmp_path / "data", tmp_path / "emb", summary["checkpoint"], tmp_path / "w")
-    frame, saved = embed.read_static(tmp_path / "emb", "mortality")
+    frame, saved = Embeddings(tmp_path / "emb").static("mortality"), Embeddings(tmp_path / "emb").record
     assert saved == record and record["encoders"] == "contrastive"
-    cohort = read_task(tmp_path / "data", "mortality")
+    cohort = Dataset(tmp_path / "data").task_cohort("mortality")
     assert frame["stay_id"].tolist() == sorted(cohort["stay_id"]) and record["tasks"]["mortality"]["prediction_hours"] == 12
     state = torch.load(f"{summary['checkpoint']}/model.pt", weights_only=True)
     tokens = state["missing_tokens"].numpy()
@@ -52,10 +51,10 @@ def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path,
     assert len(frame) == len(set(frame["stay_id"]))
 
     # the sequential view: one embedding per timeline event of the task's window, keyed by stay, in time order
-    timelines = embed.read_timelines(tmp_path / "emb", "mortality").set_index("stay_id")
+    timelines = Embeddings(tmp_path / "emb").timelines("mortality").set_index("stay_id")
     assert set(timelines.index) == set(frame["stay_id"])
     assert all((np.asarray(t) >= 0).all() and (np.asarray(t) <= 12).all() for t in timelines["time_hours"])
-    events = pd.read_parquet(tmp_path / "data" / "events" / "lab")
+    events = Dataset(tmp_path / "data").events("lab")
     events = events[events["stay_id"].isin(cohort["stay_id"]) & events["time_hours"].between(0, 12)]
     lab = record["modalities"].index("lab")
     stay = events["stay_id"].value_counts().index[0]  # the stay with the most lab results

@@ -7,17 +7,17 @@ Ray Train makes it on each worker)."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import socket
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
+from clintraj.artifacts.sequences import Sequences
+from clintraj.data.sequences import bucketed, collate
 from clintraj.metrics.prediction import binary_metrics
-from clintraj.training import capabilities
+from clintraj.training import capabilities, decoder
 from clintraj.training import sequential as seq
 from planted import LATENT, write_planted
 
@@ -57,31 +57,29 @@ def nccl_group():
 
 def test_qlora_under_deepspeed_zero2_on_nccl_learns_and_reloads_exactly(tmp_path, nccl_group):
     sequences = write_planted(tmp_path / "sequences")
-    info = json.loads((sequences / "sequences.json").read_text())
-    train_config = seq.SequentialTrainConfig(
+    facts = decoder.SequenceFacts.of(Sequences(sequences).info)
+    config = seq.SequentialTrainConfig(
         task="mortality", backbone="llama3-8b", weights="tiny", tiny_root=str(tmp_path / "tiny"),
         quantization="nf4", optimizer="adamw8bit", deepspeed_stage=2, use_gpu=True, batch_size=16, lr=2e-3,
         modality_dropout=0.1)
-    config = {**asdict(train_config), **{k: info[k] for k in ("latent_dim", "out_features", "pos_weight",
-                                                               "modalities", "train_prevalence")}}
-    runtime = capabilities.resolve(config["attention"], config["precision"], config["quantization"],
-                                   config["optimizer"], config["deepspeed_stage"], use_gpu=True)
+    runtime = capabilities.resolve(config.attention, config.precision, config.quantization, config.optimizer,
+                                   config.deepspeed_stage, use_gpu=True)
     device = torch.device("cuda", 0)
     torch.manual_seed(0)
-    model = seq.build_model(config, runtime, device)
+    model = decoder.build_model(config, facts, runtime, device)
     four_bit = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
     assert four_bit and all(m.weight.device.type == "cuda" and m.weight.dtype == torch.uint8 for m in four_bit)
 
     forward, step = seq.distribute(model, seq.make_optimizer(model, config), config, runtime, world=1)
     assert type(forward).__name__ == "DeepSpeedEngine" and forward.zero_optimization_stage() == 2
     assert forward.bfloat16_enabled() == (runtime.precision == "bf16")
-    pos_weight = torch.tensor(config["pos_weight"], device=device)
-    train = seq.read_split(sequences / "train.parquet")
+    pos_weight = torch.tensor(facts.pos_weight, device=device)
+    train = Sequences(sequences).split("train")
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(3):
-        for batch in seq.bucketed([train], config["batch_size"], shuffle=True, rng=rng):
-            loss = seq.training_loss(forward, seq.collate(batch, LATENT, config["modality_dropout"], rng, device),
+        for batch in bucketed([train], config.batch_size, shuffle=True, rng=rng):
+            loss = seq.training_loss(forward, collate(batch, LATENT, config.modality_dropout, rng, device),
                                      config, pos_weight)
             step(loss)
             losses.append(loss.item())
@@ -92,17 +90,17 @@ def test_qlora_under_deepspeed_zero2_on_nccl_learns_and_reloads_exactly(tmp_path
     states = [s for s in inner.state.values() if "state1" in s]
     assert states and all(s["state1"].dtype == torch.uint8 and s["state1"].is_cuda for s in states)
 
-    test = seq.read_split(sequences / "test.parquet")
-    predictions = seq.predict(model, seq.bucketed([test], 16, shuffle=False), LATENT, device)
+    test = Sequences(sequences).split("test")
+    predictions = seq.predict(model, bucketed([test], 16, shuffle=False), LATENT, device)
     auroc = binary_metrics(*seq.outputs(predictions))["auroc"]
     print(f"GPU QLoRA + ZeRO-2 ({runtime.attention}, {runtime.precision}): test AUROC {auroc:.3f}, "
           f"loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}")
     assert auroc >= 0.7
 
-    seq.save_checkpoint(tmp_path / "checkpoint", model, config, runtime)
-    reloaded, record = seq.load_checkpoint(tmp_path / "checkpoint", device="cuda")
+    decoder.save_checkpoint(tmp_path / "checkpoint", model, config, facts, runtime)
+    reloaded, record = decoder.load_checkpoint(tmp_path / "checkpoint", device="cuda")
     assert (record["attention"], record["precision"]) == (runtime.attention, runtime.precision)
-    again = seq.predict(reloaded, seq.bucketed([test], 16, shuffle=False), LATENT, device)
+    again = seq.predict(reloaded, bucketed([test], 16, shuffle=False), LATENT, device)
     first, second = np.stack(predictions["output"]), np.stack(again["output"])
     print("reload max |difference|:", float(np.abs(first - second).max()))
     assert np.array_equal(first, second)

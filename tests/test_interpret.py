@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from clintraj.data.prepare import DATASET_FORMAT
+from clintraj.artifacts.dataset import FORMAT as DATASET_FORMAT
 from clintraj.evaluation import attention as attn
-from clintraj.training import capabilities
+from clintraj.artifacts.sequences import Sequences
+from clintraj.training import capabilities, decoder
 from clintraj.training import sequential as seq
 from clintraj.workflows import interpret
 
@@ -50,22 +51,24 @@ def setup(tmp_path_factory):
     (dataset / "report.json").write_text(json.dumps({"format": DATASET_FORMAT, "dataset": "eicu", "after_stay": []}))
     (sequences / "sequences.json").write_text(json.dumps({
         "task": "mortality", "dataset": str(dataset), "latent_dim": LATENT, "modalities": NAMES, "out_features": 1}))
-    config = {**vars(seq.SequentialTrainConfig(backbone="llama3-8b", weights="tiny", quantization="none",
-                                               tiny_root=str(root / "tiny"))),
-              "latent_dim": LATENT, "out_features": 1, "modalities": NAMES, "train_prevalence": [0.5]}
+    config = seq.SequentialTrainConfig(backbone="llama3-8b", weights="tiny", quantization="none",
+                                       tiny_root=str(root / "tiny"))
+    facts = decoder.SequenceFacts(latent_dim=LATENT, out_features=1, modalities=NAMES, pos_weight=None,
+                                  train_prevalence=[0.5])
+    runtime = capabilities.resolve("sdpa", "fp32", "none", "adamw", 0, False)
     checkpoints = {}
     for seed, name in ((0, "contrastive"), (1, "scratch")):
         torch.manual_seed(seed)
-        model = seq.build_model(config, capabilities.resolve("sdpa", "fp32", "none", "adamw", 0, False), "cpu")
-        seq.save_checkpoint(root / name, model, config, capabilities.resolve("sdpa", "fp32", "none", "adamw", 0, False))
+        decoder.save_checkpoint(root / name, decoder.build_model(config, facts, runtime, "cpu"), config, facts,
+                                runtime)
         checkpoints[name] = root / name
     return root, sequences, checkpoints
 
 
 def test_attention_is_causal_and_removal_is_exact(setup):
     _, sequences, checkpoints = setup
-    model, _ = seq.load_checkpoint(checkpoints["contrastive"], attention="eager")
-    split = seq.read_split(sequences / "test.parquet")
+    model, _ = decoder.load_checkpoint(checkpoints["contrastive"], attention="eager")
+    split = Sequences(sequences).split("test")
     row = attn.stay_row(split, 3)
     attention, logits = attn.final_layer_attention(model, row, LATENT)
     n = int(row["n_events"][0])
@@ -83,7 +86,7 @@ def test_attention_is_causal_and_removal_is_exact(setup):
     labels = attn.position_labels(ablated["modality"][0], NAMES)
     assert len(labels) == 2 * kept.sum() and "lab" not in labels  # its events and their [PREDICT]s are gone
     assert labels[1::2] == [attn.PREDICT] * int(kept.sum())
-    sdpa, _ = seq.load_checkpoint(checkpoints["contrastive"])  # sdpa returns no attentions: a clear error
+    sdpa, _ = decoder.load_checkpoint(checkpoints["contrastive"])  # sdpa returns no attentions: a clear error
     with pytest.raises(RuntimeError, match="eager"):
         attn.final_layer_attention(sdpa, row, LATENT)
 
@@ -145,7 +148,7 @@ class DemographicsSink(torch.nn.Module):
 
 def test_a_model_that_attends_to_demographics_reports_it_as_the_sink(setup):
     _, sequences, _ = setup
-    row = attn.stay_row(seq.read_split(sequences / "test.parquet"), 2)
+    row = attn.stay_row(Sequences(sequences).split("test"), 2)
     panel = interpret._panel(DemographicsSink(), row, LATENT, NAMES)
     assert panel["sink"][:2] == (0, "demographics")
     assert panel["shares"]["demographics"] > 0.5

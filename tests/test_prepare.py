@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from clintraj.config import from_dict
-from clintraj.data.prepare import PrepareConfig, prepare, read_dataset, read_task
+from clintraj.artifacts.dataset import Dataset
+from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
 
 
@@ -37,17 +38,17 @@ def digest(folder):
 
 def test_eicu_dataset_folder(eicu_raw, tmp_path):
     report = prepare(eicu_raw, tmp_path / "a", config("eicu"))
-    stays, modalities, _ = read_dataset(tmp_path / "a")
+    stays = Dataset(tmp_path / "a").stays()
     assert len(stays) == report["stays"] == report["funnel"][-1]["remaining"]
     # sharded for parallel reads, nothing lost across shards
     assert len(list((tmp_path / "a" / "events" / "lab").glob("part-*.parquet"))) > 1
-    lab_events = pd.read_parquet(tmp_path / "a" / "events" / "lab")
+    lab_events = Dataset(tmp_path / "a").events("lab")
     assert len(lab_events) == report["events"]["lab"]
     # events are time-sorted within a stay; those before ICU admission are kept (a task's window decides)
     assert (lab_events.groupby("stay_id")["time_hours"].diff().dropna() >= 0).all()
     assert (lab_events["time_hours"] < 0).any()
     for task in ("mortality", "los"):
-        cohort = read_task(tmp_path / "a", task).merge(stays, on="stay_id", suffixes=("", "_pretrain"))
+        cohort = Dataset(tmp_path / "a").task_cohort(task).merge(stays, on="stay_id", suffixes=("", "_pretrain"))
         # fine-tuning cohorts come only from stays unseen in pretraining
         assert set(cohort["split_pretrain"]) <= {"val", "test"}
         assert cohort.groupby("patient_id")["split"].nunique().max() == 1
@@ -70,11 +71,11 @@ def test_rerun_gives_identical_bytes(eicu_raw, tmp_path):
 def test_mimic_dataset_folder_with_all_modalities(mimic_raw, tmp_path):
     report = prepare(mimic_raw, tmp_path / "m", config("mimic"),
                      cxr=mimic_raw / "mimic-cxr-jpg", notes=mimic_raw / "mimic-iv-note")
-    stays, modalities, _ = read_dataset(tmp_path / "m")
+    stays = Dataset(tmp_path / "m").stays()
     assert set(report["tasks"]) == {"mortality", "phenotyping"}
     assert all(0 < report["presence_share"][m] for m in report["modalities"])
     assert not any(pd.api.types.is_datetime64_any_dtype(stays[c]) for c in stays.columns)  # no dates written
-    phenotyping = read_task(tmp_path / "m", "phenotyping").merge(stays, on="stay_id")
+    phenotyping = Dataset(tmp_path / "m").task_cohort("phenotyping").merge(stays, on="stay_id")
     assert phenotyping.filter(like="pheno:").notna().all().all()
     json.loads((tmp_path / "m" / "report.json").read_text())
 

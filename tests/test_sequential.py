@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from clintraj.data import sequences as data
 from clintraj.models.sequential import interleave, last_logits, predict_positions, sequence_loss
-from clintraj.training import capabilities
+from clintraj.training import capabilities, decoder
 from clintraj.training import sequential as seq
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -54,10 +55,10 @@ def test_loss_over_all_or_last_predict_matches_hand_computation():
 def test_truncation_keeps_admission_events_and_the_most_recent():
     # demographics (0) and APS (5) at admission, then 6 later events of other modalities
     modality = np.array([0, 5, 1, 2, 1, 4, 2, 1], dtype=np.int8)
-    kept = seq.truncate(modality, np.array([0, 5], np.int8), max_events=5)
+    kept = data.truncate(modality, np.array([0, 5], np.int8), max_events=5)
     assert kept.tolist() == [0, 1, 5, 6, 7]
-    assert seq.truncate(modality, np.array([0, 5], np.int8), max_events=20).tolist() == list(range(8))
-    assert seq.truncate(modality, np.array([0, 5], np.int8), max_events=2).tolist() == [0, 1]
+    assert data.truncate(modality, np.array([0, 5], np.int8), max_events=20).tolist() == list(range(8))
+    assert data.truncate(modality, np.array([0, 5], np.int8), max_events=2).tolist() == [0, 1]
 
 
 def _rows(lengths, seed=0):
@@ -75,7 +76,7 @@ def test_length_bucketing_pads_less_and_keeps_every_stay_once():
     def padding(batches):
         return sum(len(b["n_events"]) * max(b["n_events"]) - sum(b["n_events"]) for b in batches)
 
-    bucketed = list(seq.bucketed([chunk], 2, shuffle=True, rng=np.random.default_rng(0)))
+    bucketed = list(data.bucketed([chunk], 2, shuffle=True, rng=np.random.default_rng(0)))
     plain = [{k: (v[i:i + 2] if not isinstance(v, list) else v[i:i + 2]) for k, v in chunk.items()}
              for i in range(0, 8, 2)]
     assert sorted(np.concatenate([b["stay_id"] for b in bucketed]).tolist()) == list(range(8))
@@ -84,21 +85,21 @@ def test_length_bucketing_pads_less_and_keeps_every_stay_once():
 
 def test_collate_pads_and_modality_dropout_removes_whole_modalities():
     chunk = _rows([4, 7, 2], seed=1)
-    batch = seq.collate(chunk, LATENT)
+    batch = data.collate(chunk, LATENT)
     assert batch["events"].shape == (3, 7, LATENT)
     assert batch["event_mask"].sum(dim=1).tolist() == [4, 7, 2]
     np.testing.assert_array_equal(batch["events"][1, :7].numpy(), chunk["h"][1].reshape(7, LATENT))
     assert (batch["events"][2, 2:] == 0).all()
 
     rng = np.random.default_rng(3)
-    dropped = seq.collate(chunk, LATENT, modality_dropout=0.5, rng=rng)
+    dropped = data.collate(chunk, LATENT, modality_dropout=0.5, rng=rng)
     for i, modality in enumerate(chunk["modality"]):
         n = int(dropped["event_mask"][i].sum())
         kept_modalities = set(dropped["modality"][i, :n].tolist())
         expected = [j for j, m in enumerate(modality) if m in kept_modalities]
         assert n == len(expected)  # every event of a kept modality stays, in order
         np.testing.assert_array_equal(dropped["events"][i, :n].numpy(), chunk["h"][i].reshape(-1, LATENT)[expected])
-    everything = seq.collate(chunk, LATENT, modality_dropout=1.0, rng=rng)  # never an empty stay
+    everything = data.collate(chunk, LATENT, modality_dropout=1.0, rng=rng)  # never an empty stay
     assert everything["event_mask"].sum(dim=1).tolist() == [4, 7, 2]
 
 
@@ -113,11 +114,13 @@ def test_capability_checks_say_what_is_off_and_refuse_what_cannot_run():
         capabilities.resolve("sdpa", "fp32", "nf4", "adamw8bit", 3, use_gpu=False)
 
 
+FACTS = decoder.SequenceFacts(latent_dim=LATENT, out_features=1, modalities=["a", "b", "c", "d"], pos_weight=None,
+                              train_prevalence=[0.5])
+
+
 def _config(tmp_path, backbone="llama3-8b", quantization="nf4", weights="tiny"):
-    return {**vars(seq.SequentialTrainConfig(backbone=backbone, weights=weights, quantization=quantization,
-                                             tiny_root=str(tmp_path / "tiny"))),
-            "latent_dim": LATENT, "out_features": 1, "modalities": ["a", "b", "c", "d"],
-            "train_prevalence": [0.5]}
+    return seq.SequentialTrainConfig(backbone=backbone, weights=weights, quantization=quantization,
+                                     tiny_root=str(tmp_path / "tiny"))
 
 
 # "phi3-mini@tiny" under weights "hub": the backbone's own source wins (the hub is unreachable here),
@@ -128,12 +131,12 @@ def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, ba
     config = _config(tmp_path, backbone, quantization, weights)
     runtime = capabilities.resolve("sdpa", "fp32", quantization, "adamw", 0, use_gpu=False)
     torch.manual_seed(0)
-    model = seq.build_model(config, runtime, torch.device("cpu"))
+    model = decoder.build_model(config, FACTS, runtime, torch.device("cpu"))
     chunk = _rows([5, 9, 3, 12, 7, 4], seed=2)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for _ in range(6):  # move the adapters, projection, [PREDICT] and head away from their init
-        batch = seq.collate(chunk, LATENT)
+        batch = data.collate(chunk, LATENT)
         loss = sequence_loss(model(batch["events"], batch["event_mask"]), batch["y"], batch["event_mask"],
                              "mortality", None)
         optimizer.zero_grad()
@@ -141,13 +144,13 @@ def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, ba
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
-    before = seq.predict(model, seq.bucketed([chunk], 4, shuffle=False), LATENT, "cpu")
-    seq.save_checkpoint(tmp_path / "ckpt", model, config, runtime)
+    before = seq.predict(model, data.bucketed([chunk], 4, shuffle=False), LATENT, "cpu")
+    decoder.save_checkpoint(tmp_path / "ckpt", model, config, FACTS, runtime)
     assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"adapter", "head.pt", "sequential.json"}
     assert not list((tmp_path / "ckpt").rglob("model.safetensors"))  # adapters only, no full copy
-    reloaded, record = seq.load_checkpoint(tmp_path / "ckpt")
+    reloaded, record = decoder.load_checkpoint(tmp_path / "ckpt")
     assert type(reloaded.backbone).__name__ == "PeftModel" and record["backbone"] == backbone
-    after = seq.predict(reloaded, seq.bucketed([chunk], 4, shuffle=False), LATENT, "cpu")
+    after = seq.predict(reloaded, data.bucketed([chunk], 4, shuffle=False), LATENT, "cpu")
     assert np.array_equal(np.stack(before["output"]), np.stack(after["output"]))
     assert all(np.array_equal(a, b) for a, b in zip(before["output_by_event"], after["output_by_event"]))
     assert after["n_events"].tolist() == [5, 9, 3, 12, 7, 4]
@@ -157,54 +160,57 @@ def test_a_built_model_trains_with_activation_checkpointing(tmp_path):
     """from_pretrained hands back eval mode, in which transformers skips checkpointing: build_model
     must return train mode, so the backward pass recomputes each decoder layer (2 forwards each)."""
     config = _config(tmp_path, quantization="none")
-    model = seq.build_model(config, capabilities.resolve("sdpa", "fp32", "none", "adamw", 0, use_gpu=False), "cpu")
+    runtime = capabilities.resolve("sdpa", "fp32", "none", "adamw", 0, use_gpu=False)
+    model = decoder.build_model(config, FACTS, runtime, "cpu")
     assert all(module.training for module in model.modules())
     calls = []
     mlp = model.backbone.get_base_model().layers[0].mlp
     forward = mlp.forward  # wrapped, not hooked: module hooks do not run when checkpointing recomputes
     mlp.forward = lambda *args, **kwargs: (calls.append(1), forward(*args, **kwargs))[1]
-    batch = seq.collate(_rows([4, 6], seed=3), LATENT)
+    batch = data.collate(_rows([4, 6], seed=3), LATENT)
     sequence_loss(model(batch["events"], batch["event_mask"]), batch["y"], batch["event_mask"], "mortality",
                   None).backward()
     assert len(calls) == 2
 
 
 def test_a_restarted_worker_resumes_the_epoch_checkpoints_weights_and_state(tmp_path):
-    from ray.train import Checkpoint
-
     config = _config(tmp_path)
     runtime = capabilities.resolve("sdpa", "fp32", "nf4", "adamw", 0, use_gpu=False)
     torch.manual_seed(0)
-    trained = seq.build_model(config, runtime, torch.device("cpu"))
+    trained = decoder.build_model(config, FACTS, runtime, torch.device("cpu"))
     with torch.no_grad():  # stand-in for training: every trainable tensor moved off its init
         for parameter in trained.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.1 * torch.randn_like(parameter))
-    best = seq.trainable_state(trained)
-    state = {"next_epoch": 2, "step": 40, "best": 0.71, "best_metrics": {"epoch": 1, "val_auroc": 0.71}, "stale": 0}
+    best = decoder.trainable_state(trained)
+    state = {"next_epoch": 2, "step": 40, "stopping": {"mode": "max", "patience": 2, "best": 0.71, "best_epoch": 1,
+                                                       "stale": 0}, "best_metrics": {"epoch": 1, "val_auroc": 0.71}}
     directory = tmp_path / "epoch-1"
     directory.mkdir()
-    seq.save_checkpoint(directory, trained, config, runtime)
-    seq._save_trainer_state(directory, state, best)
+    decoder.save_checkpoint(directory, trained, config, FACTS, runtime)
+    decoder.save_trainer_state(directory, state, best)
 
     torch.manual_seed(1)
-    fresh = seq.build_model(config, runtime, torch.device("cpu"))  # what a restarted worker builds
+    fresh = decoder.build_model(config, FACTS, runtime, torch.device("cpu"))  # what a restarted worker builds
     assert not torch.equal(fresh.head.weight, trained.head.weight)
-    resumed_state, resumed_best = seq._resume(fresh, Checkpoint.from_directory(str(directory)))
+    resumed_state, resumed_best = decoder.resume(fresh, directory)
     assert resumed_state == state
     assert resumed_best.keys() == best.keys() and all(torch.equal(resumed_best[k], best[k]) for k in best)
-    assert seq.trainable_state(fresh).keys() == best.keys()
-    assert all(torch.equal(seq.trainable_state(fresh)[k], best[k]) for k in best)  # LoRA, projection, [PREDICT], head
-    assert seq._resume(fresh, None) is None
+    assert decoder.trainable_state(fresh).keys() == best.keys()
+    assert all(torch.equal(decoder.trainable_state(fresh)[k], best[k]) for k in best)  # LoRA, projection, [PREDICT], head
+    final = tmp_path / "final"  # the closing checkpoint holds no trainer state: nothing to resume
+    final.mkdir()
+    decoder.save_checkpoint(final, trained, config, FACTS, runtime)
+    assert decoder.resume(fresh, final) is None
 
 
 def test_causal_predictions_ignore_later_events_and_padding(tmp_path):
     config = _config(tmp_path, "mistral-7b", "none")
     runtime = capabilities.resolve("eager", "fp32", "none", "adamw", 0, use_gpu=False)
     torch.manual_seed(0)
-    model = seq.build_model(config, runtime, torch.device("cpu")).eval()
+    model = decoder.build_model(config, FACTS, runtime, torch.device("cpu")).eval()
     chunk = _rows([6, 3], seed=4)
-    batch = seq.collate(chunk, LATENT)
+    batch = data.collate(chunk, LATENT)
     with torch.no_grad():
         logits = model(batch["events"], batch["event_mask"])
         alone = model(batch["events"][1:, :3], batch["event_mask"][1:, :3])
@@ -220,7 +226,7 @@ def test_causal_predictions_ignore_later_events_and_padding(tmp_path):
 def test_robustness_inputs_remove_whole_modalities_but_never_the_last():
     chunk = _rows([6, 9, 5], seed=7)
     chunk["modality"][2] = np.zeros(5, np.int8)  # a stay with one modality only
-    out = seq.without_modalities(chunk, 2, np.random.default_rng(0))
+    out = data.without_modalities(chunk, 2, np.random.default_rng(0))
     for before, after, h_before, h_after in zip(chunk["modality"], out["modality"], chunk["h"], out["h"]):
         present, left = set(before.tolist()), set(after.tolist())
         assert len(left) == max(len(present) - 2, 1) and left <= present

@@ -14,6 +14,9 @@ import pytest
 import torch
 
 from clintraj.metrics.prediction import binary_metrics
+from clintraj.artifacts.sequences import Sequences
+from clintraj.data.sequences import bucketed
+from clintraj.training import decoder
 from clintraj.training import sequential as seq
 from planted import LATENT, write_planted
 
@@ -39,10 +42,9 @@ def test_qlora_deepspeed_zero2_on_two_workers_learns_and_reloads_exactly(tmp_pat
 
     torch.set_num_threads(1)
     with result.checkpoint.as_directory() as directory:
-        model, record = seq.load_checkpoint(directory)
+        model, record = decoder.load_checkpoint(directory)
     assert record["quantization"] == "nf4" and record["attention"] == "sdpa" and record["precision"] == "fp32"
-    reloaded = seq.predict(model, seq.bucketed([seq.read_split(sequences / "test.parquet")], 16, shuffle=False),
-                           LATENT, "cpu")
+    reloaded = seq.predict(model, bucketed([Sequences(sequences).split("test")], 16, shuffle=False), LATENT, "cpu")
     assert np.array_equal(np.stack(reloaded["output"]), np.stack(finished["predictions"]["output"]))
 
 

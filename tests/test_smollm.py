@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -140,15 +139,16 @@ def test_weights_survive_nf4_lora_and_a_checkpoint_round_trip(cache, sentences, 
     """The platform's own path: build_model (NF4 + LoRA + head) -> save_checkpoint -> load_checkpoint."""
     import bitsandbytes as bnb
 
-    from clintraj.training import capabilities
-    from clintraj.training import sequential as seq
+    from clintraj.training import capabilities, decoder
+    from clintraj.training.sequential import SequentialTrainConfig
 
-    config = {**asdict(seq.SequentialTrainConfig(backbone=f"{NAME}@packaged", weights="tiny", quantization="nf4",
-                                                 weights_cache=str(cache), lora_r=8)),
-              "latent_dim": 16, "out_features": 1, "modalities": ["lab", "diagnosis"], "train_prevalence": [0.1]}
+    config = SequentialTrainConfig(backbone=f"{NAME}@packaged", weights="tiny", quantization="nf4",
+                                   weights_cache=str(cache), lora_r=8)
+    facts = decoder.SequenceFacts(latent_dim=16, out_features=1, modalities=["lab", "diagnosis"], pos_weight=None,
+                                  train_prevalence=[0.1])
     runtime = capabilities.resolve("sdpa", "fp32", "nf4", "adamw8bit", 0, False)
     torch.manual_seed(0)
-    model = seq.build_model(config, runtime, torch.device("cpu"))
+    model = decoder.build_model(config, facts, runtime, torch.device("cpu"))
     base = model.backbone.get_base_model()
     assert sum(isinstance(m, bnb.nn.Linear4bit) for m in base.modules()) == 30 * 7
     assert wrapped_modules(model.backbone) == set(spec(NAME).lora_targets)
@@ -169,8 +169,8 @@ def test_weights_survive_nf4_lora_and_a_checkpoint_round_trip(cache, sentences, 
     mask[1, 4:] = False
     with torch.no_grad():
         expected = model(events, mask)
-    seq.save_checkpoint(tmp_path / "checkpoint", model, config, runtime)
-    reloaded, record = seq.load_checkpoint(tmp_path / "checkpoint")
+    decoder.save_checkpoint(tmp_path / "checkpoint", model, config, facts, runtime)
+    reloaded, record = decoder.load_checkpoint(tmp_path / "checkpoint")
     assert record["backbone"] == f"{NAME}@packaged" and record["weights_cache"] == str(cache)
     with torch.no_grad():
         actual = reloaded(events, mask)

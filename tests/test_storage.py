@@ -15,7 +15,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from clintraj import storage
-from clintraj.data.prepare import DATASET_FORMAT
+from clintraj.artifacts.dataset import FORMAT as DATASET_FORMAT
 from clintraj.storage import StorageError, is_uri, join, stage_in, storage_path
 
 REPO = Path(__file__).resolve().parents[1]

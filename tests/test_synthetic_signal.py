@@ -7,13 +7,11 @@ frozen embeddings (embedding job, Ray Train) predicts mortality and length of st
 12 h of the unit stay (the tasks' default window), CIs clear of chance. Issue 5 asked AUROC 0.75
 and Spearman 0.5 of whole-stay inputs, which saw the end of the stay (the number of events alone
 then tracks its length); at 12 h the same pipeline reaches about 0.75 and 0.45 here. The
-pretraining runs in process, step for step as `pretrain.train_loop` runs it on a Ray Train
-worker, to keep the fast test fast."""
+pretraining runs in process through the worker loop's own epoch function (`pretrain.train_epoch`),
+to keep the fast test fast."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from clintraj.artifacts.dataset import Dataset
+from clintraj.artifacts.embeddings import Embeddings
 from clintraj.config import from_dict
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.stay_inputs import build_stay_table, collate
@@ -64,23 +64,17 @@ def pretrained(tmp_path_factory):
     generate("eicu", root / "raw", n_stays=STAYS, seed=0, progress=False)
     prepare(root / "raw", root / "data", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 100}}))
     config = pretrain.PretrainConfig(latent_dim=32)
-    meta = build_stay_table(root / "data", root / "inputs", config.inputs)
-    loop_config = {**asdict(config), "meta": meta}
+    meta = build_stay_table(Dataset(root / "data"), root / "inputs", config.inputs)
     train, test = _split(root / "inputs", "train"), _split(root / "inputs", "test")
     torch.manual_seed(0)
-    model = pretrain.build_model(meta, loop_config)
+    model = pretrain.build_model(meta, config)
     initial_tokens = model.missing_tokens.detach().clone()
     untrained = _test_retrieval(model, test, meta)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(0)
-    for _ in range(EPOCHS):
-        model.train()
-        for batch in _batches(train, meta, config.batch_size, rng):
-            loss, _ = pretrain._loss(model, batch, loop_config)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return {"root": root, "model": model, "optimizer": optimizer, "config": loop_config, "meta": meta,
+    for _ in range(EPOCHS):  # the Ray Train worker's own epoch, on batches read here
+        pretrain.train_epoch(model, optimizer, _batches(train, meta, config.batch_size, rng), config)
+    return {"root": root, "model": model, "optimizer": optimizer, "run": pretrain.PretrainRun(config, meta),
             "initial_tokens": initial_tokens, "untrained": untrained, "trained": _test_retrieval(model, test, meta)}
 
 
@@ -97,7 +91,7 @@ def test_pretraining_retrieves_stays_across_modalities_10x_above_chance(pretrain
 def test_the_missing_tokens_are_learned_by_default(pretrained):
     """METHOD.md §1, ambiguity A: by default the tokens sit in the centroids, get
     gradient and move; each modality's token moved by more than its initial size."""
-    assert pretrained["config"]["missing_tokens_in_context"] is True  # the PretrainConfig default
+    assert pretrained["run"].config.missing_tokens_in_context is True  # the PretrainConfig default
     before, after = pretrained["initial_tokens"], pretrained["model"].missing_tokens.detach()
     moved = (after - before).norm(dim=1) / before.norm(dim=1)
     print(f"missing tokens moved by {moved.numpy().round(2)} x their initial norm")
@@ -113,10 +107,9 @@ def test_static_mlp_on_the_embeddings_learns_mortality_and_length_of_stay(pretra
     root = pretrained["root"]
     checkpoint = root / "checkpoint"
     checkpoint.mkdir()
-    pretrain._save(checkpoint, pretrained["model"], pretrained["optimizer"], {"epoch": EPOCHS - 1},
-                   pretrained["config"])
+    pretrain.save(checkpoint, pretrained["model"], pretrained["optimizer"], {"epoch": EPOCHS - 1}, pretrained["run"])
     embed_job.run(root / "data", root / "embeddings", str(checkpoint), root / "embed-work")
-    assert json.loads((root / "embeddings" / "embeddings.json").read_text())["encoders"] == "contrastive"
+    assert Embeddings(root / "embeddings").record["encoders"] == "contrastive"
     results = {}
     for task in ("mortality", "los"):
         splits, modalities = task_splits(root / "data", root / "embeddings", task)

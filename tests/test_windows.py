@@ -15,7 +15,8 @@ from sklearn.metrics import roc_auc_score
 from clintraj.config import from_dict
 from clintraj.data import windows
 from clintraj.data.modalities import Modality, aggregate
-from clintraj.data.prepare import PrepareConfig, check_windows, prepare, read_report, read_task, read_task_tables
+from clintraj.artifacts.dataset import Dataset
+from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.stay_inputs import InputConfig, InputScaling, build_task_tables
 from clintraj.data.synthetic import generate
 from clintraj.data.synthetic.eicu import LEAK_LAB
@@ -56,13 +57,15 @@ def test_prediction_times_default_override_and_refuse_what_is_not_a_task():
         prediction_hours("eicu", {"mortality": -1})
 
 
-def test_a_job_asking_for_other_windows_than_prepared_names_both():
-    report = {"windows": {"mortality": 12.0, "los": 12.0}}
-    check_windows(report, {"mortality": 12}, "the config")  # the same: fine
+def test_a_job_asking_for_other_windows_than_prepared_names_both(tmp_path):
+    generate("eicu", tmp_path / "raw", n_stays=300, seed=2, progress=False)
+    prepare(tmp_path / "raw", tmp_path / "d", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 50}}))
+    dataset = Dataset(tmp_path / "d")
+    dataset.check_windows({"mortality": 12}, "the config")  # the same: fine
     with pytest.raises(ValueError, match=r"mortality.*24 h after ICU admission.*12 h after ICU admission"):
-        check_windows(report, {"mortality": 24}, "the config")
+        dataset.check_windows({"mortality": 24}, "the config")
     with pytest.raises(ValueError, match="the whole ICU stay"):
-        check_windows(report, {"los": None}, "the config")
+        dataset.check_windows({"los": None}, "the config")
 
 
 # --- a planted leak -----------------------------------------------------------------------------
@@ -93,16 +96,16 @@ def mimic_leak(tmp_path_factory):
 
 
 def _labels(dataset, stay_ids) -> np.ndarray:
-    stays = pd.read_parquet(dataset / "stays.parquet").set_index("stay_id")
+    stays = Dataset(dataset).stays().set_index("stay_id")
     return stays.loc[stay_ids, "died"].astype(float).to_numpy()
 
 
 def _static_leak_auroc(dataset, config=InputConfig()) -> tuple[float, int]:
     """AUROC of the leak's own input feature in the mortality cohort's static inputs (what the
     encoders read: the lab vector's `lab:label marker` column)."""
-    build_task_tables(dataset, dataset.parent / f"{dataset.name}-inputs", config, ["mortality"])
+    build_task_tables(Dataset(dataset), dataset.parent / f"{dataset.name}-inputs", config, ["mortality"])
     table = pd.read_parquet(dataset.parent / f"{dataset.name}-inputs")
-    column = InputScaling.fit(dataset).scalers["lab"].names.index(f"lab:{LEAK_LAB}")
+    column = InputScaling.fit(Dataset(dataset)).scalers["lab"].names.index(f"lab:{LEAK_LAB}")
     feature = np.stack(table["lab.x"].to_numpy())[:, column]
     return roc_auc_score(_labels(dataset, table["stay_id"]), feature), len(table)
 
@@ -110,9 +113,9 @@ def _static_leak_auroc(dataset, config=InputConfig()) -> tuple[float, int]:
 def _timeline_leak_auroc(dataset, leak_of_event) -> float:
     """AUROC of the leak in the mortality timelines: each stay's timeline assembled (as the
     embedding job does) from one number per event, the leak's value in that event's input."""
-    cohort = read_task(dataset, "mortality")
-    report = read_report(dataset)
-    inputs = write_event_inputs(dataset, dataset.parent / f"{dataset.name}-events", cohort["stay_id"])
+    cohort = Dataset(dataset).task_cohort("mortality")
+    report = Dataset(dataset).report
+    inputs = write_event_inputs(Dataset(dataset), dataset.parent / f"{dataset.name}-events", cohort["stay_id"])
     frames = []
     for name, file in inputs["files"].items():
         events = pd.read_parquet(dataset.parent / f"{dataset.name}-events" / file)
@@ -136,9 +139,9 @@ def test_a_planted_leak_after_the_prediction_time_carries_no_signal_into_static_
 
 
 def test_a_planted_leak_after_the_prediction_time_carries_no_signal_into_timelines(eicu_leak):
-    scaler = InputScaling.fit(eicu_leak[False]).scalers["lab"]
+    scaler = InputScaling.fit(Dataset(eicu_leak[False])).scalers["lab"]
     column = scaler.names.index(f"lab:{LEAK_LAB}")
-    lab = read_report(eicu_leak[False])["modalities"].index("lab")
+    lab = Dataset(eicu_leak[False]).modalities.index("lab")
 
     def leak(name, events, report):
         x = [np.asarray(v)[column] if m == lab else -1e9 for v, m in zip(events["x"], events["modality"])]
@@ -157,8 +160,8 @@ def _note_says_died(text: pd.Series) -> np.ndarray:
 def test_a_note_charted_after_the_prediction_time_is_no_input_of_mortality(mimic_leak):
     aurocs = {}
     for null, dataset in mimic_leak.items():
-        cohort = read_task(dataset, "mortality")
-        notes = read_task_tables(dataset, "mortality", ["radiology_note"])["radiology_note"]
+        cohort = Dataset(dataset).task_cohort("mortality")
+        notes = Dataset(dataset).task_tables("mortality", ["radiology_note"])["radiology_note"]
         text = cohort[["stay_id"]].merge(notes, how="left", on="stay_id")["text"]
         static = roc_auc_score(_labels(dataset, cohort["stay_id"]), _note_says_died(text))
 
@@ -179,18 +182,18 @@ def test_a_note_charted_after_the_prediction_time_is_no_input_of_mortality(mimic
 
 def _window_events(dataset, task: str, modality: str) -> pd.DataFrame:
     """The events of the task's stays inside their windows, recomputed here from the raw rule."""
-    events = pd.read_parquet(dataset / "events" / modality).merge(read_task(dataset, task), on="stay_id")
+    events = Dataset(dataset).events(modality).merge(Dataset(dataset).task_cohort(task), on="stay_id")
     return events[(events["time_hours"] >= events["start_hours"]) & (events["time_hours"] <= events["end_hours"])]
 
 
 def _check_task_tables(dataset, report: dict) -> None:
     """Every task table equals the aggregation of its window's events, recomputed independently."""
     for task, summary in report["tasks"].items():
-        cohort = read_task(dataset, task)
+        cohort = Dataset(dataset).task_cohort(task)
         hours = report["windows"][task]
         assert len(cohort) == summary["stays"] and cohort["stay_id"].is_unique
         assert (cohort["start_hours"] == -report["lookback_hours"]).all()
-        stays = pd.read_parquet(dataset / "stays.parquet").set_index("stay_id").loc[cohort["stay_id"]]
+        stays = Dataset(dataset).stays().set_index("stay_id").loc[cohort["stay_id"]]
         if hours is None:
             assert cohort["prediction_hours"].isna().all()
             assert np.allclose(cohort["end_hours"], stays["unit_hours"])
@@ -198,7 +201,7 @@ def _check_task_tables(dataset, report: dict) -> None:
             assert (cohort["prediction_hours"] == hours).all() and (cohort["end_hours"] == hours).all()
             assert (stays["unit_hours"] >= hours).all()  # the others left the task, counted
         assert summary["stays_with_label"] - summary["excluded_icu_stay_shorter_than_window"] == summary["stays"]
-        tables = read_task_tables(dataset, task, report["modalities"])
+        tables = Dataset(dataset).task_tables(task)
         checked = 0
         for name, kind in report["modality_kinds"].items():
             inside = _window_events(dataset, task, name)
@@ -232,14 +235,14 @@ def test_task_tables_hold_the_window_only_and_aps_when_known(tmp_path):
     report = prepare(tmp_path / "raw", tmp_path / "a", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 100}}))
     _check_task_tables(tmp_path / "a", report)
     # APACHE values are first-day summaries: known at 24 h, so no input of a 12 h task by default
-    aps = read_task_tables(tmp_path / "a", "mortality", ["aps"])["aps"]
+    aps = Dataset(tmp_path / "a").task_tables("mortality", ["aps"])["aps"]
     assert aps.empty and report["tasks"]["mortality"]["events"]["aps"]["after the prediction time"] > 0
     assert report["tasks"]["mortality"]["events"]["lab"]["before the window start"] > 0  # counted, not seen
     # the paper's way (APS at admission) is an option, and a later prediction time sees them too
     for options in ({"eicu": {"lab_min_count": 100, "aps_available_hours": None}},
                     {"eicu": {"lab_min_count": 100}, "prediction_hours": {"mortality": 24}}):
         other = prepare(tmp_path / "raw", tmp_path / "b", from_dict(PrepareConfig, options))
-        aps = read_task_tables(tmp_path / "b", "mortality", ["aps"])["aps"]
+        aps = Dataset(tmp_path / "b").task_tables("mortality", ["aps"])["aps"]
         assert len(aps) == pytest.approx(other["tasks"]["mortality"]["stays"] * other["presence_share"]["aps"], rel=0.1)
     # a lookback brings events from before ICU admission in, and no further
     back = prepare(tmp_path / "raw", tmp_path / "c", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 100},
@@ -277,8 +280,8 @@ def _check_timeline_inputs(dataset, report: dict) -> None:
     """The timelines of every task stay, assembled from the event inputs: no event after the stay's
     prediction time, none before its window start."""
     for task in report["tasks"]:
-        cohort = read_task(dataset, task)
-        inputs = write_event_inputs(dataset, dataset.parent / f"events-{task}", cohort["stay_id"])
+        cohort = Dataset(dataset).task_cohort(task)
+        inputs = write_event_inputs(Dataset(dataset), dataset.parent / f"events-{task}", cohort["stay_id"])
         frames = [pd.read_parquet(dataset.parent / f"events-{task}" / f)[["stay_id", "time_hours", "modality"]]
                   for f in inputs["files"].values()]
         events = pd.concat(frames, ignore_index=True).assign(h=lambda f: [np.zeros(1, np.float32)] * len(f))

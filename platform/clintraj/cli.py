@@ -48,10 +48,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, workdir: str, experiment:
 def check_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Fail early, through the parser, when --data is no prepared dataset of the current format, or
     holds another dataset than --dataset names."""
-    from clintraj.data.prepare import read_report
+    from clintraj.artifacts.dataset import Dataset
 
     try:
-        dataset = read_report(args.data)["dataset"]
+        dataset = Dataset(args.data).name
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"--data: {error}")
     if dataset != args.dataset:

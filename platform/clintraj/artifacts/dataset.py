@@ -24,12 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from clintraj.tasks import window_text
+
 FORMAT = 2
-
-
-def window_text(hours: float | None) -> str:
-    """How a window reads in tables and logs: '12 h after ICU admission' or 'the whole ICU stay'."""
-    return "the whole ICU stay" if hours is None else f"{hours:g} h after ICU admission"
 
 
 @dataclass(frozen=True)
@@ -40,6 +37,11 @@ class Dataset:
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def exists(self) -> bool:
+        """Whether the folder holds a finished dataset (its report is written last)."""
+        return (self.path / "report.json").is_file()
 
     @cached_property
     def report(self) -> dict:

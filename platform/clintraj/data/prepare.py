@@ -1,18 +1,5 @@
 """A versioned dataset folder from a raw folder: cohort, splits, task cohorts with their windows,
-per-stay tables, events, report.
-
-Layout (read by every later stage, through Ray Data; tables are sharded into part-NNNNN.parquet):
-    stays.parquet                 stay_id, patient_id, labels, unit_hours, has_<modality>, split
-                                  (the pretraining split)
-    modalities/<name>/            stay_id + the modality's per-stay features over the whole stay:
-                                  the pretraining view
-    events/<name>/                stay_id, time_hours + payload: every event of every stay, at its time
-    tasks/<task>.parquet          the task's cohort, drawn only from stays unseen in pretraining (its
-                                  val + test pool), re-split: stay_id, split, prediction_hours (NaN:
-                                  the whole stay), start_hours, end_hours (the stay's window)
-    tasks/<task>/modalities/<name>/   the per-stay features over the task's window only
-    quarantine.parquet            (table, reason, row) of every raw row set aside
-    report.json / report.md / missingness.png
+per-stay tables, events, report (the folder's layout: `clintraj.artifacts.dataset`).
 
 A task sees the events of its window only (`data.windows`): its per-stay tables here and its
 timelines later are cut by the same rule, at the prediction time fixed here and recorded in
@@ -22,10 +9,7 @@ from the others.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from clintraj import __version__
+from clintraj.artifacts.dataset import Dataset, DatasetWriter
 from clintraj.config import to_dict
 from clintraj.data import eicu, mimic, windows
 from clintraj.data.cohort import CohortTables
@@ -41,7 +26,6 @@ from clintraj.data.splits import split_stays
 from clintraj.tasks import TASKS, dataset_tasks, prediction_hours, window_text
 
 log = logging.getLogger(__name__)
-DATASET_FORMAT = 2
 
 
 @dataclass
@@ -145,15 +129,6 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
     return TaskCohort(name, hours, cohort.reset_index(drop=True), task_tables, report)
 
 
-def write_shards(frame: pd.DataFrame, folder: Path, rows_per_shard: int) -> int:
-    folder.mkdir(parents=True, exist_ok=True)
-    shards = max(1, -(-len(frame) // rows_per_shard))
-    for shard in range(shards):
-        part = frame.iloc[shard * rows_per_shard:(shard + 1) * rows_per_shard]
-        part.to_parquet(folder / f"part-{shard:05d}.parquet", index=False)
-    return shards
-
-
 def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None, notes: Path | None = None) -> dict:
     """Build the dataset folder `out` from `raw`; return the report. Same input, same bytes."""
     config.windows()  # a misnamed task or a bad window fails before any reading
@@ -174,23 +149,15 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
     task_cohorts = [task_cohort(name, number, stays, tables, vocabularies, config)
                     for number, name in enumerate(dataset_tasks(config.dataset), start=1)]
 
-    out = Path(out)
-    for folder in ("modalities", "events", "tasks"):
-        shutil.rmtree(out / folder, ignore_errors=True)
-    (out / "tasks").mkdir(parents=True)
-    stays.to_parquet(out / "stays.parquet", index=False)
+    writer = DatasetWriter(out, config.rows_per_shard)
+    writer.stays(stays)
     for name in names:
-        write_shards(whole_stay[name], out / "modalities" / name, config.rows_per_shard)
-        write_shards(tables.events[name].drop(columns="row", errors="ignore"), out / "events" / name,
-                     config.rows_per_shard)
+        writer.modality(name, whole_stay[name], tables.events[name].drop(columns="row", errors="ignore"))
     for task in task_cohorts:
-        task.cohort.to_parquet(out / "tasks" / f"{task.name}.parquet", index=False)
-        for name in names:
-            write_shards(task.tables[name], out / "tasks" / task.name / "modalities" / name, config.rows_per_shard)
-    tables.quarantine.frame().to_parquet(out / "quarantine.parquet", index=False)
+        writer.task(task.name, task.cohort, task.tables)
+    writer.quarantine(tables.quarantine.frame())
 
     report = {
-        "format": DATASET_FORMAT,
         "clintraj_version": __version__,
         "dataset": config.dataset,
         "config": to_dict(config),
@@ -212,11 +179,10 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
         "events": {m: int(len(tables.events[m])) for m in names},
         "quarantine": tables.quarantine.summary(),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(render_report(report))
-    plot_missingness(stays, presence_columns, out / "missingness.png")
+    writer.report(report, render_report(report))
+    plot_missingness(stays, presence_columns, writer.figure)
     log.info("dataset written to %s: %d stays", out, len(stays))
-    return report
+    return Dataset(out).report
 
 
 def _split_summary(report) -> dict:
@@ -291,52 +257,6 @@ def render_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_report(path: Path) -> dict:
-    report = Path(path) / "report.json"
-    if not report.is_file():
-        raise FileNotFoundError(f"{path} is not a prepared dataset (no report.json): write one with "
-                                "jobs/preprocess.py")
-    loaded = json.loads(report.read_text())
-    if loaded.get("format") != DATASET_FORMAT:
-        raise ValueError(f"{path} was prepared in dataset format {loaded.get('format')}, this version reads "
-                         f"format {DATASET_FORMAT} (tasks with prediction windows): prepare it again with "
-                         "jobs/preprocess.py")
-    return loaded
-
-
-def read_dataset(path: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict]:
-    """(stays, whole-stay modality tables, report) of a prepared dataset folder."""
-    path = Path(path)
-    report = read_report(path)
-    stays = pd.read_parquet(path / "stays.parquet")
-    modalities = {m: pd.read_parquet(path / "modalities" / m) for m in report["modalities"]}
-    return stays, modalities, report
-
-
-def read_task(path: Path, task: str) -> pd.DataFrame:
-    """The task's cohort: stay_id, split, prediction_hours, start_hours, end_hours."""
-    return pd.read_parquet(Path(path) / "tasks" / f"{task}.parquet")
-
-
-def read_task_tables(path: Path, task: str, modalities: list[str]) -> dict[str, pd.DataFrame]:
-    """The task's per-stay tables, over its window."""
-    return {m: pd.read_parquet(Path(path) / "tasks" / task / "modalities" / m) for m in modalities}
-
-
-def check_windows(report: dict, requested: dict[str, float | None], source: str) -> None:
-    """Fail when `requested` windows (task -> hours) differ from those the dataset was prepared with."""
-    prepared = report.get("windows", {})
-    for name, hours in requested.items():
-        if name in prepared and not _same_hours(prepared[name], hours):
-            raise ValueError(f"{source} asks for task {name!r} at {window_text(hours)}, but the dataset was "
-                             f"prepared with {window_text(prepared[name])}: prepare it again with that window, "
-                             "or ask for the prepared one")
-
-
-def _same_hours(a: float | None, b: float | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and math.isclose(a, b))
-
-
 def log_dataset(out: Path, tracking, experiment: str) -> str:
     """One MLflow run for a prepared dataset: the funnel and split sizes as metrics, the windows as
     params, the report, its JSON and the missingness figure as artifacts (counts only: no
@@ -346,7 +266,7 @@ def log_dataset(out: Path, tracking, experiment: str) -> str:
     from clintraj.tasks import window_param
 
     out = Path(out)
-    report = read_report(out)
+    report = Dataset(out).report
     mlflow.set_tracking_uri(tracking.uri)
     with mlflow.start_run(experiment_id=tracking.experiment(experiment),
                           run_name=f"dataset-{report['dataset']}") as run:

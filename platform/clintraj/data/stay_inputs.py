@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from clintraj.artifacts.dataset import Dataset
+from clintraj.data import windows
 from clintraj.data.features import ModalityScaler, modality_vectors
 from clintraj.data.modalities import time_series_variables
 
@@ -75,17 +77,16 @@ class InputScaling:
     ts_std: np.ndarray
 
     @classmethod
-    def fit(cls, dataset: Path) -> "InputScaling":
-        from clintraj.data.prepare import read_dataset
-
-        stays, modalities, report = read_dataset(dataset)
-        kinds = report["modality_kinds"]
+    def fit(cls, dataset: Dataset) -> "InputScaling":
+        stays, kinds = dataset.stays(), dataset.modality_kinds
         train_ids = stays.loc[stays["split"] == "train", "stay_id"]
-        scalers = {m: ModalityScaler.fit(modalities[m][modalities[m]["stay_id"].isin(train_ids)])
-                   for m in vector_modalities(kinds)}
+        scalers = {}
+        for name in vector_modalities(kinds):
+            table = dataset.table(name)
+            scalers[name] = ModalityScaler.fit(table[table["stay_id"].isin(train_ids)])
         variables, mean, std = [], np.zeros(0), np.zeros(0)
         if "time_series" in kinds:
-            events = pd.read_parquet(Path(dataset) / "events" / "time_series")
+            events = dataset.events("time_series")
             variables = time_series_variables(events)
             train = events[events["stay_id"].isin(train_ids)]
             mean = train[variables].mean().fillna(0.0).to_numpy(float)
@@ -143,27 +144,20 @@ def stay_table(stays: pd.DataFrame, tables: dict[str, pd.DataFrame], ts_events: 
     return pa.table(columns)
 
 
-def input_meta(dataset: Path, scaling: InputScaling, image_root: Path | None) -> dict:
+def input_meta(dataset: Dataset, scaling: InputScaling, image_root: Path | None) -> dict:
     """What the encoders need to know of a dataset's inputs (inputs.json)."""
-    from clintraj.data.prepare import read_report
-
-    report = read_report(dataset)
     if image_root is None and any(kind == "image" for kind in scaling.kinds.values()):
-        cxr = report.get("sources", {}).get("cxr")  # the CXR root the dataset was prepared from
-        image_root = Path(cxr) if cxr else None
-    return {"dataset": report["dataset"], "modalities": list(scaling.kinds), "modality_kinds": scaling.kinds,
+        image_root = dataset.image_root  # the CXR root the dataset was prepared from
+    return {"dataset": dataset.name, "modalities": list(scaling.kinds), "modality_kinds": scaling.kinds,
             "feature_dims": scaling.feature_dims(), "image_root": str(image_root) if image_root else None}
 
 
-def build_stay_table(dataset: Path, out: Path, config: InputConfig, image_root: Path | None = None) -> dict:
+def build_stay_table(dataset: Dataset, out: Path, config: InputConfig, image_root: Path | None = None) -> dict:
     """The pretraining view: `out/<split>/part-*.parquet` (one row per stay, whole stay) and
     `out/inputs.json` (feature sizes)."""
-    from clintraj.data.prepare import read_dataset
-
     scaling = InputScaling.fit(dataset)
-    stays, modalities, _ = read_dataset(dataset)
-    ts = pd.read_parquet(Path(dataset) / "events" / "time_series") if scaling.ts_variables else None
-    table = stay_table(stays[["stay_id", "split"]], modalities, ts, scaling, config)
+    ts = dataset.events("time_series") if scaling.ts_variables else None
+    table = stay_table(dataset.stays()[["stay_id", "split"]], dataset.tables(), ts, scaling, config)
     for split in ("train", "val", "test"):
         write_split(table.filter(pa.compute.equal(table["split"], split)), Path(out) / split)
     meta = input_meta(dataset, scaling, image_root)
@@ -171,18 +165,15 @@ def build_stay_table(dataset: Path, out: Path, config: InputConfig, image_root: 
     return meta
 
 
-def build_task_tables(dataset: Path, out: Path, config: InputConfig, tasks: list[str]) -> dict[str, int]:
+def build_task_tables(dataset: Dataset, out: Path, config: InputConfig, tasks: list[str]) -> dict[str, int]:
     """Each task's window: `out/part-*.parquet`, one row per (task, cohort stay) with the task's
     split, in the pretraining view's feature space; returns the stays per task."""
-    from clintraj.data import windows
-    from clintraj.data.prepare import read_task, read_task_tables
-
     scaling = InputScaling.fit(dataset)
-    ts = pd.read_parquet(Path(dataset) / "events" / "time_series") if scaling.ts_variables else None
+    ts = dataset.events("time_series") if scaling.ts_variables else None
     parts, counts = [], {}
     for task in tasks:
-        cohort = read_task(dataset, task)
-        tables = read_task_tables(dataset, task, list(scaling.kinds))
+        cohort = dataset.task_cohort(task)
+        tables = dataset.task_tables(task, list(scaling.kinds))
         window_ts = ts[windows.select(ts, cohort)] if ts is not None else None
         keys = cohort[["stay_id", "split"]].assign(task=task)
         parts.append(stay_table(keys, tables, window_ts, scaling, config))

@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clintraj.artifacts.dataset import Dataset
 from clintraj.data.modalities import Modality, aggregate
 from clintraj.data.stay_inputs import InputScaling, modality_vectors
 
@@ -53,21 +54,17 @@ def _keyed(keys: pd.DataFrame, index: int, **columns) -> pa.Table:
                      "modality": pa.array(np.full(len(keys), index, np.int8)), **columns})
 
 
-def write_event_inputs(dataset: Path, out: Path, stay_ids, scaling: InputScaling | None = None) -> dict:
+def write_event_inputs(dataset: Dataset, out: Path, stay_ids, scaling: InputScaling | None = None) -> dict:
     """Write the event inputs of `stay_ids` under `out`; return {"files": {name: file}, "events":
     {modality: count}}."""
-    from clintraj.data.prepare import read_dataset
-
-    dataset, out = Path(dataset), Path(out)
+    out = Path(out)
     scaling = scaling or InputScaling.fit(dataset)
-    stays, _, report = read_dataset(dataset)
-    names = report["modalities"]
     out.mkdir(parents=True, exist_ok=True)
-    static = {m: pd.read_parquet(dataset / "modalities" / m) for m, kind in scaling.kinds.items() if kind == "static"}
+    static = {m: dataset.table(m) for m, kind in scaling.kinds.items() if kind == "static"}
     vectors, files, counts = [], {}, {}
-    for index, name in enumerate(names):
+    for index, name in enumerate(dataset.modalities):
         modality = Modality(name, scaling.kinds[name])
-        events = pd.read_parquet(dataset / "events" / name)
+        events = dataset.events(name)
         events = events[events["stay_id"].isin(stay_ids)].reset_index(drop=True)
         if modality.kind == "time_series":
             keys, x = events[["stay_id", "time_hours"]], scaling.steps(events)

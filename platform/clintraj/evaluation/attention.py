@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from clintraj.training.sequential import collate  # noqa: E402
+from clintraj.data.sequences import collate  # noqa: E402
 
 PREDICT = "[PREDICT]"
 

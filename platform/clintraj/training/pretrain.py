@@ -1,12 +1,11 @@
 """Masked Global Alignment pretraining on Ray Train (DDP), fed by Ray Data, recorded in MLflow.
 
-Every epoch each worker trains on its shard, the validation MGA loss and the
-validation retrieval score (`val_recall_at_10`: mean Recall@10 within pools of a
-fixed number of stays, comparable across batch sizes and losses, which the sweeps
-select by) are summed over all workers, and rank 0 saves a checkpoint (model,
-optimizer, epoch, early-stopping state). Ray Train keeps the best checkpoints by
-validation loss and, when a worker dies, restarts the group from the last
-checkpoint (`FailureConfig`), so no epoch is counted twice. Early stopping
+Every epoch each worker trains on its shard (`train_epoch`), the validation MGA loss and the
+validation retrieval score (`val_recall_at_10`: mean Recall@10 within pools of a fixed number
+of stays, comparable across batch sizes and losses, which the sweeps select by) are summed over
+all workers (`validate`), and rank 0 saves a checkpoint (model, optimizer, epoch, early-stopping
+state). Ray Train keeps the best checkpoints by validation loss and, when a worker dies,
+restarts the group from the last checkpoint, so no epoch is counted twice. Early stopping
 follows appendix B.2: patience 10 on the validation MGA loss.
 """
 
@@ -15,17 +14,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import torch
 
+from clintraj.config import from_dict, to_dict
 from clintraj.data.stay_inputs import InputConfig, collate, with_map_stages
 from clintraj.metrics.retrieval import pooled_recall
 from clintraj.models.mga import mga_loss
-from clintraj.storage import join, list_dirs, read_text, storage_path
+from clintraj.storage import join, list_dirs, read_text
+from clintraj.training.loop import EarlyStopping, is_rank_zero, make_trainer, report, resumed
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class PretrainConfig:
     epochs: int = 100
     patience: int = 10
     modality_dropout: float = 0.2
-    missing_tokens_in_context: bool = True  # METHOD.md ambiguity A: the tokens sit in the centroids, so they learn
+    missing_tokens_in_context: bool = True  # METHOD.md §1 ambiguity A: the tokens sit in the centroids, so they learn
     retrieval_pool: int = 128  # val_recall_at_10 is the mean Recall@10 within pools of this many validation stays
     text_model: str | None = None  # a BERT-family dir or hub id, or "tiny"; None: the offline MiniLM, else tiny
     image_weights: str | None = None  # ImageNet state_dict of the CNN; None: random init (said once)
@@ -52,101 +52,113 @@ class PretrainConfig:
     inputs: InputConfig = field(default_factory=InputConfig)
 
 
-def build_model(meta: dict, config: dict):
+@dataclass(frozen=True)
+class PretrainRun:
+    """What a worker needs: the config and the inputs' description (`data.stay_inputs.input_meta`)."""
+
+    config: PretrainConfig
+    meta: dict
+
+
+def build_model(meta: dict, config: PretrainConfig):
     from clintraj.models.encoders import build_encoders
     from clintraj.models.mga import MGAModel
 
-    encoders = build_encoders(meta["dataset"], meta["feature_dims"], config["latent_dim"],
-                              text_model=meta.get("text_model") or config.get("text_model"),
-                              image_weights=config.get("image_weights"),
-                              image_arch=config.get("image_arch", "resnet18"),
-                              text_max_length=config.get("text_max_length", 512))
-    return MGAModel(encoders, meta["modalities"], config["latent_dim"],
-                    modality_dropout=config["modality_dropout"],
-                    missing_tokens_in_context=config["missing_tokens_in_context"])
+    encoders = build_encoders(meta["dataset"], meta["feature_dims"], config.latent_dim,
+                              text_model=meta.get("text_model") or config.text_model,
+                              image_weights=config.image_weights, image_arch=config.image_arch,
+                              text_max_length=config.inputs.text_max_length)
+    return MGAModel(encoders, meta["modalities"], config.latent_dim, modality_dropout=config.modality_dropout,
+                    missing_tokens_in_context=config.missing_tokens_in_context)
 
 
-def _loss(model, batch, config):
-    out = model(batch)
-    return mga_loss(out["z"], out["present"], out["tau"], config["missing_tokens_in_context"])
+def train_epoch(model, optimizer, batches, config: PretrainConfig) -> torch.Tensor:
+    """One pass over the training batches: (loss sum, batches, empty batches)."""
+    model.train()
+    totals = torch.zeros(3)
+    for batch in batches:
+        out = model(batch)
+        loss, info = mga_loss(out["z"], out["present"], out["tau"], config.missing_tokens_in_context)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        totals += torch.tensor([loss.item(), 1.0, float(info.get("empty_batch", False))])
+    return totals
 
 
-def _save(directory: Path, model, optimizer, state: dict, config: dict) -> None:
+def validate(model, batches, config: PretrainConfig) -> torch.Tensor:
+    """(loss sum over non-empty batches, their count, pooled Recall@10 sum, pools) of the validation
+    batches, in eval mode (no modality dropout): sums that add up across workers."""
+    model.eval()
+    val = torch.zeros(4)
+    zs, presents = [], []
+    with torch.no_grad():
+        for batch in batches:
+            out = model(batch)
+            loss, info = mga_loss(out["z"], out["present"], out["tau"], config.missing_tokens_in_context)
+            if not info.get("empty_batch", False):
+                val += torch.tensor([loss.item(), 1.0, 0.0, 0.0])
+            zs.append(out["z"].cpu())
+            presents.append(out["present"].cpu())
+    if zs:
+        val[2:] = torch.tensor(pooled_recall(torch.cat(zs), torch.cat(presents), 10, config.retrieval_pool))
+    return val
+
+
+def save(directory: Path, model, optimizer, state: dict, run: PretrainRun) -> None:
     """model.pt + optimizer.pt + state.json, and the model's config and input description
     (config.json, meta.json), so a checkpoint folder alone rebuilds the encoders."""
     module = model.module if hasattr(model, "module") else model
     torch.save(module.state_dict(), directory / "model.pt")
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     (directory / "state.json").write_text(json.dumps(state))
-    (directory / "meta.json").write_text(json.dumps(config["meta"]))
-    (directory / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "meta"}))
+    (directory / "meta.json").write_text(json.dumps(run.meta))
+    (directory / "config.json").write_text(json.dumps(to_dict(run.config)))
 
 
-def train_loop(config: dict) -> None:
-    """Ray Train worker loop. `config`: PretrainConfig fields + meta, run wiring."""
+def train_loop(args: dict) -> None:
+    """Ray Train worker loop of a `PretrainRun`."""
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
 
-    torch.manual_seed(config["seed"])
-    meta = config["meta"]
+    run: PretrainRun = args["run"]
+    config, meta = run.config, run.meta
+    torch.manual_seed(config.seed)
     model = build_model(meta, config)
-    state = {"epoch": -1, "best_val_loss": math.inf, "stale": 0}
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    resumed = ray.train.get_checkpoint()
-    if resumed:
-        with resumed.as_directory() as directory:
-            model.load_state_dict(torch.load(Path(directory) / "model.pt", weights_only=True))
-            optimizer.load_state_dict(torch.load(Path(directory) / "optimizer.pt", weights_only=True))
-            state = json.loads((Path(directory) / "state.json").read_text())
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    stopping, first = EarlyStopping("min", config.patience), 0
+
+    def restore(directory: Path) -> dict:
+        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+        return json.loads((directory / "state.json").read_text())
+
+    state = resumed(restore)
+    if state:
+        stopping, first = EarlyStopping(**state["stopping"]), state["epoch"] + 1
     # An absent modality's encoder is not run, so some parameters get no gradient in a step.
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    rank_zero = ray.train.get_context().get_world_rank() == 0
     batches = partial(collate, feature_dims=meta["feature_dims"])
 
-    for epoch in range(state["epoch"] + 1, config["epochs"]):
-        model.train()
-        totals = torch.zeros(3)  # loss sum, batches, empty batches
-        for batch in ray.train.get_dataset_shard("train").iter_torch_batches(
-                batch_size=config["batch_size"], collate_fn=batches):
-            loss, info = _loss(model, batch, config)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            totals += torch.tensor([loss.item(), 1.0, float(info.get("empty_batch", False))])
-        model.eval()
-        val = torch.zeros(4)  # loss sum over non-empty batches, their count; pooled Recall@10 sum, pools
-        zs, presents = [], []
-        with torch.no_grad():
-            for batch in ray.train.get_dataset_shard("val").iter_torch_batches(
-                    batch_size=config["batch_size"], collate_fn=batches):
-                out = model(batch)
-                loss, info = mga_loss(out["z"], out["present"], out["tau"], config["missing_tokens_in_context"])
-                if not info.get("empty_batch", False):
-                    val += torch.tensor([loss.item(), 1.0, 0.0, 0.0])
-                zs.append(out["z"].cpu())
-                presents.append(out["present"].cpu())
-        if zs:
-            val[2:] = torch.tensor(pooled_recall(torch.cat(zs), torch.cat(presents), 10, config["retrieval_pool"]))
+    for epoch in range(first, config.epochs):
+        totals = train_epoch(model, optimizer, ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=config.batch_size, collate_fn=batches), config)
+        val = validate(model, ray.train.get_dataset_shard("val").iter_torch_batches(
+            batch_size=config.batch_size, collate_fn=batches), config)
         if dist.is_initialized():
             dist.all_reduce(totals)
             dist.all_reduce(val)
         val_loss = float(val[0] / val[1]) if val[1] > 0 else math.inf
-        val_recall = float(val[2] / val[3]) if val[3] > 0 else float("nan")
-        improved = val_loss < state["best_val_loss"]
-        state = {"epoch": epoch, "val_loss": val_loss, "best_val_loss": min(val_loss, state["best_val_loss"]),
-                 "stale": 0 if improved else state["stale"] + 1}
+        stopping.update(val_loss, epoch)
         module = model.module if hasattr(model, "module") else model
         metrics = {"epoch": epoch, "train_loss": float(totals[0] / max(totals[1], 1)), "val_loss": val_loss,
-                   "val_recall_at_10": val_recall, "tau": module.tau.item(), "empty_batches": int(totals[2]),
-                   "stale_epochs": state["stale"]}
-        with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if rank_zero:
-                _save(Path(directory), model, optimizer, state, config)
-                checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=checkpoint)
-        if state["stale"] >= config["patience"]:
+                   "val_recall_at_10": float(val[2] / val[3]) if val[3] > 0 else float("nan"),
+                   "tau": module.tau.item(), "empty_batches": int(totals[2]), "stale_epochs": stopping.stale}
+        state = {"epoch": epoch, "val_loss": val_loss, "stopping": stopping.state()}
+        report(metrics, partial(save, model=model, optimizer=optimizer, state=state, run=run) if is_rank_zero()
+               else None)
+        if stopping.stop:
             break
 
 
@@ -165,26 +177,11 @@ def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: str |
             tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=()):
     """The TorchTrainer of one pretraining run (used alone, or inside a Tune trial); checkpoints go
     under `storage`, a folder or a URI (`clintraj.storage.storage_path`)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from clintraj.training.callbacks import MlflowEpochLogger
-
-    loop_config = {**asdict(config), "meta": meta, "text_max_length": config.inputs.text_max_length}
-    loop_config.pop("inputs")
-    return TorchTrainer(
-        train_loop,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                               resources_per_worker={"CPU": config.cpus_per_worker}),
-        datasets=datasets(inputs_dir, meta, config),
-        run_config=ray.train.RunConfig(
-            name=name, storage_path=storage_path(storage),
-            callbacks=[*callbacks, *([MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else [])],
-            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=3, checkpoint_score_attribute="val_loss", checkpoint_score_order="min")),
-    )
+    return make_trainer(train_loop, PretrainRun(config, meta), name=name, storage=storage,
+                        datasets=datasets(inputs_dir, meta, config), workers=config.num_workers,
+                        cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
+                        max_failures=config.max_failures, keep=3, score=("val_loss", "min"),
+                        tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, callbacks=callbacks)
 
 
 def best_checkpoint(result):
@@ -201,11 +198,21 @@ def best_saved_checkpoint(run_dir: str | Path) -> dict | None:
     return min(saved, key=lambda s: s["val_loss"]) if saved else None
 
 
-def load_model(checkpoint_dir: Path, meta: dict | None = None, config: dict | None = None):
+def saved_config(checkpoint_dir: Path) -> PretrainConfig:
+    """The config a checkpoint was trained with (its text model: the one it used)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    saved = json.loads((checkpoint_dir / "config.json").read_text())
+    config = from_dict(PretrainConfig, {k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__},
+                       str(checkpoint_dir / "config.json"))
+    text_model = json.loads((checkpoint_dir / "meta.json").read_text()).get("text_model")
+    config.text_model = text_model or config.text_model
+    return config
+
+
+def load_model(checkpoint_dir: Path, meta: dict | None = None, config: PretrainConfig | None = None):
     """The MGA model of a checkpoint folder (its own meta.json / config.json unless given)."""
     checkpoint_dir = Path(checkpoint_dir)
     meta = meta or json.loads((checkpoint_dir / "meta.json").read_text())
-    config = config or json.loads((checkpoint_dir / "config.json").read_text())
-    model = build_model(meta, config)
-    model.load_state_dict(torch.load(Path(checkpoint_dir) / "model.pt", weights_only=True))
+    model = build_model(meta, config or saved_config(checkpoint_dir))
+    model.load_state_dict(torch.load(checkpoint_dir / "model.pt", weights_only=True))
     return model.eval()

@@ -4,7 +4,9 @@ The driver writes each split's (x, y) to Parquet; Ray Data streams the
 training split, sharded over workers (DDP), and gives every worker the whole
 validation split. Each epoch rank 0 reports metrics and a checkpoint; Ray
 Train keeps the best by the validation metric, and the driver scores the
-test split from that checkpoint, with bootstrap confidence intervals.
+test split from that checkpoint, with bootstrap confidence intervals. A worker
+that dies restarts the group at the last epoch's checkpoint (weights, optimizer,
+early-stopping state).
 
 Losses (METHOD.md section 4): mortality BCE with pos_weight = negatives /
 positives of the training split; phenotyping BCE with a pos_weight per label;
@@ -13,9 +15,10 @@ length of stay MSE on log(1 + hours), errors reported in hours.
 
 from __future__ import annotations
 
+import json
 import logging
-import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -26,8 +29,9 @@ import torch
 from torch import nn
 
 from clintraj.models.static import build_static_model
-from clintraj.storage import storage_path, uri_of
+from clintraj.storage import uri_of
 from clintraj.tasks import TaskName, task as task_named
+from clintraj.training.loop import EarlyStopping, is_rank_zero, make_trainer, report, resumed
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class StaticTrainConfig:
     num_workers: int = 2
     cpus_per_worker: float = 0.5  # fractional: leaves CPUs to Ray Data's read tasks
     use_gpu: bool = False
+    max_failures: int = 2  # worker failures Ray Train recovers from, resuming at the last epoch's checkpoint
     seed: int = 0
 
 
@@ -60,13 +65,26 @@ def write_split(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return path
 
 
-def _model(config: dict) -> nn.Module:
-    model = build_static_model(config["architecture"], config["in_features"], config["out_features"],
-                               config["hidden"], config["dropout"], config.get("modalities", 0))
-    if config.get("target_mean") is not None:
+@dataclass(frozen=True)
+class StaticRun:
+    """What a worker needs: the config and the shape of the data."""
+
+    config: StaticTrainConfig
+    in_features: int
+    out_features: int
+    modalities: int  # the LSTM reads the input as this many modality vectors
+    pos_weight: list[float] | None  # BCE weight of the positives (None: regression)
+    target_mean: float | None  # regression: where the head's bias starts
+
+
+def build_model(run: StaticRun) -> nn.Module:
+    config = run.config
+    model = build_static_model(config.architecture, run.in_features, run.out_features, config.hidden,
+                               config.dropout, run.modalities)
+    if run.target_mean is not None:
         # LoS: start at the training mean of log(1 + hours), not at 0 hours; the few hundred steps
         # of a small cohort otherwise go to learning the mean before any ranking
-        nn.init.constant_(model.output.bias, config["target_mean"])
+        nn.init.constant_(model.output.bias, run.target_mean)
     return model
 
 
@@ -85,61 +103,79 @@ def _squeeze(a: np.ndarray) -> np.ndarray:
     return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
 
 
-def train_loop(config: dict) -> None:
-    """Ray Train worker loop; `config` holds StaticTrainConfig fields plus the data's shape."""
+def loss_function(run: StaticRun) -> nn.Module:
+    if run.pos_weight is None:
+        return nn.MSELoss()
+    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(run.pos_weight))
+
+
+def train_epoch(model: nn.Module, optimizer, loss_fn: nn.Module, batches) -> float:
+    """One pass over the training batches; the mean loss per stay."""
+    total, count = 0.0, 0
+    for batch in batches:
+        optimizer.zero_grad()
+        loss = loss_fn(model(batch["x"]), batch["y"])
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch["y"])
+        count += len(batch["y"])
+    return total / max(count, 1)
+
+
+def save(directory: Path, model: nn.Module, optimizer, state: dict) -> None:
+    torch.save((model.module if hasattr(model, "module") else model).state_dict(), directory / "model.pt")
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    (directory / "state.json").write_text(json.dumps(state))
+
+
+def train_loop(args: dict) -> None:
+    """Ray Train worker loop of a `StaticRun`."""
     import ray.train
     import ray.train.torch
 
-    torch.manual_seed(config["seed"])
-    task = task_named(config["task"])
-    model = ray.train.torch.prepare_model(_model(config))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    weights = config["pos_weight"]
-    loss_fn = nn.MSELoss() if weights is None else nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights))
+    run: StaticRun = args["run"]
+    config = run.config
+    torch.manual_seed(config.seed)
+    task = task_named(config.task)
+    model = build_model(run)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     metric, mode = task.selection
-    rank_zero = ray.train.get_context().get_world_rank() == 0
+    stopping, first = EarlyStopping(mode, config.patience), 0
+
+    def restore(directory: Path) -> dict:
+        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+        return json.loads((directory / "state.json").read_text())
+
+    state = resumed(restore)
+    if state:
+        stopping, first = EarlyStopping(**state["stopping"]), state["epoch"] + 1
+    model = ray.train.torch.prepare_model(model)
+    loss_fn = loss_function(run)
     train_shard = ray.train.get_dataset_shard("train")
     # The validation split is small and read every epoch: held in memory after the first pass.
     val_batches = list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=1024, dtypes=torch.float32))
 
-    best, stale = None, 0
-    for epoch in range(config["epochs"]):
-        total, count = 0.0, 0
-        for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=torch.float32):
-            optimizer.zero_grad()
-            loss = loss_fn(model(batch["x"]), batch["y"])
-            loss.backward()
-            optimizer.step()
-            total += float(loss) * len(batch["y"])
-            count += len(batch["y"])
+    for epoch in range(first, config.epochs):
+        train_loss = train_epoch(model, optimizer, loss_fn, train_shard.iter_torch_batches(
+            batch_size=config.batch_size, dtypes=torch.float32))
         y, output = _predict(model, val_batches)
-        metrics = {"epoch": epoch, "train_loss": total / max(count, 1),
+        metrics = {"epoch": epoch, "train_loss": train_loss,
                    **{f"val_{k}": v for k, v in task.validation_metrics(y, output).items()}}
-        value = metrics[metric]
-        metrics["val_score"] = value if mode == "max" else -value  # one higher-is-better key for Tune
-        improved = best is None or (value > best if mode == "max" else value < best)
-        best, stale = (value, 0) if improved else (best, stale + 1)
-        with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if rank_zero:
-                state = (model.module if hasattr(model, "module") else model).state_dict()
-                torch.save(state, Path(directory) / "model.pt")
-                checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=checkpoint)
-        if stale >= config["patience"]:
+        stopping.update(metrics[metric], epoch)
+        metrics["val_score"] = stopping.score(metrics[metric])  # one higher-is-better key for Tune
+        state = {"epoch": epoch, "stopping": stopping.state()}
+        report(metrics, partial(save, model=model, optimizer=optimizer, state=state) if is_rank_zero() else None)
+        if stopping.stop:
             break
 
 
 def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: str, modalities: int = 0,
             tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=(),
             storage: str | Path | None = None):
-    """The TorchTrainer of one static run over splits {'train'|'val'|'test': (x, y)}, written under
+    """(TorchTrainer, run) of one static run over splits {'train'|'val'|'test': (x, y)}, written under
     `workdir`; checkpoints go under `storage` (a folder or a URI), by default workdir/ray_results."""
     import ray.data
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from clintraj.training.callbacks import MlflowEpochLogger
 
     workdir = Path(workdir).resolve()
     x_train, y_train = splits["train"]
@@ -147,35 +183,24 @@ def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: st
     # Materialised once: each epoch then streams from the object store instead of re-reading files.
     datasets = {name: ray.data.read_parquet(str(write_split(workdir / "splits" / f"{name}.parquet", *splits[name])))
                 .materialize() for name in ("train", "val")}
-    loop_config = {**vars(config), "in_features": int(x_train.shape[1]),
-                   "out_features": 1 if y_train.ndim == 1 else int(y_train.shape[1]),
-                   "modalities": modalities, "pos_weight": task.pos_weight(y_train),
-                   "target_mean": float(np.mean(y_train)) if task.kind == "regression" else None}
-    metric, mode = task.selection
-    mlflow_logger = [MlflowEpochLogger(tracking_uri, mlflow_run_id)] if mlflow_run_id else []
-    return TorchTrainer(
-        train_loop,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=config.num_workers, use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker}),
-        datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        run_config=ray.train.RunConfig(
-            name=run_name, storage_path=storage_path(storage or workdir / "ray_results"),
-            callbacks=[*callbacks, *mlflow_logger],
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode)),
-    ), loop_config
+    run = StaticRun(config, in_features=int(x_train.shape[1]),
+                    out_features=1 if y_train.ndim == 1 else int(y_train.shape[1]), modalities=modalities,
+                    pos_weight=task.pos_weight(y_train),
+                    target_mean=float(np.mean(y_train)) if task.kind == "regression" else None)
+    return make_trainer(train_loop, run, name=run_name, storage=storage or workdir / "ray_results",
+                        datasets=datasets, split=("train",), workers=config.num_workers,
+                        cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
+                        max_failures=config.max_failures, keep=2, score=task.selection,
+                        tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, callbacks=callbacks), run
 
 
-def score(result, loop_config: dict, splits: dict, config: StaticTrainConfig) -> dict:
+def score(result, run: StaticRun, splits: dict) -> dict:
     """Best-checkpoint validation metrics and test metrics (with CIs) of a finished run."""
-    task = task_named(config.task)
+    task = task_named(run.config.task)
     metric, mode = task.selection
     best_checkpoint, best_metrics = max(
         result.best_checkpoints, key=lambda pair: pair[1][metric] if mode == "max" else -pair[1][metric])
-    model = _model(loop_config)
+    model = build_model(run)
     with best_checkpoint.as_directory() as directory:
         model.load_state_dict(torch.load(Path(directory) / "model.pt", weights_only=True))
     model.eval()
@@ -185,7 +210,7 @@ def score(result, loop_config: dict, splits: dict, config: StaticTrainConfig) ->
     return {
         "best_epoch": int(best_metrics["epoch"]),
         **{f"best_{k}": v for k, v in best_metrics.items() if k.startswith("val_")},
-        **{f"test_{k}": v for k, v in task.test_metrics(y_test, output, splits["train"][1], config.seed).items()},
+        **{f"test_{k}": v for k, v in task.test_metrics(y_test, output, splits["train"][1], run.config.seed).items()},
         "checkpoint": uri_of(best_checkpoint.filesystem, best_checkpoint.path),
     }
 
@@ -193,5 +218,5 @@ def score(result, loop_config: dict, splits: dict, config: StaticTrainConfig) ->
 def fit(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: str, modalities: int = 0,
         tracking_uri: str | None = None, mlflow_run_id: str | None = None) -> dict:
     """Train on splits {'train'|'val'|'test': (x, y)}; return best-checkpoint val and test metrics."""
-    run, loop_config = trainer(splits, config, workdir, run_name, modalities, tracking_uri, mlflow_run_id)
-    return score(run.fit(), loop_config, splits, config)
+    trained, run = trainer(splits, config, workdir, run_name, modalities, tracking_uri, mlflow_run_id)
+    return score(trained.fit(), run, splits)

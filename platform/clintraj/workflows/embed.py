@@ -11,27 +11,19 @@ modality gets the learned missing token. "contrastive" encoders come from an MGA
 The sequential view: every event of the task stays is embedded from its own content by
 `EmbedEvents` actors with the same encoders (a lab draw, one hourly bin, one note's text, one
 image, the demographics when known; `data.timelines`). Each task's timelines then hold, per
-stay, the events of its window in time order (ties in modality order):
-
-    <out>/static/part-*.parquet            task, stay_id, split (the task's), present, <m>.h
-    <out>/events/<inputs>/part-*.parquet   stay_id, time_hours, modality, h: every event
-    <out>/timelines/<task>/part-00000.parquet   stay_id, n_events, time_hours, modality, h (flat)
+stay, the events of its window in time order (ties in modality order). The folder's layout:
+`clintraj.artifacts.embeddings`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 
-from clintraj.config import from_dict
-from clintraj.data.prepare import read_report, read_task
+from clintraj.artifacts.dataset import Dataset
+from clintraj.artifacts.embeddings import Embeddings
 from clintraj.data.stay_inputs import InputScaling, build_task_tables, collate, input_meta, with_map_stages
 from clintraj.data.timelines import assemble_timelines, write_event_inputs
 from clintraj.storage import is_uri, redact, stage_in
@@ -41,7 +33,7 @@ from clintraj.workflows.pretrain import with_text_model
 log = logging.getLogger(__name__)
 
 
-def _encoders(meta: dict, config: dict, checkpoint: str | None, seed: int, device: str):
+def _encoders(meta: dict, config: pretrain.PretrainConfig, checkpoint: str | None, seed: int, device: str):
     import torch
 
     torch.manual_seed(seed)  # scratch encoders: the same weights in every actor of a run
@@ -52,7 +44,8 @@ def _encoders(meta: dict, config: dict, checkpoint: str | None, seed: int, devic
 class EmbedStays:
     """Ray Data actor: builds the encoders once, then embeds batches of stays."""
 
-    def __init__(self, meta: dict, config: dict, checkpoint: str | None, seed: int, use_gpu: bool):
+    def __init__(self, meta: dict, config: pretrain.PretrainConfig, checkpoint: str | None, seed: int,
+                 use_gpu: bool):
         self.device = "cuda" if use_gpu else "cpu"
         self.model = _encoders(meta, config, checkpoint, seed, self.device)
         self.meta = meta
@@ -78,7 +71,8 @@ class EmbedEvents:
     A batch holds either `x` (one vector per event: vector modalities and time-series steps) or a
     note's tokens / an image's pixels under `<modality>.<input>` keys, as the stay batches do."""
 
-    def __init__(self, meta: dict, config: dict, checkpoint: str | None, seed: int, use_gpu: bool):
+    def __init__(self, meta: dict, config: pretrain.PretrainConfig, checkpoint: str | None, seed: int,
+                 use_gpu: bool):
         self.device = "cuda" if use_gpu else "cpu"
         self.encoders = _encoders(meta, config, checkpoint, seed, self.device).encoders
         self.names = meta["modalities"]
@@ -116,12 +110,7 @@ def encoder_setup(encoders: str, workdir: Path, config: pretrain.PretrainConfig 
     if encoders == "scratch":
         return None, config or pretrain.PretrainConfig()
     checkpoint = str(stage_in(encoders, Path(workdir) / "staged"))
-    saved = json.loads((Path(checkpoint) / "config.json").read_text())
-    config = from_dict(pretrain.PretrainConfig, {k: v for k, v in saved.items()
-                                                 if k in pretrain.PretrainConfig.__dataclass_fields__})
-    text_model = json.loads((Path(checkpoint) / "meta.json").read_text()).get("text_model")
-    config.text_model = text_model or config.text_model
-    return checkpoint, config
+    return checkpoint, pretrain.saved_config(Path(checkpoint))
 
 
 def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain.PretrainConfig | None = None,
@@ -131,75 +120,46 @@ def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain
     workdir/staged."""
     import ray.data
 
-    dataset, out, workdir = Path(dataset), Path(out), Path(workdir).resolve()
-    report = read_report(dataset)
-    tasks = list(tasks or report["tasks"])
+    source, target, workdir = Dataset(dataset), Embeddings(out), Path(workdir).resolve()
+    tasks = list(tasks or source.tasks)
     checkpoint, config = encoder_setup(encoders, workdir, config)
-    scaling = InputScaling.fit(dataset)
-    meta = with_text_model(input_meta(dataset, scaling, None), config, workdir)
-    model_config = {**asdict(config), "text_max_length": config.inputs.text_max_length}
-    model_config.pop("inputs")
-    actor_args = {"meta": meta, "config": model_config, "checkpoint": checkpoint, "seed": seed, "use_gpu": use_gpu}
+    scaling = InputScaling.fit(source)
+    meta = with_text_model(input_meta(source, scaling, None), config, workdir)
+    actor_args = {"meta": meta, "config": config, "checkpoint": checkpoint, "seed": seed, "use_gpu": use_gpu}
     pool = {"compute": ray.data.ActorPoolStrategy(size=actors), "num_gpus": 1 if use_gpu else 0, "num_cpus": 0.5}
-    for folder in ("static", "events", "timelines"):  # Ray Data adds files to a folder: start clean
-        shutil.rmtree(out / folder, ignore_errors=True)
+    target.clear()
 
-    stays = build_task_tables(dataset, workdir / "task_inputs", config.inputs, tasks)
-    source = with_map_stages(ray.data.read_parquet(str(workdir / "task_inputs")), meta, config.inputs, augment=False)
-    source.map_batches(EmbedStays, fn_constructor_kwargs=actor_args, batch_size=256, **pool
-                       ).write_parquet(str(out / "static"))
+    stays = build_task_tables(source, workdir / "task_inputs", config.inputs, tasks)
+    stay_rows = with_map_stages(ray.data.read_parquet(str(workdir / "task_inputs")), meta, config.inputs,
+                                augment=False)
+    stay_rows.map_batches(EmbedStays, fn_constructor_kwargs=actor_args, batch_size=256, **pool
+                          ).write_parquet(str(target.static_folder))
 
-    task_stays = np.unique(np.concatenate([read_task(dataset, t)["stay_id"].to_numpy() for t in tasks]))
-    event_inputs = write_event_inputs(dataset, workdir / "event_inputs", task_stays, scaling)
+    task_stays = np.unique(np.concatenate([source.task_cohort(t)["stay_id"].to_numpy() for t in tasks]))
+    event_inputs = write_event_inputs(source, workdir / "event_inputs", task_stays, scaling)
     for name, file in event_inputs["files"].items():  # one pass per input kind: vectors, each note, images
         events = with_map_stages(ray.data.read_parquet(str(workdir / "event_inputs" / file)), meta, config.inputs,
                                  augment=False)
         events.map_batches(EmbedEvents, fn_constructor_kwargs=actor_args, batch_size=2048 if name == "vectors" else 64,
-                           **pool).write_parquet(str(out / "events" / name))
-    after_stay = [meta["modalities"].index(m) for m in report["after_stay"]]
-    embedded = read_events(out)
+                           **pool).write_parquet(str(target.events_folder(name)))
+    after_stay = [meta["modalities"].index(m) for m in source.after_stay]
+    embedded = target.events()
     timelines = {}
     for task in tasks:
-        table = assemble_timelines(embedded, read_task(dataset, task), after_stay)
-        (out / "timelines" / task).mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out / "timelines" / task / "part-00000.parquet")
+        table = assemble_timelines(embedded, source.task_cohort(task), after_stay)
+        target.write_timelines(task, table)
         lengths = table["n_events"].to_numpy()
         timelines[task] = {"stays": int(table.num_rows), "events": int(lengths.sum()),
                            "median_events": float(np.median(lengths)) if len(lengths) else 0.0,
                            "max_events": int(lengths.max(initial=0))}
     record = {"encoders": "contrastive" if checkpoint else "scratch",
               "checkpoint": redact(encoders) if is_uri(encoders) else checkpoint,
-              "seed": None if checkpoint else seed, "dataset": str(dataset.resolve()),
+              "seed": None if checkpoint else seed, "dataset": str(source.path.resolve()),
               "modalities": meta["modalities"], "modality_kinds": meta["modality_kinds"],
-              "latent_dim": config.latent_dim, "tasks": {t: {"prediction_hours": report["windows"][t],
+              "latent_dim": config.latent_dim, "tasks": {t: {"prediction_hours": source.windows[t],
                                                              "stays": stays[t], "timelines": timelines[t]}
                                                          for t in tasks},
               "events": event_inputs["events"]}
-    (out / "embeddings.json").write_text(json.dumps(record, indent=2) + "\n")
-    log.info("embedded the task stays of %s with %s encoders into %s", dataset, record["encoders"], out)
+    target.write_record(record)
+    log.info("embedded the task stays of %s with %s encoders into %s", source.path, record["encoders"], out)
     return record
-
-
-def read_record(out: Path) -> dict:
-    return json.loads((Path(out) / "embeddings.json").read_text())
-
-
-def read_static(out: Path, task: str):
-    """(frame with stay_id, split, present, <m>.h columns of the task's stays; the record)."""
-    out = Path(out)
-    frame = pd.read_parquet(out / "static", filters=[("task", "==", task)])
-    frame = frame.drop(columns="task").sort_values("stay_id", kind="stable").reset_index(drop=True)
-    return frame, read_record(out)
-
-
-def read_events(out: Path) -> pd.DataFrame:
-    """Every embedded event (stay_id, time_hours, modality, h) of an embedding folder."""
-    folders = sorted(p for p in (Path(out) / "events").iterdir() if p.is_dir()) if (Path(out) / "events").is_dir() else []
-    frames = [pd.read_parquet(folder) for folder in folders]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["stay_id", "time_hours", "modality", "h"])
-
-
-def read_timelines(out: Path, task: str) -> pd.DataFrame:
-    """A task's timelines table of an embedding folder (pandas)."""
-    return pd.read_parquet(Path(out) / "timelines" / task)

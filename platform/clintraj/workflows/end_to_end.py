@@ -30,7 +30,8 @@ import pandas as pd
 
 from clintraj.data.eicu import EicuConfig
 from clintraj.config import fingerprint
-from clintraj.data.prepare import PrepareConfig, check_windows, log_dataset, prepare, read_report
+from clintraj.artifacts.dataset import Dataset
+from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.stay_inputs import InputConfig
 from clintraj.data.synthetic import generate
 from clintraj.reporting.page import build_and_log
@@ -129,7 +130,7 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
     under the work folder, in a folder named after both. MIMIC-IV: the CXR and note roots are read
     beside the hosp/icu folders when there (the synthetic layout)."""
     out = workdir / "datasets" / f"{raw.name}-{fingerprint(config)}"
-    if not (out / "report.json").exists():
+    if not Dataset(out).exists:
         log.info("preparing the dataset from %s", raw)
         extra = {}
         if config.dataset == "mimic":
@@ -141,7 +142,7 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
 
 def prepared_dataset(folder: Path) -> str:
     """Which dataset (eicu, mimic) a folder written by `data.prepare` holds."""
-    return read_report(folder)["dataset"]
+    return Dataset(folder).name
 
 
 def check(config: EndToEndConfig) -> None:
@@ -212,14 +213,13 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
         raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
         dataset = ensure_dataset(raw, workdir, prepare_config)
     dataset = Path(dataset).resolve()
-    prepared = read_report(dataset)
-    if prepared["dataset"] != name:
-        raise ValueError(f"{dataset} holds {prepared['dataset']}, not {name}: name it with --dataset "
-                         f"{prepared['dataset']}")
-    check_windows(prepared, prepare_config.prediction_hours, "the config's prepare.prediction_hours")
+    prepared = Dataset(dataset)
+    if prepared.name != name:
+        raise ValueError(f"{dataset} holds {prepared.name}, not {name}: name it with --dataset {prepared.name}")
+    prepared.check_windows(prepare_config.prediction_hours, "the config's prepare.prediction_hours")
     tasks = list(dict.fromkeys([*static_tasks, *sequential_tasks]))
     for task in tasks:
-        log.info("%s %s: predicts at %s", name, task, window_text(prepared["windows"][task]))
+        log.info("%s %s: predicts at %s", name, task, window_text(prepared.windows[task]))
     stages = workdir / name
     log_dataset(dataset, tracking, config.experiment)
     summary = pretrain.run(dataset, stages / "pretrain", config.pretrain, tracking, config.experiment,
@@ -236,4 +236,4 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
     sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential", config.sequential,
                                      config.backbone_search, tracking, config.experiment, static_results=static,
                                      resume=resume, storage=storage) if sequential_tasks else pd.DataFrame()
-    return static, sequential, {task: prepared["windows"][task] for task in tasks}
+    return static, sequential, {task: prepared.windows[task] for task in tasks}

@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clintraj.artifacts.dataset import Dataset
+from clintraj.artifacts.sequences import Sequences
+from clintraj.data import windows
 from clintraj.evaluation import attention as attn
-from clintraj.training import sequential
+from clintraj.training import decoder
 
 log = logging.getLogger(__name__)
 
 
 def _load(checkpoint: Path):
-    model, record = sequential.load_checkpoint(checkpoint, attention="eager")
+    model, record = decoder.load_checkpoint(checkpoint, attention="eager")
     return model, record
 
 
@@ -43,11 +46,11 @@ def _panel(model, row: dict, latent: int, names: list[str]) -> dict:
 
 def explain_stay(checkpoints: dict[str, Path], sequences: Path, stay_id: int, remove: str, out: Path) -> dict:
     """Figures and summary for one test stay; `checkpoints` maps a name (e.g. contrastive) to a checkpoint."""
-    info = json.loads((Path(sequences) / "sequences.json").read_text())
+    info = Sequences(sequences).info
     names, latent = info["modalities"], info["latent_dim"]
     if remove not in names:
         raise ValueError(f"unknown modality {remove!r}; the models know {names}")
-    split = sequential.read_split(Path(sequences) / "test.parquet")
+    split = Sequences(sequences).split("test")
     where = np.flatnonzero(split["stay_id"] == stay_id)
     if not len(where):
         raise ValueError(f"stay {stay_id} is not in the test split of {sequences}")
@@ -91,17 +94,13 @@ def explain_stay(checkpoints: dict[str, Path], sequences: Path, stay_id: int, re
 def raw_events(dataset: str, stay_id: int, names: list[str], task: str) -> pd.DataFrame:
     """The stay's events of every modality inside the task's window: what the model saw (appendix D's
     table); for the output folder only."""
-    from clintraj.data import windows
-    from clintraj.data.prepare import read_report, read_task
-
-    window = read_task(dataset, task)
+    source = Dataset(dataset)
+    window = source.task_cohort(task)
     window = window[window["stay_id"] == stay_id]
-    after_stay = read_report(dataset)["after_stay"]
     frames = []
     for name in names:
-        folder = Path(dataset) / "events" / name
-        if folder.exists() and name not in after_stay:
-            events = pd.read_parquet(folder, filters=[("stay_id", "=", stay_id)])
+        if name not in source.after_stay:
+            events = source.events(name, stay_id)
             frames.append(events[windows.select(events, window)].assign(modality=name))
     return pd.concat(frames, ignore_index=True).sort_values(["time_hours", "modality"], kind="stable")
 
@@ -110,10 +109,10 @@ class AblateStays:
     """Ray Data actor: loads one model, then for each stay compares full and ablated inputs."""
 
     def __init__(self, checkpoint: str, sequences: str, remove: str):
-        info = json.loads((Path(sequences) / "sequences.json").read_text())
+        info = Sequences(sequences).info
         self.names, self.latent = info["modalities"], info["latent_dim"]
         self.remove = self.names.index(remove)
-        self.split = sequential.read_split(Path(sequences) / "test.parquet")
+        self.split = Sequences(sequences).split("test")
         self.model, _ = _load(Path(checkpoint))
 
     def __call__(self, batch: dict) -> dict:
@@ -136,8 +135,7 @@ def cohort(checkpoint: Path, sequences: Path, remove: str, actors: int = 1) -> p
     """Per test stay that has the modality: predictions and attention shares, full and ablated."""
     import ray.data
 
-    info = json.loads((Path(sequences) / "sequences.json").read_text())
-    split = sequential.read_split(Path(sequences) / "test.parquet")
+    info, split = Sequences(sequences).info, Sequences(sequences).split("test")
     index = info["modalities"].index(remove)
     having = [i for i, kinds in enumerate(split["modality"]) if index in np.asarray(kinds)]
     if not having:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from clintraj.artifacts.dataset import Dataset
 from clintraj.config import flatten, to_dict
 from clintraj.data.stay_inputs import build_stay_table, collate
 from clintraj.storage import join, stage_root, uri_of
@@ -52,7 +52,7 @@ def with_text_model(meta: dict, config: pretrain.PretrainConfig, workdir: Path) 
 def prepare_inputs(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, image_root: Path | None) -> tuple[Path, dict]:
     """The pretraining view's stay table under workdir/inputs, and its input description."""
     inputs_dir = workdir / "inputs"
-    meta = build_stay_table(dataset, inputs_dir, config.inputs, image_root=image_root)
+    meta = build_stay_table(Dataset(dataset), inputs_dir, config.inputs, image_root=image_root)
     return inputs_dir, with_text_model(meta, config, workdir)
 
 
@@ -114,8 +114,7 @@ def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking:
         checkpoint, best = pretrain.best_checkpoint(result)
         location = uri_of(checkpoint.filesystem, checkpoint.path)
         with checkpoint.as_directory() as directory:
-            model = pretrain.load_model(Path(directory), meta,
-                                        {**asdict(config), "text_max_length": config.inputs.text_max_length})
+            model = pretrain.load_model(Path(directory), meta, config)
         scores = evaluate(model, inputs_dir, meta, config, workdir / "evaluation")
         summary = {"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"]),
                    "checkpoint": location, "meta": meta, "config": to_dict(config), **scores}

@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from clintraj.config import from_dict, to_dict
-from clintraj.data.prepare import read_report, read_task
+from clintraj.artifacts.dataset import Dataset
+from clintraj.artifacts.embeddings import Embeddings
 from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import static
 from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
-from clintraj.workflows.embed import read_static
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +31,21 @@ log = logging.getLogger(__name__)
 def task_splits(dataset: Path, embeddings: Path, task: str) -> tuple[dict, int]:
     """{'train'|'val'|'test': (x, y)} of a task's cohort, x = the modality embeddings of its window,
     concatenated."""
-    frame, record = read_static(embeddings, task)
-    stays = pd.read_parquet(Path(dataset) / "stays.parquet").drop(columns="split")
-    cohort = read_task(dataset, task)[["stay_id", "split"]]
+    source, embedded = Dataset(dataset), Embeddings(embeddings)
+    frame = embedded.static(task)
+    stays = source.stays().drop(columns="split")
+    cohort = source.task_cohort(task)[["stay_id", "split"]]
     if len(frame) != len(cohort):
         raise ValueError(f"{embeddings} holds {len(frame)} {task} stays, the dataset's cohort {len(cohort)}: "
                          "embed the dataset again")
     cohort = cohort.merge(stays, on="stay_id", validate="1:1").merge(frame.drop(columns="split"), on="stay_id",
                                                                       validate="1:1")
-    x = np.concatenate([np.stack(cohort[f"{m}.h"].to_numpy()) for m in record["modalities"]], axis=1)
+    x = np.concatenate([np.stack(cohort[f"{m}.h"].to_numpy()) for m in embedded.modalities], axis=1)
     splits = {}
     for name in ("train", "val", "test"):
         rows = (cohort["split"] == name).to_numpy()
         splits[name] = (x[rows].astype(np.float32), task_named(task).targets(cohort[rows]))
-    return splits, len(record["modalities"])
+    return splits, len(embedded.modalities)
 
 
 def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTrainConfig, workdir: Path,
@@ -72,10 +73,10 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
                            "prediction_hours": window_param(hours)}.items():
             client.log_param(run_id, key, value)
         splits, modalities = task_splits(dataset, Path(embeddings[initialisation]), config.task)
-        trainer, loop_config = static.trainer(splits, config, workdir / name, name, modalities,
-                                              tracking.uri, run_id, callbacks=[TuneReportCallback()],
-                                              storage=join(ray_results, name, "ray_results"))
-        metrics = static.score(trainer.fit(), loop_config, splits, config)
+        trainer, static_run = static.trainer(splits, config, workdir / name, name, modalities,
+                                             tracking.uri, run_id, callbacks=[TuneReportCallback()],
+                                             storage=join(ray_results, name, "ray_results"))
+        metrics = static.score(trainer.fit(), static_run, splits)
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and np.isfinite(value):
                 client.log_metric(run_id, key, float(value))
@@ -94,8 +95,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
     import mlflow
 
     workdir = Path(workdir).resolve()
-    report = read_report(dataset)
-    dataset_name = report["dataset"]
+    source = Dataset(dataset)
+    dataset_name = source.name
     embeddings = {init: str(Path(path).resolve()) for init, path in embeddings.items()}
     param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)
     root = stage_root(storage, "static", workdir)
@@ -105,7 +106,7 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
                         "sweep.json")
         trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results",
                            join(root, "ray_results"), tracking, experiment_id, parent.info.run_id, dataset_name,
-                           report["windows"])
+                           source.windows)
         results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume).fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id,
                               ("task", "architecture", "initialisation"))

@@ -1,7 +1,7 @@
 """The backbone sweep (paper §3.4.2, Tables 2-3): backbones x initialisation x task on Ray Tune.
 
 Before Tune starts, the driver writes each (initialisation, task) pair's
-timelines once (`sequential.task_sequences`). Each trial is a Tune function
+timelines once (`data.sequences.task_sequences`). Each trial is a Tune function
 trainable (Ray Train V2's composition) that opens its MLflow child run
 (tagged backbone, init, task, dataset; every parameter), fits one
 sequential `TorchTrainer` whose epochs reach Tune via `TuneReportCallback`
@@ -14,15 +14,16 @@ Tables 2 and 3, with the static baselines beside when given.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from clintraj.artifacts.dataset import Dataset
+from clintraj.artifacts.sequences import Sequences
 from clintraj.config import from_dict, to_dict
-from clintraj.data.prepare import read_report
+from clintraj.data.sequences import task_sequences
 from clintraj.evaluation import plots
 from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.storage import join, stage_root
@@ -41,7 +42,7 @@ def write_sequences(dataset: Path, embeddings: dict[str, Path], tasks: list[str]
     for init, path in embeddings.items():
         for task in tasks:
             folder = Path(workdir) / "sequences" / init / task
-            sequential.task_sequences(dataset, path, task, folder, max_events)
+            task_sequences(dataset, path, task, folder, max_events)
             folders[(init, task)] = folder
     return folders
 
@@ -49,8 +50,7 @@ def write_sequences(dataset: Path, embeddings: dict[str, Path], tasks: list[str]
 def score_trial(finished: dict, sequences: Path, task: str, seed: int) -> dict:
     """Test metrics (95% bootstrap CIs) of a finished trial's best-epoch predictions."""
     y, output = sequential.outputs(finished["predictions"])
-    y_train = sequential.read_split(sequences / "train.parquet")["y"]
-    y_train = np.stack(y_train)
+    y_train = np.stack(Sequences(sequences).split("train")["y"])
     return task_named(task).test_metrics(y, output, y_train[:, 0] if y_train.shape[1] == 1 else y_train, seed)
 
 
@@ -69,7 +69,7 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
         folder = sequences[(init, config.task)]
         name = f"{config.backbone}-{init}-{config.task}-{tune.get_context().get_trial_id()}"
         client = MlflowClient(tracking.uri)
-        info = json.loads((Path(folder) / "sequences.json").read_text())
+        info = Sequences(folder).info
         run_id = client.create_run(experiment_id, run_name=name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "backbone": config.backbone, "initialisation": init, "stage": "sequential",
@@ -115,7 +115,7 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
     import mlflow
 
     workdir = Path(workdir).resolve()
-    dataset_name = read_report(dataset)["dataset"]
+    dataset_name = Dataset(dataset).name
     embeddings = {init: Path(path).resolve() for init, path in embeddings.items()}
     sequences = write_sequences(Path(dataset), embeddings, tasks, workdir, base.max_events)
     param_grid = grid(space, initialisation=sorted(embeddings), task=tasks)

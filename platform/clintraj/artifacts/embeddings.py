@@ -1,0 +1,84 @@
+"""The embedding folder, written by the embedding job and read by the static baselines and the
+sequential stage.
+
+    embeddings.json                        which encoders (contrastive checkpoint, or scratch and
+                                           its seed), modalities and kinds, latent size, per task
+                                           its window and counts
+    static/part-*.parquet                  task, stay_id, split (the task's), present, <m>.h: one
+                                           embedding per modality over the task's window
+    events/<inputs>/part-*.parquet         stay_id, time_hours, modality, h: every event embedded
+                                           from its own content (one folder per input kind)
+    timelines/<task>/part-00000.parquet    stay_id, n_events, time_hours, modality, h (flattened):
+                                           each task stay's events inside its window, in time order
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @cached_property
+    def record(self) -> dict:
+        return json.loads((self.path / "embeddings.json").read_text())
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.record["modalities"])
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.record["latent_dim"])
+
+    def static(self, task: str) -> pd.DataFrame:
+        """stay_id, split, present, <m>.h of the task's stays, by stay_id."""
+        frame = pd.read_parquet(self.path / "static", filters=[("task", "==", task)])
+        return frame.drop(columns="task").sort_values("stay_id", kind="stable").reset_index(drop=True)
+
+    def events(self) -> pd.DataFrame:
+        """Every embedded event (stay_id, time_hours, modality, h)."""
+        root = self.path / "events"
+        frames = [pd.read_parquet(folder) for folder in sorted(root.iterdir()) if folder.is_dir()] \
+            if root.is_dir() else []
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["stay_id", "time_hours", "modality", "h"])
+
+    def timelines(self, task: str) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "timelines" / task)
+
+    # --- writing (the embedding job): Ray Data writes the folders these name ---------------------
+
+    def clear(self) -> None:
+        """Start clean: Ray Data adds files to a folder."""
+        for folder in ("static", "events", "timelines"):
+            shutil.rmtree(self.path / folder, ignore_errors=True)
+
+    @property
+    def static_folder(self) -> Path:
+        return self.path / "static"
+
+    def events_folder(self, inputs: str) -> Path:
+        return self.path / "events" / inputs
+
+    def write_timelines(self, task: str, table: pa.Table) -> None:
+        folder = self.path / "timelines" / task
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / "part-00000.parquet")
+
+    def write_record(self, record: dict) -> None:
+        (self.path / "embeddings.json").write_text(json.dumps(record, indent=2) + "\n")
+        self.__dict__.pop("record", None)
