@@ -1,7 +1,7 @@
 """Synthetic MIMIC-IV v2.2 (hosp, icu) + MIMIC-CXR-JPG 2.0.0 + MIMIC-IV-Note 2.2.
 
 Writes the PhysioNet folder layouts with the real column orders and renderings
-(`clintraj.data.mimic_tables`): ints without ".0", "YYYY-MM-DD HH:MM:SS"
+(`clintraj.data.mimic.tables`): ints without ".0", "YYYY-MM-DD HH:MM:SS"
 datetimes, blank fields for missing values, gzip CSV, quoted multi-line note
 text, JPEGs under files/pXX/pSUBJECT/sSTUDY/. Every value is driven by the
 latent cohort of `latent.draw_cohort`, so labels are learnable from the raw
@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from clintraj.data import mimic_tables as mt
+from clintraj.data.mimic import tables as mt
 from clintraj.data.synthetic import latent
 from clintraj.data.synthetic.latent import CARDIAC, INFECTION, PHENOTYPES, RESPIRATORY, SEVERITY
 from clintraj.data.synthetic.writer import GzipCsvWriter
