@@ -18,7 +18,7 @@ events (17 variables, carry-forward, normal values, masks), chartevents only
   hours, groupby mean (categorical: last), unstack, carry forward.
 * pandas-fmt: the same, told charttime's format (`pd.to_datetime(..., format=...)`), a
   tuned baseline.
-* clintraj: `clintraj.data.mimic.time_series` (it also computes the per-stay summary).
+* clintraj: `clintraj.data.mimic.measurements.time_series` (it also computes the per-stay summary).
 
 Every run is a fresh spawned child process, the implementations alternating, so its peak
 RSS (VmHWM, reset after the setup) is that implementation's alone; its wall and CPU
@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clintraj.data import mimic_tables as mt
+from clintraj.data.mimic import tables as mt
 
 ROWS_PER_STAY = 86  # synthetic chartevents rows per stay with presence time_series=1.0 (measured)
 PRESENCE = {"time_series": 1.0, "cxr": 0.0, "discharge_note": 0.0, "radiology_note": 0.0}
@@ -87,7 +87,7 @@ def _remove_tree(path: Path) -> None:
 
 def cohort_stays(raw: Path, limit: int | None) -> pd.DataFrame:
     """The valid ICU stays (sorted by stay_id), the first `limit` of them when given."""
-    from clintraj.data.mimic import load_stays
+    from clintraj.data.mimic.stays import load_stays
     from clintraj.data.rawio import Quarantine
 
     stays, _ = load_stays(raw, Quarantine())
@@ -143,7 +143,7 @@ def pandas_time_series(raw: Path, stays: pd.DataFrame, datetime_format: str | No
     lasts = df[categorical].groupby(["stay_id", "bin", "variable"])["value"].last()
     wide = pd.concat([means, lasts]).unstack("variable").reindex(columns=list(mt.VARIABLES)).sort_index()
     mask = wide.notna()
-    from clintraj.data.mimic import normal_values
+    from clintraj.data.mimic.measurements import normal_values
 
     events = wide.groupby(level="stay_id").ffill().fillna(normal_values()).reset_index()
     events = events.rename(columns={"bin": "time_hours"}).astype({"time_hours": "float64"})
@@ -155,7 +155,8 @@ def pandas_time_series(raw: Path, stays: pd.DataFrame, datetime_format: str | No
 
 def clintraj_time_series(raw: Path, stays: pd.DataFrame) -> pd.DataFrame:
     """The library's time-series step (chartevents only), its bins by start time as the baseline's."""
-    from clintraj.data.mimic import MimicConfig, discretize, load_measurements
+    from clintraj.data.mimic.config import MimicConfig
+    from clintraj.data.mimic.measurements import discretize, load_measurements
     from clintraj.data.rawio import Quarantine
 
     config = MimicConfig(use_labevents=False, progress=False)

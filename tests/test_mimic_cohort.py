@@ -15,12 +15,12 @@ import yaml
 
 from conftest import SHARED_DATA, require
 
-from clintraj.data import mimic_tables as mt
 from clintraj.data.features import StaticFeaturizer
 from clintraj.data.mimic import (
     MODALITIES, MODALITY_NAMES, MimicConfig, build, clean_note_text, discretize, load_phenotypes, normal_values,
     study_datetime,
 )
+from clintraj.data.mimic import tables as mt
 from clintraj.data.modalities import aggregate
 from clintraj.data.rawio import RawDataError
 from clintraj.data.synthetic import generate

@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from clintraj.data import eicu_tables
 from clintraj.data.synthetic import generate
-from clintraj.data.synthetic.eicu import DEFAULT_PRESENCE, MODALITIES
+from clintraj.data.synthetic.eicu import DEFAULT_PRESENCE, MODALITIES, vocabulary
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEMO = SHARED_DATA / "eicu-demo-2.0.1"
@@ -97,7 +97,7 @@ def test_value_formats(small):
 
     lab = pd.read_csv(out / "lab.csv.gz", dtype=str)
     assert not lab["labresult"].dropna().str.endswith(".0").any()  # "31", not "31.0"
-    assert set(lab["labname"]) <= set(eicu_tables.LABS)
+    assert set(lab["labname"]) <= set(vocabulary.LABS)
     aps = _read(out / "apacheApsVar.csv.gz")
     assert aps["patientunitstayid"].is_unique
     measured = list(eicu_tables.APACHE_APS_VARIABLES[3:])  # intubated, vent, dialysis are always 0/1

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from clintraj.data import mimic_tables as mt
+from clintraj.data.mimic import tables as mt
 from clintraj.data.synthetic import generate
 from clintraj.data.synthetic import mimic
 from clintraj.data.synthetic.latent import PHENOTYPES
@@ -98,7 +98,7 @@ def test_every_table_follows_its_documented_schema(small):
         for column, dtype in schema.dtypes.items():
             if frame[column].notna().any():
                 assert inferred_kind(frame[column]) == SCHEMA_KIND[dtype], f"{schema.path}:{column}"
-        read(out, schema)  # the dtypes of mimic_tables parse every column
+        read(out, schema)  # the dtypes of data.mimic.tables parse every column
 
 
 def test_renderings_match_mimic(small):

@@ -112,7 +112,7 @@ class Cohort:
         return len(self.patient_index)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -133,10 +133,10 @@ def draw_cohort(rng: np.random.Generator, n_stays: int, readmission_rate: float 
     patient_state = rng.normal(size=(n_patients, len(FACTORS)))
     latent = 0.7 * patient_state[patient_index] + 0.71 * rng.normal(size=(n_stays, len(FACTORS)))
 
-    died = rng.random(n_stays) < _sigmoid(MORTALITY_BIAS + latent @ MORTALITY_LOADINGS)
+    died = rng.random(n_stays) < sigmoid(MORTALITY_BIAS + latent @ MORTALITY_LOADINGS)
     log_hours = LOS_LOG_HOURS_MEAN + latent @ LOS_LOADINGS + LOS_NOISE * rng.normal(size=n_stays)
     los_hours = np.clip(np.exp(log_hours), 2.0, 1500.0)
-    phenotypes = rng.random((n_stays, len(PHENOTYPES))) < _sigmoid(PHENOTYPE_BIAS + latent @ PHENOTYPE_LOADINGS.T)
+    phenotypes = rng.random((n_stays, len(PHENOTYPES))) < sigmoid(PHENOTYPE_BIAS + latent @ PHENOTYPE_LOADINGS.T)
     # drawn last: the same seed keeps the same latent state and labels as before traits existed
     traits = 0.8 * rng.normal(size=(n_patients, TRAITS))[patient_index] + 0.6 * rng.normal(size=(n_stays, TRAITS))
     return Cohort(patient_index, stay_number, latent, died, los_hours, phenotypes, traits)
