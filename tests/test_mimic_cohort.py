@@ -158,7 +158,8 @@ def test_notes_follow_the_admission(synthetic, synthetic_raw):
     admission_notes, outpatient = {}, 0
     for row in rows(synthetic_raw / mt.RADIOLOGY.path):
         if row["hadm_id"]:
-            admission_notes.setdefault((row["subject_id"], int(row["hadm_id"])), []).append(clean_note_text(row["text"]))
+            key = (row["subject_id"], int(row["hadm_id"]))
+            admission_notes.setdefault(key, []).append(clean_note_text(row["text"]))
         elif row["subject_id"] in cohort_patients:
             outpatient += 1
     assert outpatient > 0  # cohort patients have outpatient reports: the rule has something to leave out
