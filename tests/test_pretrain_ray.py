@@ -16,7 +16,7 @@ from clintraj.tuning import SearchSpace
 from clintraj.workflows import pretrain as pretrain_workflow
 from clintraj.workflows import sweep_pretrain
 
-pytestmark = pytest.mark.slow
+# marked slow by tests/conftest.py, as every test that uses ray_local
 
 
 @pytest.fixture(scope="module")

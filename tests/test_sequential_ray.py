@@ -10,14 +10,13 @@ import time
 
 import numpy as np
 import psutil
-import pytest
 import torch
 
 from clintraj.evaluation.metrics import binary_metrics
 from clintraj.training import sequential as seq
 from planted import LATENT, write_planted
 
-pytestmark = pytest.mark.slow
+# marked slow by tests/conftest.py, as every test that uses ray_local
 
 
 def test_qlora_deepspeed_zero2_on_two_workers_learns_and_reloads_exactly(tmp_path, ray_local):
