@@ -14,6 +14,20 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
 
+# Fixtures that start Ray: ray_local (the session's local Ray, below) and ray_head (a head
+# started with `ray start` in tests/test_end_to_end.py).
+RAY_FIXTURES = frozenset({"ray_local", "ray_head"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marker must be there when it does
+def pytest_collection_modifyitems(config, items):
+    """A test that starts Ray is slow: marked so here, whether it asks for a Ray fixture itself or
+    through another fixture (item.fixturenames is the whole closure)."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real demo data not found at {path} (the shared PhysioNet demo folder is absent)")

@@ -52,6 +52,11 @@ def base_snapshot(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" not in name}
 
 
+def test_every_family_branch_below_has_a_backbone():
+    """The family-specific asserts below run only for backbones of that family: each has one."""
+    assert {spec(name).family for name in NAMES} == set(MODEL_TYPE)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_backbone_loads_with_its_family_and_lora_targets(name, tiny_root):
     backbone = spec(name)
@@ -90,6 +95,7 @@ def test_lora_steps_train_only_adapters(name, tiny_root):
     assert trainable == lora_names(model) and trainable
     before_base = base_snapshot(model)
     before_lora = {n: p.detach().clone() for n, p in model.named_parameters() if n in trainable}
+    assert before_base and before_lora  # the all() checks below compare something
 
     optimizer = torch.optim.AdamW([*(p for p in model.parameters() if p.requires_grad), *head.parameters()], lr=1e-2)
     losses = []
@@ -124,7 +130,7 @@ def test_qlora_nf4_steps_on_llama(tiny_root):
     embeds, mask, target = batch()
     before_base = base_snapshot(model)
     before_lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    assert set(before_lora) == lora_names(model)
+    assert before_base and before_lora and set(before_lora) == lora_names(model)
 
     optimizer = bnb.optim.AdamW8bit([*(p for p in model.parameters() if p.requires_grad), *head.parameters()], lr=1e-2)
     losses = []
@@ -189,13 +195,19 @@ def test_materialise_tiny_is_idempotent(tiny_root):
 def test_materialise_tiny_loses_a_race_cleanly(tmp_path, monkeypatch):
     """Another worker renames its copy into place first: ours is dropped, theirs returned."""
     real_rename = backbones.os.rename
+    lost = []
 
     def rival_wins(source, destination):
         shutil.copytree(source, destination)
-        real_rename(source, destination)  # raises: the destination is a non-empty folder
+        try:
+            real_rename(source, destination)  # raises: the destination is a non-empty folder
+        except OSError:
+            lost.append(destination)
+            raise
 
     monkeypatch.setattr(backbones.os, "rename", rival_wins)
     folder = materialise_tiny("deepseek-7b", tmp_path)
+    assert lost == [tmp_path / "deepseek-7b"]  # the race happened: our rename failed against theirs
     assert folder == tmp_path / "deepseek-7b" and (folder / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["deepseek-7b"]
 
@@ -260,7 +272,7 @@ def test_load_backbone_refuses_what_it_cannot_do(tiny_root):
     with pytest.raises(ValueError, match="nf4"):
         load_backbone(location, quantization="int3")
     if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
-        pytest.skip("flash_attn and CUDA are both present here")
+        pytest.skip("flash_attn and CUDA are both present here: flash_attention_2 loads, nothing to refuse")
     with pytest.raises(RuntimeError, match="sdpa"):
         load_backbone(location, attention="flash_attention_2")
 

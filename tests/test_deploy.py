@@ -116,6 +116,7 @@ def test_all_nodes_share_one_ami(cluster):
 # --- ray-cluster.yaml: commands and file mounts -------------------------------------------------
 
 def test_file_mounts_come_from_the_repository_or_the_home_directory(cluster):
+    from_repository = 0
     for remote, local in cluster["file_mounts"].items():
         if local.startswith("~/"):  # the user's settings and Ray token, never in the repository
             assert remote == local
@@ -123,6 +124,8 @@ def test_file_mounts_come_from_the_repository_or_the_home_directory(cluster):
         assert not Path(local).is_absolute(), f"{local}: file mounts are relative to the repository root"
         assert (REPO / local).exists(), f"file mount {remote} <- {local}: {local} is not in the repository"
         assert remote.startswith(REMOTE_REPO + "/"), remote
+        from_repository += 1
+    assert from_repository >= 3  # at least pyproject.toml, its readme and platform/ (the editable install)
 
 
 def test_editable_install_has_what_setuptools_reads(cluster):
@@ -162,10 +165,13 @@ def test_paths_in_commands_exist_in_the_repository(cluster):
 
 
 def test_scripts_run_by_commands_are_executable(cluster):
+    scripts = set()
     for command in _commands(cluster):
-        for token in re.findall(r"~/clintraj/[\w./-]+\.sh", command):
+        for token in re.findall(r"(?:~|\$HOME|\$\{HOME\})/clintraj/[\w./-]+\.sh", command):
             local = _mounted_local_path(cluster, token)
             assert local is not None and os.access(local, os.X_OK), f"{token} is not executable"
+            scripts.add(_normalise_home(token))
+    assert "~/clintraj/deploy/mlflow-server.sh" in scripts  # the head starts MLflow with it
 
 
 def test_setup_installs_cuda_torch_then_the_project_with_its_gpu_extra(cluster):
@@ -191,9 +197,12 @@ def test_setup_pins_the_launching_ray_version(cluster):
 
 def test_no_tilde_inside_double_quotes(cluster):
     """The shell does not expand ~ inside double quotes: pip would get a literal '~/clintraj'."""
+    checked = 0
     for command in _commands(cluster):
         for quoted in re.findall(r'"([^"]*)"', command):
             assert "~" not in quoted, f"~ inside double quotes in `{command[:80]}`"
+            checked += 1
+    assert checked > 0  # e.g. the workers' -e "$HOME/clintraj[gpu]"
 
 
 def _start_args(command: str) -> list[str]:
@@ -258,6 +267,12 @@ def test_secret_patterns_catch_what_they_are_for():
     assert SECRET_PATTERNS["AWS secret key setting"].search("aws_secret_access_key = x")
 
 
+def test_the_secret_scan_covers_the_deploy_files():
+    """The scan below is parametrized by _deploy_files(): an empty list would leave nothing scanned."""
+    names = {p.relative_to(DEPLOY).as_posix() for p in _deploy_files()}
+    assert {"README.md", CLUSTER.name, KUBERAY.name, MLFLOW_SH.name} <= names
+
+
 @pytest.mark.parametrize("path", _deploy_files(), ids=lambda p: p.relative_to(REPO).as_posix())
 def test_no_secrets_in_deploy_files(path):
     text = path.read_text(errors="replace")
@@ -285,12 +300,18 @@ def test_kuberay_is_a_ray_cluster_with_in_tree_autoscaling(kuberay):
     assert rc["apiVersion"] == "ray.io/v1"
     assert rc["spec"]["enableInTreeAutoscaling"] is True
     assert rc["spec"]["rayVersion"] == ray.__version__
-    for group in [rc["spec"]["headGroupSpec"], *rc["spec"]["workerGroupSpecs"]]:
+    groups = [rc["spec"]["headGroupSpec"], *rc["spec"]["workerGroupSpecs"]]
+    images = parameters = 0
+    for group in groups:
         for container in _containers(group):
             image, _, tag = container["image"].rpartition(":")
             assert image and tag.startswith(rc["spec"]["rayVersion"] + "-"), container["image"]
+            images += 1
         for key, value in group["rayStartParams"].items():
             assert isinstance(value, str), f"rayStartParams.{key} must be a string for KubeRay"
+            parameters += 1
+    assert len(groups) >= 2 and images >= len(groups)  # the head and the worker groups, each with an image
+    assert parameters >= 1  # the head's num-cpus at least
 
 
 def test_kuberay_head_takes_no_tasks_and_runs_mlflow(kuberay):
@@ -339,7 +360,9 @@ def test_kuberay_exposes_nothing_outside_the_kubernetes_cluster(kuberay):
     assert not [d for d in kuberay if d.get("kind") in ("Ingress", "Route", "Gateway")]
     rc = _ray_cluster(kuberay)
     assert rc["spec"]["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
-    for service in [d for d in kuberay if d.get("kind") == "Service"]:
+    services = [d for d in kuberay if d.get("kind") == "Service"]
+    assert services  # the MLflow Service: its type is checked, not skipped
+    for service in services:
         assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]["name"]
 
 
@@ -349,6 +372,7 @@ def test_kuberay_mlflow_service_selects_the_head_pod(kuberay):
     assert service["spec"]["selector"] == {"ray.io/cluster": name, "ray.io/node-type": "head"}
     uri = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     rc = _ray_cluster(kuberay)
+    assert rc["spec"]["workerGroupSpecs"]
     for group in rc["spec"]["workerGroupSpecs"]:
         (worker,) = _containers(group)
         assert {"name": "MLFLOW_TRACKING_URI", "value": uri} in worker["env"]
@@ -511,6 +535,7 @@ def test_kuberay_pods_mount_one_shared_read_write_many_claim(kuberay):
     ray_cluster = _ray_cluster(kuberay)
     pods = [ray_cluster["spec"]["headGroupSpec"]["template"]["spec"]] + [
         group["template"]["spec"] for group in ray_cluster["spec"]["workerGroupSpecs"]]
+    assert len(pods) >= 2  # the head and the worker groups
     for pod in pods:
         volumes = {v["name"]: v for v in pod["volumes"]}
         ray_container = pod["containers"][0]

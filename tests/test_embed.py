@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from clintraj.config import from_dict, to_dict
@@ -15,7 +14,7 @@ from clintraj.data.synthetic import generate
 from clintraj.training.pretrain import PretrainConfig, build_model
 from clintraj.workflows import embed, pretrain
 
-pytestmark = pytest.mark.slow
+# marked slow by tests/conftest.py, as every test that uses ray_local
 
 
 def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path, ray_local):

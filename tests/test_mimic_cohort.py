@@ -97,6 +97,7 @@ def demo_raw(mimic_demo_raw) -> Path:
 def test_funnel_arithmetic_and_tables_consistent(synthetic):
     funnel, stays = synthetic.funnel, synthetic.stays
     assert funnel[0]["remaining"] == 300
+    assert len(funnel) >= 2
     for before, after in zip(funnel, funnel[1:]):
         assert before["remaining"] - after["removed"] == after["remaining"]
     assert funnel[-1]["remaining"] == len(stays)
@@ -153,13 +154,23 @@ def test_notes_are_cleaned(synthetic):
 def test_notes_follow_the_admission(synthetic, synthetic_raw):
     """Every note of a stay's (subject_id, hadm_id) is an event; outpatient notes are not."""
     stays = synthetic.stays.set_index("stay_id")
-    counts = {}
+    cohort_patients = set(stays["patient_id"])
+    admission_notes, outpatient = {}, 0
     for row in rows(synthetic_raw / mt.RADIOLOGY.path):
         if row["hadm_id"]:
-            counts[(row["subject_id"], int(row["hadm_id"]))] = counts.get((row["subject_id"], int(row["hadm_id"])), 0) + 1
+            key = (row["subject_id"], int(row["hadm_id"]))
+            admission_notes.setdefault(key, []).append(clean_note_text(row["text"]))
+        elif row["subject_id"] in cohort_patients:
+            outpatient += 1
+    assert outpatient > 0  # cohort patients have outpatient reports: the rule has something to leave out
+    # a stay's events: exactly its admission's notes, none missing and no outpatient report among them
+    expected = {stay_id: sorted(admission_notes[(patient, hadm)])
+                for stay_id, patient, hadm in zip(stays.index, stays["patient_id"], stays["hadm_id"])
+                if (patient, hadm) in admission_notes}
+    assert len(expected) > 10
     events = synthetic.events["radiology_note"]
+    assert {stay_id: sorted(group["text"]) for stay_id, group in events.groupby("stay_id")} == expected
     for stay_id, group in events.groupby("stay_id"):
-        assert len(group) == counts[(stays.loc[stay_id, "patient_id"], stays.loc[stay_id, "hadm_id"])]
         assert list(group["note_index"]) == list(range(len(group)))
 
 
@@ -273,6 +284,7 @@ def test_demographics_raw_and_age_groups(synthetic, synthetic_raw):
     patients = {r["subject_id"]: r for r in rows(synthetic_raw / mt.PATIENTS.path)}
     admit = {int(r["hadm_id"]): when(r["admittime"]).year for r in rows(synthetic_raw / mt.ADMISSIONS.path)}
     stays = synthetic.stays.set_index("stay_id")
+    assert len(table) >= 40
     for stay_id, row in table.head(40).iterrows():
         patient = patients[stays.loc[stay_id, "patient_id"]]
         age = int(patient["anchor_age"]) + admit[int(stays.loc[stay_id, "hadm_id"])] - int(patient["anchor_year"])
@@ -477,6 +489,7 @@ def test_real_demo_cohort_matches_an_independent_count(demo_raw):
     tables = build(demo_raw, None, None, MimicConfig(chartevents_stand_in=True, progress=False))
     stays = tables.stays
     assert tables.funnel[0]["remaining"] == 140
+    assert len(tables.funnel) >= 2
     for before, after in zip(tables.funnel, tables.funnel[1:]):
         assert before["remaining"] - after["removed"] == after["remaining"]
     with_series, with_demographics = demo_expected(demo_raw)

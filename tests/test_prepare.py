@@ -8,6 +8,7 @@ import pytest
 
 from clintraj.config import from_dict
 from clintraj.artifacts.dataset import Dataset
+from clintraj.data.mimic import MODALITY_NAMES
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
 
@@ -73,11 +74,12 @@ def test_mimic_dataset_folder_with_all_modalities(mimic_raw, tmp_path):
                      cxr=mimic_raw / "mimic-cxr-jpg", notes=mimic_raw / "mimic-iv-note")
     stays = Dataset(tmp_path / "m").stays()
     assert set(report["tasks"]) == {"mortality", "phenotyping"}
+    assert list(report["modalities"]) == list(MODALITY_NAMES)  # all five, so the check below sees each
     assert all(0 < report["presence_share"][m] for m in report["modalities"])
     assert not any(pd.api.types.is_datetime64_any_dtype(stays[c]) for c in stays.columns)  # no dates written
     phenotyping = Dataset(tmp_path / "m").task_cohort("phenotyping").merge(stays, on="stay_id")
     assert phenotyping.filter(like="pheno:").notna().all().all()
-    json.loads((tmp_path / "m" / "report.json").read_text())
+    assert json.loads((tmp_path / "m" / "report.json").read_text()) == json.loads(json.dumps(report))
 
 
 def test_dataset_lands_in_mlflow_as_counts_and_artifacts(eicu_raw, tmp_path):

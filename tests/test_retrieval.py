@@ -66,6 +66,7 @@ def test_aligned_embeddings_retrieve_perfectly():
     z = np.repeat(rng.normal(size=(50, 1, 8)), 4, axis=1) * rng.uniform(0.5, 2, size=(50, 4, 1))  # scale-free
     present = rng.random((50, 4)) < 0.8
     result = recall_at_k(z, present)
+    assert len(result["pairs"]) == 4 * 3  # every ordered pair of the four modalities
     assert all(p["recall_at_1"] == 1.0 for p in result["pairs"].values())
     assert result["mean"]["recall_at_1"] == 1.0
 
@@ -181,6 +182,7 @@ def test_silhouette_per_modality_degenerate_cases():
     rng = np.random.default_rng(8)
     z = rng.normal(size=(10, 3, 4))
     one = silhouette_per_modality(z, np.eye(3, dtype=bool)[[0] * 10], ["a", "b", "c"])
+    assert list(one) == ["a", "b", "c", "overall"]
     assert all(np.isnan(v) for v in one.values())
     present = np.zeros((10, 3), dtype=bool)
     present[:, :2] = True  # "c" absent everywhere

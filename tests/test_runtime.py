@@ -37,7 +37,7 @@ def test_a_cluster_keeps_its_own_settings(fake_ray):
     assert not set(runtime.LOCAL_RAY_ENV) & set(env)
 
 
-@pytest.mark.slow
+# slow: tests/conftest.py marks every test that uses ray_local
 def test_ray_workers_see_the_one_machine_settings(ray_local):
     import ray
 

@@ -152,6 +152,7 @@ def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, ba
     assert type(reloaded.backbone).__name__ == "PeftModel" and record["backbone"] == backbone
     after = seq.predict(reloaded, data.bucketed([chunk], 4, shuffle=False), LATENT, "cpu")
     assert np.array_equal(np.stack(before["output"]), np.stack(after["output"]))
+    assert len(before["output_by_event"]) == len(after["output_by_event"]) == 6  # zip below pairs every stay
     assert all(np.array_equal(a, b) for a, b in zip(before["output_by_event"], after["output_by_event"]))
     assert after["n_events"].tolist() == [5, 9, 3, 12, 7, 4]
 
@@ -183,6 +184,7 @@ def test_a_restarted_worker_resumes_the_epoch_checkpoints_weights_and_state(tmp_
             if parameter.requires_grad:
                 parameter.add_(0.1 * torch.randn_like(parameter))
     best = decoder.trainable_state(trained)
+    assert best  # the all() checks below compare some tensors
     state = {"next_epoch": 2, "step": 40, "stopping": {"mode": "max", "patience": 2, "best": 0.71, "best_epoch": 1,
                                                        "stale": 0}, "best_metrics": {"epoch": 1, "val_auroc": 0.71}}
     directory = tmp_path / "epoch-1"
@@ -227,6 +229,7 @@ def test_robustness_inputs_remove_whole_modalities_but_never_the_last():
     chunk = _rows([6, 9, 5], seed=7)
     chunk["modality"][2] = np.zeros(5, np.int8)  # a stay with one modality only
     out = data.without_modalities(chunk, 2, np.random.default_rng(0))
+    assert len(out["modality"]) == len(out["h"]) == 3  # zip below pairs every stay
     for before, after, h_before, h_after in zip(chunk["modality"], out["modality"], chunk["h"], out["h"]):
         present, left = set(before.tolist()), set(after.tolist())
         assert len(left) == max(len(present) - 2, 1) and left <= present

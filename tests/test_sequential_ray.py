@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import psutil
-import pytest
 import torch
 
 from clintraj.metrics.prediction import binary_metrics
@@ -20,7 +19,7 @@ from clintraj.training import decoder
 from clintraj.training import sequential as seq
 from planted import LATENT, write_planted
 
-pytestmark = pytest.mark.slow
+# marked slow by tests/conftest.py, as every test that uses ray_local
 
 
 def test_qlora_deepspeed_zero2_on_two_workers_learns_and_reloads_exactly(tmp_path, ray_local):
@@ -48,16 +47,17 @@ def test_qlora_deepspeed_zero2_on_two_workers_learns_and_reloads_exactly(tmp_pat
     assert np.array_equal(np.stack(reloaded["output"]), np.stack(finished["predictions"]["output"]))
 
 
-def _kill_the_worker_after_a_checkpoint(storage, done):
-    """Kill the Ray Train worker once the run's first epoch checkpoint is written."""
+def _kill_the_worker_after_a_checkpoint(storage, done, killed):
+    """Kill the Ray Train worker once the run's first epoch checkpoint is written; `killed` gets its pid."""
     deadline = time.time() + 300
     while time.time() < deadline and not done.is_set():
         if list(storage.glob("*/checkpoint_*/trainer_state.json")):
             workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
                        if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
             if workers:  # the newest: this run's single worker
-                max(workers, key=lambda p: p.info["create_time"]).kill()
-                done.set()
+                newest = max(workers, key=lambda p: p.info["create_time"])
+                newest.kill()
+                killed.append(newest.pid)
                 return
         time.sleep(0.2)
 
@@ -78,14 +78,14 @@ def test_a_killed_worker_resumes_at_the_next_epoch(tmp_path, ray_local):
         quantization="nf4", optimizer="adamw8bit", deepspeed_stage=0, num_workers=1, epochs=3, patience=3,
         batch_size=16, lr=2e-3, robustness_removed=0, max_failures=2)
     storage = tmp_path / "ray"
-    killed = threading.Event()
-    killer = threading.Thread(target=_kill_the_worker_after_a_checkpoint, args=(storage, killed), daemon=True)
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_the_worker_after_a_checkpoint, args=(storage, done, killed), daemon=True)
     killer.start()
     trainer, _ = seq.trainer(sequences, config, storage, "killed", callbacks=[Reports()])
     result = trainer.fit()
-    killed.set()
+    done.set()
     killer.join(timeout=5)
-    assert killed.is_set()
+    assert len(killed) == 1, "no Ray Train worker was killed: the resume was never exercised"
     reports = [json.loads(line) for line in record.read_text().splitlines()]
     epochs = [r["epoch"] for r in reports if not r.get("final")]
     assert epochs == [0, 1, 2]  # every epoch trained and reported once, across the restart

@@ -98,7 +98,7 @@ def test_the_missing_tokens_are_learned_by_default(pretrained):
     assert (moved > 1.0).all()
 
 
-@pytest.mark.slow
+# slow: tests/conftest.py marks every test that uses ray_local
 def test_static_mlp_on_the_embeddings_learns_mortality_and_length_of_stay(pretrained, ray_local):
     from clintraj.training import static
     from clintraj.workflows import embed as embed_job
