@@ -1,4 +1,5 @@
-"""Raw PhysioNet files -> a versioned dataset folder (cohort, labels, splits, modality tables, report).
+"""Raw PhysioNet files -> a versioned dataset folder (cohort, labels, splits, task cohorts with their
+prediction windows, modality tables, events, report).
 
     python jobs/preprocess.py --dataset eicu --raw /data/eicu-crd/2.0 --out data/eicu-v1
     python jobs/preprocess.py --dataset mimic --raw /data/mimiciv/2.2 \
@@ -9,42 +10,40 @@
 --workdir/staged and read from there.
 """
 
-import argparse
 import dataclasses
-import logging
-import os
 from pathlib import Path
 
-from clintraj.cli import LOCATION, location, stage_arguments
+from clintraj import cli
+from clintraj.artifacts.dataset import Dataset
 from clintraj.config import load
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
-from clintraj.tracking import Tracking
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser(__doc__)
     parser.add_argument("--dataset", choices=["eicu", "mimic"], required=True)
-    parser.add_argument("--raw", type=location, required=True,
-                        help=f"eICU folder, or MIMIC-IV folder (hosp/, icu/): {LOCATION}")
-    parser.add_argument("--cxr", type=location,
-                        help=f"MIMIC-CXR-JPG root (metadata + files/); absent: no CXR modality. {LOCATION}")
-    parser.add_argument("--notes", type=location,
-                        help=f"MIMIC-IV-Note root (note/); absent: no note modalities. {LOCATION}")
+    parser.add_argument("--raw", type=cli.location, required=True,
+                        help=f"eICU folder, or MIMIC-IV folder (hosp/, icu/): {cli.LOCATION}")
+    parser.add_argument("--cxr", type=cli.location,
+                        help=f"MIMIC-CXR-JPG root (metadata + files/); absent: no CXR modality. {cli.LOCATION}")
+    parser.add_argument("--notes", type=cli.location,
+                        help=f"MIMIC-IV-Note root (note/); absent: no note modalities. {cli.LOCATION}")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("CLINTRAJ_WORKDIR", "clintraj-work")),
-                        help="staged inputs, local MLflow (default: $CLINTRAJ_WORKDIR, else ./clintraj-work)")
     parser.add_argument("--config", type=Path, help="YAML over the defaults of PrepareConfig")
-    parser.add_argument("--experiment", help="also record the dataset (funnel, report, figures) in this MLflow experiment")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else local sqlite)")
+    cli.add_run_arguments(parser, ray=False, storage=False)
+    parser.set_defaults(experiment=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = dataclasses.replace(load(PrepareConfig, args.config), dataset=args.dataset)
-    stage_arguments(args, "raw", "cxr", "notes")
-    report = prepare(args.raw, args.out, config, cxr=args.cxr, notes=args.notes)
-    if args.experiment:
-        log_dataset(args.out, Tracking.resolve(args.tracking_uri, args.workdir / "mlflow"), args.experiment)
-    print((args.out / "report.md").read_text())
-    print(f"{report['stays']} stays written to {args.out}")
+    cli.stage_arguments(args, "raw", "cxr", "notes")
+
+    def job(args) -> None:
+        report = prepare(args.raw, args.out, config, cxr=args.cxr, notes=args.notes)
+        if args.experiment:  # also record the dataset (funnel, report, figures) in MLflow
+            log_dataset(args.out, cli.tracking(args), args.experiment)
+        print(Dataset(args.out).summary)
+        print(f"{report['stays']} stays written to {args.out}")
+
+    cli.main(job, args, ray=False)
 
 
 if __name__ == "__main__":

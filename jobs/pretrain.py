@@ -4,45 +4,39 @@
     python jobs/pretrain.py --dataset eicu --data s3://BUCKET/eicu-v1 --storage s3://BUCKET/clintraj
 
 --data and --cxr take URIs too (copied once into --workdir/staged); --storage (default
-$CLINTRAJ_STORAGE) puts the checkpoints in cluster storage.
+$CLINTRAJ_STORAGE) puts the checkpoints in cluster storage. The run works under --workdir/pretrain.
 """
 
-import argparse
-import logging
 from pathlib import Path
 
-from clintraj.cli import LOCATION, add_dataset_arguments, add_run_arguments, check_dataset, location, stage_arguments
+from clintraj import cli
 from clintraj.config import load
-from clintraj.runtime import init_ray, shutdown_ray
-from clintraj.tracking import Tracking
 from clintraj.training.pretrain import PretrainConfig
-from clintraj.workflows.pretrain import run
+from clintraj.workflows import pretrain
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataset_arguments(parser)
+    parser = cli.parser(__doc__)
+    cli.add_dataset_arguments(parser)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of PretrainConfig")
-    parser.add_argument("--cxr", type=location,
-                        help=f"MIMIC-CXR-JPG root (default: the one the dataset was prepared from): {LOCATION}")
-    add_run_arguments(parser, "clintraj-work/pretrain", "clintraj-pretrain")
+    parser.add_argument("--cxr", type=cli.location,
+                        help=f"MIMIC-CXR-JPG root (default: the one the dataset was prepared from): {cli.LOCATION}")
+    cli.add_run_arguments(parser, experiment="clintraj-pretrain")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stage_arguments(args, "data", "cxr")
-    check_dataset(parser, args)
+    cli.stage_arguments(args, "data", "cxr")
+    cli.check_dataset(parser, args)
     config = load(PretrainConfig, args.config)
-    tracking = Tracking.resolve(args.tracking_uri, Path("clintraj-work/mlflow"))
-    init_ray(args.ray_address)
-    try:
-        summary = run(args.data, args.workdir, config, tracking, args.experiment, image_root=args.cxr,
-                      storage=args.storage)
-    finally:
-        shutdown_ray()
-    print(f"best epoch {summary['best_epoch']}, validation MGA loss {summary['best_val_loss']:.4f}")
-    print(f"best checkpoint: {summary['checkpoint']}")
-    print(f"test Recall@K (mean over modality pairs): {summary['retrieval']['mean']}")
-    print(f"modality silhouette: {summary['silhouette']:.3f}")
-    print(f"MLflow: {tracking.ui_command()}")
+
+    def job(args) -> None:
+        summary = pretrain.run(args.data, args.workdir / "pretrain", config, cli.tracking(args), args.experiment,
+                               image_root=args.cxr, storage=args.storage)
+        print(f"best epoch {summary['best_epoch']}, validation MGA loss {summary['best_val_loss']:.4f}")
+        print(f"best checkpoint: {summary['checkpoint']}")
+        print(f"test Recall@K (mean over modality pairs): {summary['retrieval']['mean']}")
+        print(f"modality silhouette: {summary['silhouette']:.3f}")
+        print(f"MLflow: {cli.tracking(args).ui_command()}")
+
+    cli.main(job, args)
 
 
 if __name__ == "__main__":

@@ -3,30 +3,24 @@ pretraining -> contrastive and scratch embeddings -> static MLP / LSTM baselines
 sweep ((Q)LoRA fine-tuning of the decoders on event timelines, Ray Tune over Ray Train), then the
 report, all in one MLflow experiment.
 
-    python jobs/sweep_backbones.py                       # embedded default: local Ray, synthetic data, tiny backbones, four tasks
+    python jobs/sweep_backbones.py                       # the demo recipe: local Ray, synthetic data, tiny backbones, four tasks
     python jobs/sweep_backbones.py --dataset mimic --tasks mortality   # synthetic MIMIC-IV, mortality only
-    ray job submit --working-dir . -- python jobs/sweep_backbones.py --dataset eicu --raw s3://BUCKET/eicu-crd/2.0 \\
-        --backbones local --model-dir /models --search-space search_spaces/backbones.yaml --config cluster.yaml
-    ray job submit --working-dir . -- python jobs/sweep_backbones.py --data s3://BUCKET/eicu-v1 ...
+    ray job submit --working-dir . -- python jobs/sweep_backbones.py --config cluster --dataset eicu \\
+        --raw s3://BUCKET/eicu-crd/2.0 --backbones local --model-dir /models --search-space search_spaces/backbones.yaml
+    ray job submit --working-dir . -- python jobs/sweep_backbones.py --config cluster --data s3://BUCKET/eicu-v1 ...
 
-Inputs: --raw is a raw eICU v2.0 or MIMIC-IV folder (name which with --dataset; the cohort and
-splits are prepared under --workdir); --data is a dataset folder already written by
-jobs/preprocess.py, as in the other jobs. Either may be a URI (s3://, gs://, file://, ...),
-copied once into --workdir/staged. --storage (default $CLINTRAJ_STORAGE) puts checkpoints,
-adapters and Tune state in cluster storage.
+--config names a shipped recipe (demo, the default; cluster, the paper's settings) or a YAML file,
+which may start from a recipe with `base: demo`. Inputs: --raw is a raw eICU v2.0 or MIMIC-IV
+folder (name which with --dataset; the cohort and splits are prepared under --workdir); --data is a
+dataset folder already written by jobs/preprocess.py, as in the other jobs. Either may be a URI
+(s3://, gs://, file://, ...), copied once into --workdir/staged. --storage (default
+$CLINTRAJ_STORAGE) puts checkpoints, adapters and Tune state in cluster storage.
 """
 
-import argparse
-import logging
-import os
-from pathlib import Path
-
-from clintraj.cli import LOCATION, add_storage_argument, location, stage_arguments
+from clintraj import cli
 from clintraj.config import load
 from clintraj.evaluation.comparison import comparison_table, markdown
-from clintraj.runtime import init_ray, shutdown_ray
 from clintraj.tasks import window_text
-from clintraj.tracking import Tracking
 from clintraj.training.sequential import SequentialTrainConfig
 from clintraj.tuning import load_search_space
 from clintraj.workflows.end_to_end import EndToEndConfig, prepared_dataset, run
@@ -35,35 +29,30 @@ PAPER_TABLES = {"mimic": "MIMIC-IV (the paper's Table 2)", "eicu": "eICU (the pa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="YAML over the defaults of EndToEndConfig")
+    parser = cli.parser(__doc__)
+    parser.add_argument("--config", default="demo",
+                        help="a shipped recipe (demo, cluster) or a YAML file over EndToEndConfig (default: demo)")
     parser.add_argument("--dataset", "--datasets", dest="datasets", nargs="+", choices=["eicu", "mimic"],
-                        help="which datasets run (default: the config's; the embedded default's are eicu and "
-                             "mimic): what --raw holds, or which synthetic data is made")
+                        help="which datasets run (default: the config's; the demo's are eicu and mimic): what "
+                             "--raw holds, or which synthetic data is made")
     inputs = parser.add_mutually_exclusive_group()
-    inputs.add_argument("--raw", type=location,
+    inputs.add_argument("--raw", type=cli.location,
                         help="with --dataset eicu a raw eICU v2.0 folder, with --dataset mimic a MIMIC-IV folder with "
                              "mimic-cxr-jpg/ and mimic-iv-note/ beside hosp/ and icu/ (default: synthetic data, made "
-                             f"once): {LOCATION}")
-    inputs.add_argument("--data", type=location,
-                        help=f"instead of --raw, a dataset folder written by jobs/preprocess.py: {LOCATION}")
+                             f"once): {cli.LOCATION}")
+    inputs.add_argument("--data", type=cli.location,
+                        help=f"instead of --raw, a dataset folder written by jobs/preprocess.py: {cli.LOCATION}")
     parser.add_argument("--backbones", choices=["tiny", "hub", "local"],
-                        help="backbone weights: tiny random models (the default's), the Hugging Face hub, or "
+                        help="backbone weights: tiny random models (the demo's), the Hugging Face hub, or "
                              "--model-dir/<name>/ (default: the config's)")
     parser.add_argument("--model-dir", help="folder of <backbone>/ weight folders (default: $CLINTRAJ_MODEL_DIR)")
-    parser.add_argument("--search-space", type=Path, help="the backbone sweep's space, e.g. search_spaces/backbones.yaml")
+    parser.add_argument("--search-space", help="the backbone sweep's space, e.g. search_spaces/backbones.yaml")
     parser.add_argument("--tasks", nargs="+", choices=["mortality", "los", "phenotyping"],
                         help="tasks of the backbone sweep, each run on the datasets that have it (eICU: mortality, "
                              "los; MIMIC: mortality, phenotyping; default: all of them)")
     parser.add_argument("--resume", action="store_true", help="restore an interrupted backbone sweep (Tuner.restore)")
-    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("CLINTRAJ_WORKDIR", "clintraj-work")),
-                        help="data, checkpoints, local MLflow (default: $CLINTRAJ_WORKDIR, else ./clintraj-work)")
-    parser.add_argument("--experiment", help="MLflow experiment (default: the config's)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in --workdir)")
-    parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    add_storage_argument(parser)
+    cli.add_run_arguments(parser)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     config = load(EndToEndConfig, args.config)
     if args.datasets:
@@ -78,24 +67,29 @@ def main() -> None:
         config.sequential_tasks = args.tasks
     if args.experiment:
         config.experiment = args.experiment
-    stage_arguments(args, "raw", "data")
+    cli.stage_arguments(args, "raw", "data")
     if args.data and not args.datasets:  # a prepared dataset says which it is
         config.datasets = [prepared_dataset(args.data)]
-    tracking = Tracking.resolve(args.tracking_uri, args.workdir / "mlflow")
-    init_ray(args.ray_address)
-    try:
+
+    def job(args) -> None:
+        tracking = cli.tracking(args)
         results = run(config, args.workdir, tracking, raw=args.raw, dataset=args.data,
                       resume=args.resume, storage=args.storage)
-    finally:
-        shutdown_ray()
+        print_tables(results)
+        print(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
+
+    cli.main(job, args)
+
+
+def print_tables(results) -> None:
+    """The paper's Tables 2 and 3 (in its order), each with the prediction time its tasks saw."""
     static, sequential = results.static, results.sequential
-    for name in [n for n in ("mimic", "eicu") if n in results.windows]:  # the paper's order: Table 2, Table 3
+    for name in [n for n in ("mimic", "eicu") if n in results.windows]:
         table = comparison_table(sequential[sequential["dataset"] == name], static[static["dataset"] == name])
         windows = "; ".join(f"{task} at {window_text(hours)}" for task, hours in results.windows[name].items())
         print(f"\n{PAPER_TABLES[name]}: test metrics (95% bootstrap CIs), static baselines and backbones.")
         print(f"What each task saw: {windows}.")
         print(markdown(table))
-    print(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
 
 
 if __name__ == "__main__":

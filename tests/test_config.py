@@ -19,8 +19,8 @@ class Outer:
     inner: Inner = field(default_factory=Inner)
 
 
-def write(tmp_path, text):
-    path = tmp_path / "c.yaml"
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
     path.write_text(text)
     return path
 
@@ -40,15 +40,29 @@ class Parent:
 def test_a_nested_section_changes_only_its_keys_over_the_parents_default(tmp_path):
     config = load(Parent, write(tmp_path, "inner:\n  rate: 2\n"))
     assert config.inner == Inner(rate=2.0, names=["demo"])  # not Inner's bare default ["a"]
-    demo = load(EndToEndConfig, write(tmp_path, "pretrain: {epochs: 2}\nsequential: {epochs: 1}\n"))
-    assert demo.pretrain.epochs == 2 and demo.pretrain.latent_dim == EndToEndConfig().pretrain.latent_dim
-    assert demo.sequential.weights == "tiny" and demo.sequential.loss_on == EndToEndConfig().sequential.loss_on
+    demo = load(EndToEndConfig, write(tmp_path, "base: demo\npretrain: {epochs: 2}\nsequential: {epochs: 1}\n"))
+    assert demo.pretrain.epochs == 2 and demo.pretrain.latent_dim == load(EndToEndConfig, "demo").pretrain.latent_dim
+    assert demo.sequential.weights == "tiny" and demo.sequential.loss_on == "last_predict"  # the demo's, kept
+    assert demo.pretrain.modality_dropout == EndToEndConfig().pretrain.modality_dropout  # neither file names it
+
+
+def test_recipes_load_by_name_and_a_base_chains_relative_to_its_file(tmp_path):
+    demo, cluster, paper = load(EndToEndConfig, "demo"), load(EndToEndConfig, "cluster"), EndToEndConfig()
+    assert (demo.experiment, demo.sequential.weights, demo.pretrain.latent_dim) == ("clintraj-demo", "tiny", 32)
+    assert (cluster.sequential.weights, cluster.sequential.use_gpu) == ("hub", True)
+    assert cluster.pretrain.epochs == paper.pretrain.epochs and cluster.sequential.epochs == paper.sequential.epochs
+    assert len(cluster.backbone_search.params["backbone"]["grid"]) == 6
+    write(tmp_path, "base: demo\nseed: 3\n", name="mine.yaml")
+    chained = load(EndToEndConfig, write(tmp_path, "base: mine.yaml\nexperiment: x\n", name="theirs.yaml"))
+    assert (chained.seed, chained.experiment, chained.pretrain.latent_dim) == (3, "x", 32)
+    with pytest.raises(ConfigError, match="config file not found: nope .*demo, cluster"):
+        load(EndToEndConfig, write(tmp_path, "base: nope\n"))
 
 
 def test_the_main_job_runs_four_tasks_and_a_dataset_left_out_of_stays_keeps_its_default(tmp_path):
-    demo = load(EndToEndConfig, write(tmp_path, "synthetic_stays: {eicu: 800}\n"))
+    demo = load(EndToEndConfig, write(tmp_path, "base: demo\nsynthetic_stays: {eicu: 800}\n"))
     assert demo.stays_of("eicu") == 800 and demo.stays_of("mimic") == EndToEndConfig().stays_of("mimic") == 1500
-    assert demo.datasets == ["eicu", "mimic"]  # the embedded default: the paper's four tasks
+    assert demo.datasets == ["eicu", "mimic"]  # the demo: the paper's four tasks
     assert [demo.tasks_of(name) for name in demo.datasets] == [
         (["mortality", "los"], ["mortality", "los"]), (["mortality", "phenotyping"], ["mortality", "phenotyping"])]
     demo.sequential_tasks = ["mortality", "los"]
@@ -94,9 +108,9 @@ def test_missing_file_is_named(tmp_path):
 def test_the_main_job_config_round_trips(tmp_path):
     import yaml
 
-    config = EndToEndConfig()
-    path = write(tmp_path, yaml.safe_dump(to_dict(config)))
-    assert load(EndToEndConfig, path) == config
+    for config in (EndToEndConfig(), load(EndToEndConfig, "demo"), load(EndToEndConfig, "cluster")):
+        path = write(tmp_path, yaml.safe_dump(to_dict(config)))
+        assert load(EndToEndConfig, path) == config
     assert flatten({"a": {"b": 1}, "c": 2}) == {"a.b": 1, "c": 2}
 
 

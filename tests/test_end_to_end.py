@@ -26,6 +26,7 @@ RAY = str(Path(sys.executable).with_name("ray"))
 pytestmark = pytest.mark.slow
 
 CONFIG = {
+    "base": "demo",  # the main job's default recipe; only what this test changes below
     "experiment": "e2e-test", "datasets": ["eicu"], "synthetic_stays": {"eicu": 2000}, "seed": 3,
     "tasks": ["mortality"],  # static baselines; length of stay through Ray Train: tests/test_synthetic_signal.py
     "pretrain": {"latent_dim": 32, "epochs": 2, "patience": 2, "num_workers": 1},

@@ -222,9 +222,9 @@ def test_sweep_backbones_takes_data_and_storage_uris(tmp_path, monkeypatch):
         raise SystemExit(0)  # stop before the pipeline and the printing
 
     monkeypatch.setattr(job, "run", run)
-    monkeypatch.setattr(job, "init_ray", lambda address: None)
-    monkeypatch.setattr(job, "shutdown_ray", lambda: None)
-    monkeypatch.setattr(job.Tracking, "resolve", staticmethod(lambda uri, folder: None))
+    monkeypatch.setattr("clintraj.runtime.init_ray", lambda address: None)
+    monkeypatch.setattr("clintraj.runtime.shutdown_ray", lambda: None)
+    monkeypatch.setattr("clintraj.tracking.Tracking.resolve", staticmethod(lambda uri, folder: None))
     monkeypatch.setenv("CLINTRAJ_STORAGE", "s3://bucket/clintraj")
     monkeypatch.setattr(sys, "argv", ["sweep_backbones.py", "--data", dataset.as_uri(),
                                       "--workdir", str(tmp_path / "work")])
@@ -253,7 +253,7 @@ def test_shared_run_arguments_default_storage_to_the_environment(monkeypatch, tm
         monkeypatch.setenv("CLINTRAJ_STORAGE", env)
         parser = argparse.ArgumentParser()
         add_dataset_arguments(parser)
-        add_run_arguments(parser, str(tmp_path / "work"), "exp")
+        add_run_arguments(parser, experiment="exp")
         args = parser.parse_args(["--dataset", "eicu", "--data", "gs://b/eicu-v1"])
         assert args.storage == expected and args.data == "gs://b/eicu-v1"
     args = parser.parse_args(["--dataset", "eicu", "--data", "data/eicu-v1", "--storage", str(tmp_path)])

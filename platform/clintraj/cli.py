@@ -1,10 +1,14 @@
-"""Arguments the jobs share, so every job names them and documents them the same way."""
+"""What every job shares: its run arguments (named, defaulted and documented the same way in every
+job), the staging of input URIs, and one `main` that sets up logging and starts and stops Ray
+around the job's work."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 from clintraj.storage import is_uri, stage_in
 
@@ -16,16 +20,41 @@ def location(value: str) -> str | Path:
     return value if is_uri(value) else Path(value)
 
 
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A job's parser: its module docstring as the description, examples kept as written."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["eicu", "mimic"], required=True)
     parser.add_argument("--data", type=location, required=True,
                         help=f"a dataset folder written by jobs/preprocess.py: {LOCATION}")
 
 
-def add_storage_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", default=os.environ.get("CLINTRAJ_STORAGE") or None,
-                        help="Ray Train/Tune storage for checkpoints, adapters and sweep state: a folder or a "
-                             "URI such as s3://BUCKET/clintraj (default: $CLINTRAJ_STORAGE, else under --workdir)")
+def add_run_arguments(parser: argparse.ArgumentParser, experiment: str | None = None, ray: bool = True,
+                      storage: bool = True) -> None:
+    """--workdir (data, staged inputs, the local MLflow store), --experiment, --tracking-uri and, for
+    jobs that run Ray, --ray-address and --storage: the same names and defaults in every job."""
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("CLINTRAJ_WORKDIR", "clintraj-work")),
+                        help="work folder: staged inputs, stages' outputs, the local MLflow store under "
+                             "mlflow/ (default: $CLINTRAJ_WORKDIR, else ./clintraj-work)")
+    parser.add_argument("--experiment", default=experiment,
+                        help="MLflow experiment" + (f" (default: {experiment})" if experiment else ""))
+    parser.add_argument("--tracking-uri",
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --workdir/mlflow)")
+    if ray:
+        parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    if storage:
+        parser.add_argument("--storage", default=os.environ.get("CLINTRAJ_STORAGE") or None,
+                            help="Ray Train/Tune storage for checkpoints, adapters and sweep state: a folder or a "
+                                 "URI such as s3://BUCKET/clintraj (default: $CLINTRAJ_STORAGE, else under --workdir)")
+
+
+def tracking(args: argparse.Namespace):
+    """The MLflow store of a job: --tracking-uri, else $MLFLOW_TRACKING_URI, else under --workdir."""
+    from clintraj.tracking import Tracking
+
+    return Tracking.resolve(args.tracking_uri, args.workdir / "mlflow")
 
 
 def stage_arguments(args: argparse.Namespace, *names: str) -> None:
@@ -35,14 +64,6 @@ def stage_arguments(args: argparse.Namespace, *names: str) -> None:
         value = getattr(args, name)
         if value is not None:
             setattr(args, name, stage_in(value, Path(args.workdir) / "staged"))
-
-
-def add_run_arguments(parser: argparse.ArgumentParser, workdir: str, experiment: str) -> None:
-    parser.add_argument("--workdir", type=Path, default=Path(workdir))
-    parser.add_argument("--experiment", default=experiment)
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else local sqlite)")
-    parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    add_storage_argument(parser)
 
 
 def check_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -56,3 +77,19 @@ def check_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--data: {error}")
     if dataset != args.dataset:
         parser.error(f"--data holds a {dataset} dataset, not {args.dataset}")
+
+
+def main(job: Callable[[argparse.Namespace], None], args: argparse.Namespace, ray: bool = True) -> None:
+    """Run a job: logging set up, then `job(args)` inside a Ray the job connects to (--ray-address,
+    $RAY_ADDRESS) or starts, stopped again whatever happens."""
+    from clintraj.runtime import init_ray, shutdown_ray
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not ray:
+        job(args)
+        return
+    init_ray(args.ray_address)
+    try:
+        job(args)
+    finally:
+        shutdown_ray()

@@ -1,9 +1,10 @@
 """Typed configuration loaded from YAML.
 
-Every setting a job takes has its default here, in one dataclass per stage.
-`load(ConfigClass, path)` reads a YAML file over those defaults and fails on
-a key the class does not have, or a value of the wrong type, naming the key
-and the file.
+Every setting has its default in its stage's dataclass (the paper's values). `load(ConfigClass,
+path)` reads a YAML file over those defaults and fails on a key the class does not have, or a value
+of the wrong type, naming the key and the file. A config may name a shipped recipe instead of a
+path (`demo`, `cluster`: `clintraj/configs/<name>.yaml`), and a YAML file may start from another
+with `base: <name or path>`, changing only the keys it names.
 """
 
 from __future__ import annotations
@@ -97,18 +98,38 @@ def from_dict(cls: type[T], values: dict, source: str = "<dict>") -> T:
     return _build(cls, values or {}, source)
 
 
+RECIPES = ("demo", "cluster")  # clintraj/configs/<name>.yaml
+
+
+def recipe(name_or_path: str | Path) -> Path:
+    """A config file: a path, or the name of a recipe shipped with the package."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = Path(__file__).resolve().parent / "configs" / f"{name_or_path}.yaml"
+    if str(name_or_path) in RECIPES and shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file not found: {name_or_path} (nor a shipped recipe: {', '.join(RECIPES)})")
+
+
 def load(cls: type[T], path: str | Path | None) -> T:
-    """Load `cls` from a YAML file (None gives the defaults)."""
+    """Load `cls` from a YAML file or a recipe's name (None gives the defaults); a `base` key
+    names the config it starts from."""
     if path is None:
         return cls()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = recipe(path)
     with open(path) as handle:
         values = yaml.safe_load(handle) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(values).__name__}")
-    return from_dict(cls, values, str(path))
+    base = values.pop("base", None) if "base" not in {f.name for f in dataclasses.fields(cls)} else None
+    return _build(cls, values, str(path), load(cls, _base_of(path, str(base))) if base else None)
+
+
+def _base_of(path: Path, base: str) -> Path:
+    """A `base` entry: a path relative to the file that names it, or a recipe's name."""
+    relative = path.parent / base
+    return relative if relative.is_file() else recipe(base)
 
 
 def to_dict(config: Any) -> dict:

@@ -57,6 +57,11 @@ class Dataset:
         return report
 
     @property
+    def summary(self) -> str:
+        """report.md: the funnel, presence, what each task sees, splits and quarantine, for people."""
+        return (self.path / "report.md").read_text()
+
+    @property
     def name(self) -> str:
         """Which dataset it holds: eicu or mimic."""
         return self.report["dataset"]

@@ -12,12 +12,10 @@ and then the report: the paper's tables with ours beside, figures, one HTML page
 Everything lands in one MLflow experiment; each dataset's stages work under
 <workdir>/<dataset>/.
 
-The embedded default runs both datasets, so all four tasks (eICU mortality and
-length of stay, MIMIC-IV mortality and phenotyping), each stage sized for a 2-core
-laptop: synthetic data, tiny random-weight backbones, a tiny text encoder, small
-images, one CPU worker per trial, and one backbone (`DEMO_BACKBONES`). A cluster
-config names the real weights, GPUs, the six backbones (search_spaces/backbones.yaml)
-and the paper's epochs.
+`EndToEndConfig`'s defaults are the paper's study. The recipes in clintraj/configs/ size it: `demo`
+(the embedded default: both datasets, so all four tasks, each stage sized for a 2-core laptop:
+synthetic data, tiny random-weight backbones, a tiny text encoder, small images, one CPU worker per
+trial, one backbone) and `cluster` (the six decoders' real weights, one GPU per trial).
 """
 
 from __future__ import annotations
@@ -28,12 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from clintraj.data.eicu import EicuConfig
 from clintraj.config import fingerprint
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
-from clintraj.data.stay_inputs import InputConfig
 from clintraj.data.synthetic import generate
+from clintraj.models.backbones import PAPER_BACKBONES
 from clintraj.reporting.page import build_and_log
 from clintraj.storage import join
 from clintraj.tasks import DATASET_TASKS as TASKS, window_text
@@ -47,63 +44,37 @@ from clintraj.workflows import embed, pretrain, static_baselines, sweep_backbone
 log = logging.getLogger(__name__)
 
 
-def _demo_search_space() -> SearchSpace:
-    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=4,
-                       params={"architecture": {"grid": ["mlp", "lstm"]}})  # 2 x 2 initialisations x tasks
+SYNTHETIC_STAYS = {"eicu": 3000, "mimic": 1500}
 
 
-# Each trial is a Ray Train run: on 2 cores its controller, worker and helper actors cost about
-# 50 CPU-s, against about 2 s per epoch for a tiny backbone; measured, a sequential trial takes
-# about 34 s of the machine and a static one 24 s. With one backbone, the four tasks' 16 static
-# trials and 8 backbone trials (2 initialisations x 4 tasks) make the whole default about 17
-# minutes here; all six backbones (48 trials) take over half an hour more. search_spaces/backbones.yaml (--search-space) names the six.
-DEMO_BACKBONES = ["llama3-8b"]
+def _static_space() -> SearchSpace:
+    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=2,
+                       params={"architecture": {"grid": ["mlp", "lstm"]}})
 
 
-def _demo_backbone_space() -> SearchSpace:
-    # 4 trials x (0.1 driver + 1 worker x 0.5 CPU) leaves Ray Data a whole logical CPU of 4.
-    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=4,
-                       params={"backbone": {"grid": list(DEMO_BACKBONES)}})
-
-
-def _demo_sequential() -> SequentialTrainConfig:
-    # One CPU worker per trial: DeepSpeed has nothing to shard (its multi-worker path is tested).
-    # The loss on the last [PREDICT] only (METHOD.md's `loss_on` option), not on all of them: with
-    # a few epochs on ~550 stays, all_predict left the final output, the one evaluated, near
-    # chance on the test split (AUROC 0.55 against 0.70 on validation; last_predict 0.71 after 4
-    # epochs, measured on the demo's data). The paper's all_predict stays the library default.
-    return SequentialTrainConfig(weights="tiny", epochs=4, patience=4, max_events=64, batch_size=16, lr=1e-3,
-                                 loss_on="last_predict", deepspeed_stage=0)
-
-
-def _demo_pretrain() -> PretrainConfig:
-    # MIMIC's CXR images and notes cut to what 2 CPU cores embed in a minute: small images, short
-    # notes, and the tiny random BERT (the offline MiniLM took 4 minutes for 3 epochs of 1,211 stays).
-    inputs = InputConfig(ts_max_steps=48, text_max_length=64, image_resize=72, image_crop=64)
-    return PretrainConfig(latent_dim=32, epochs=5, patience=3, inputs=inputs, text_model="tiny")
-
-
-SYNTHETIC_STAYS = {"eicu": 3000, "mimic": 1500}  # 1,000 MIMIC-IV stays left ~5 deaths in the test split
+def _backbone_space() -> SearchSpace:
+    return SearchSpace(metric="val_score", mode="max", num_samples=1, max_concurrent_trials=2,
+                       params={"backbone": {"grid": list(PAPER_BACKBONES)}})
 
 
 @dataclass
 class EndToEndConfig:
-    experiment: str = "clintraj-demo"
+    """The main job's settings; the defaults are the paper's study (the recipes in
+    clintraj/configs/ size it: `demo`, the embedded default, and `cluster`)."""
+
+    experiment: str = "clintraj"
     datasets: list[str] = field(default_factory=lambda: ["eicu", "mimic"])  # what --raw holds, or the synthetic data made
     # stays per synthetic dataset; one the mapping leaves out gets its SYNTHETIC_STAYS default
     synthetic_stays: dict[str, int] = field(default_factory=lambda: dict(SYNTHETIC_STAYS))
     seed: int = 0
     tasks: list[str] | None = None  # static baselines; None: each dataset's two tasks (tasks.DATASET_TASKS)
-    # The paper's 10,000-result lab threshold is for 196k stays; the demo scales it down.
-    prepare: PrepareConfig = field(default_factory=lambda: PrepareConfig(eicu=EicuConfig(lab_min_count=500)))
-    pretrain: PretrainConfig = field(default_factory=_demo_pretrain)
-    # One worker per static trial: DDP of a small MLP over 2 processes on a 2-core laptop buys
-    # nothing and costs a second worker process (its multi-worker path is tested).
-    static: StaticTrainConfig = field(default_factory=lambda: StaticTrainConfig(epochs=8, patience=3, num_workers=1))
-    static_search: SearchSpace = field(default_factory=_demo_search_space)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    static: StaticTrainConfig = field(default_factory=StaticTrainConfig)
+    static_search: SearchSpace = field(default_factory=_static_space)
     sequential_tasks: list[str] | None = None  # the backbone sweep's; None: each dataset's two tasks
-    sequential: SequentialTrainConfig = field(default_factory=_demo_sequential)
-    backbone_search: SearchSpace = field(default_factory=_demo_backbone_space)
+    sequential: SequentialTrainConfig = field(default_factory=SequentialTrainConfig)
+    backbone_search: SearchSpace = field(default_factory=_backbone_space)
 
     def stays_of(self, dataset: str) -> int:
         return self.synthetic_stays.get(dataset, SYNTHETIC_STAYS[dataset])

@@ -26,6 +26,7 @@ from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.sequences import Sequences
 from clintraj.data import windows
 from clintraj.evaluation import attention as attn
+from clintraj.storage import stage_in
 from clintraj.training import decoder
 
 log = logging.getLogger(__name__)
@@ -198,3 +199,37 @@ def cohort_figure(frames: dict[str, pd.DataFrame], remove: str, path: Path) -> P
     figure.savefig(path, dpi=100)
     attn.plt.close(figure)
     return path
+
+
+def run(tracking, run_id: str, compare_run_id: str | None, remove: str, out: Path, workdir: Path,
+        stay_id: int | None = None, whole_cohort: bool = False) -> dict:
+    """Explain one test stay and/or the whole test cohort of a backbone-sweep trial (and its twin
+    with the other initialisation), write everything under `out` and log it to the runs'
+    MLflow artifacts ("interpretation/"). Returns {"stay": summary, "cohort": summary} (those run)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking.uri)
+    runs = [client.get_run(r) for r in (run_id, compare_run_id) if r]
+    # a checkpoint in cluster run storage (s3://...) is copied once under workdir/staged
+    checkpoints = {run.data.tags.get("initialisation", run.info.run_id):
+                   stage_in(run.data.tags["checkpoint"], Path(workdir) / "staged") for run in runs}
+    if len(checkpoints) < len(runs):
+        raise ValueError("the two runs have the same initialisation; compare a contrastive and a scratch run")
+    if len({run.data.params["sequences"] for run in runs}) > 1 and stay_id is not None:
+        log.warning("the runs were trained on different timelines; the stay is read from the first run's")
+    sequences = Path(runs[0].data.params["sequences"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    if stay_id is not None:
+        results["stay"] = explain_stay(checkpoints, sequences, stay_id, remove, out / "stay")
+    if whole_cohort:
+        frames = {name: cohort(checkpoint, sequences, remove) for name, checkpoint in checkpoints.items()}
+        for name, frame in frames.items():
+            frame.to_csv(out / f"cohort_{name}.csv", index=False)
+        results["cohort"] = summarise(frames)
+        (out / "cohort_summary.json").write_text(json.dumps(results["cohort"], indent=2) + "\n")
+        cohort_figure(frames, remove, out / "cohort.png")
+    for run in runs:
+        client.log_artifacts(run.info.run_id, str(out), "interpretation")
+    return results
