@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pandas as pd
 import torch
 
 from clintraj.config import from_dict, to_dict

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import SHARED_DATA, require
 
-from clintraj.data.features import StaticFeaturizer
+from clintraj.data.features import ModalityScaler, modality_vectors
 from clintraj.data.mimic import (
     MODALITIES, MODALITY_NAMES, MimicConfig, build, clean_note_text, discretize, load_phenotypes, normal_values,
     study_datetime,
@@ -293,14 +293,18 @@ def test_demographics_raw_and_age_groups(synthetic, synthetic_raw):
     assert (events["time_hours"] == 0).all() and len(events) == len(table)
 
 
-def test_static_tables_featurize(synthetic):
-    """Raw demographics (strings + age) and time-series summaries go through the featurizer."""
-    stays = synthetic.stays.assign(split=np.where(synthetic.stays.index % 5 == 0, "test", "train"))
-    tables = {m: whole_stay(synthetic, m) for m in ("time_series", "demographics")}
-    featurizer = StaticFeaturizer.fit(stays, tables)
-    features = featurizer.transform(stays, tables)
-    assert features.shape[0] == len(stays) and np.isfinite(features).all()
-    assert "demographics/age_group=80+" in featurizer.names and "demographics/age" in featurizer.names
+def test_static_tables_scale(synthetic):
+    """Raw demographics (strings + age) and time-series summaries scale to finite vectors; a stay
+    without the modality gets zeros."""
+    train = synthetic.stays["stay_id"][synthetic.stays.index % 5 != 0]
+    for name in ("time_series", "demographics"):
+        table = whole_stay(synthetic, name)
+        scaler = ModalityScaler.fit(table[table["stay_id"].isin(train)])
+        absent = synthetic.stays["stay_id"].max() + 1
+        vectors = modality_vectors(scaler, table, pd.concat([synthetic.stays["stay_id"], pd.Series([absent])]))
+        assert vectors.shape == (len(synthetic.stays) + 1, len(scaler.names)) and np.isfinite(vectors).all()
+        assert not vectors[-1].any() and vectors[:-1].any(axis=1).mean() > 0.5
+    assert {"age_group=80+", "age"} <= set(scaler.names)
 
 
 def test_build_is_deterministic(synthetic, synthetic_raw):

@@ -87,12 +87,15 @@ def test_sweep_runs_trials_as_mlflow_children_and_restores(eicu_dataset, tmp_pat
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 2
-    assert all("val_loss" in r.data.metrics for r in children)
+    assert all("val_loss" in r.data.metrics and r.info.status in ("FINISHED", "KILLED") for r in children)
+    assert {r.data.params["missing_tokens_in_context"] for r in children} == {"False", "True"}
     # a finished sweep restored by name runs no trial again
     started = time.time()
     again = sweep_pretrain.run(eicu_dataset, tmp_path / "work", base, space, tracking, "sweep-test",
                                name="s", resume=True)
     assert again["trials"] == 2 and again["best_config"] == first["best_config"]
+    runs = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id])
+    assert [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags] == [parents[0].info.run_id]
     assert time.time() - started < 60
 
 

@@ -14,7 +14,6 @@ from sklearn.metrics import roc_auc_score
 
 from clintraj.config import from_dict
 from clintraj.data import windows
-from clintraj.data.modalities import Modality, aggregate
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.stay_inputs import InputConfig, InputScaling, build_task_tables

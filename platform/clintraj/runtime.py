@@ -39,7 +39,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     Locally, Ray is told about at least 4 logical CPUs: Ray Data's map tasks
     need a CPU that Train workers have not taken, or the pipeline waits forever
-    on a 2-core machine. Workers ask for fractional CPUs (see `worker_cpus`).
+    on a 2-core machine. Workers ask for fractional CPUs (the stage configs' `cpus_per_worker`).
     A local Ray also gets `LOCAL_RAY_ENV` (each key unless already set).
     """
     import ray

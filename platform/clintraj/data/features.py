@@ -1,4 +1,4 @@
-"""Static per-stay feature vectors from modality tables, fitted on the training split only.
+"""Per-stay feature vectors of one modality's table, scaled with the training split's statistics.
 
 Numbers are sign-log scaled (`sign(x) log(1 + |x|)`, paper appendix B.1) and
 z-scored with training-split statistics; categories are one-hot over the
@@ -50,31 +50,6 @@ class ModalityScaler:
             for c, values in self.categories.items()
         ]
         return np.concatenate([numbers, *one_hots], axis=1)
-
-
-@dataclass
-class StaticFeaturizer:
-    """One fixed-length vector per stay: per modality [features..., present]."""
-
-    scalers: dict[str, ModalityScaler]
-
-    @classmethod
-    def fit(cls, stays: pd.DataFrame, modalities: dict[str, pd.DataFrame]) -> "StaticFeaturizer":
-        train_ids = stays.loc[stays["split"] == "train", "stay_id"]
-        return cls({name: ModalityScaler.fit(table[table["stay_id"].isin(train_ids)])
-                    for name, table in modalities.items()})
-
-    @property
-    def names(self) -> list[str]:
-        return [f"{m}/{n}" for m, s in self.scalers.items() for n in [*s.names, "present"]]
-
-    def transform(self, stays: pd.DataFrame, modalities: dict[str, pd.DataFrame]) -> np.ndarray:
-        blocks = []
-        for name, scaler in self.scalers.items():
-            table = modalities[name]
-            present = stays["stay_id"].isin(table["stay_id"]).to_numpy(float)[:, None]
-            blocks += [modality_vectors(scaler, table, stays["stay_id"]), present]
-        return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
 def modality_vectors(scaler: ModalityScaler, table: pd.DataFrame, stay_ids: pd.Series) -> np.ndarray:

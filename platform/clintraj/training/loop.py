@@ -11,6 +11,7 @@ checkpoint, `resumed`), the checkpoints kept and the MLflow epoch logger.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +72,31 @@ def resumed(read: Callable[[Path], object]):
         return None
     with checkpoint.as_directory() as directory:
         return read(Path(directory))
+
+
+def save_state(directory: Path, model, optimizer, state: dict) -> None:
+    """model.pt, optimizer.pt and state.json (the epoch, early stopping): what `resume_state` reads."""
+    import torch
+
+    torch.save((model.module if hasattr(model, "module") else model).state_dict(), directory / "model.pt")
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    (directory / "state.json").write_text(json.dumps(state))
+
+
+def resume_state(model, optimizer, mode: Literal["max", "min"], patience: int) -> tuple[EarlyStopping, int]:
+    """(early stopping, first epoch): fresh on a first start; after a restart, model and optimizer
+    loaded from the checkpoint `save_state` wrote and training picks up after its epoch."""
+    import torch
+
+    def read(directory: Path) -> dict:
+        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+        return json.loads((directory / "state.json").read_text())
+
+    state = resumed(read)
+    if state is None:
+        return EarlyStopping(mode, patience), 0
+    return EarlyStopping(**state["stopping"]), state["epoch"] + 1
 
 
 def is_rank_zero() -> bool:

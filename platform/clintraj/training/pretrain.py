@@ -25,7 +25,7 @@ from clintraj.data.stay_inputs import InputConfig, collate, with_map_stages
 from clintraj.metrics.retrieval import pooled_recall
 from clintraj.models.mga import mga_loss
 from clintraj.storage import join, list_dirs, read_text
-from clintraj.training.loop import EarlyStopping, is_rank_zero, make_trainer, report, resumed
+from clintraj.training.loop import is_rank_zero, make_trainer, report, resume_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,7 @@ def validate(model, batches, config: PretrainConfig) -> torch.Tensor:
 def save(directory: Path, model, optimizer, state: dict, run: PretrainRun) -> None:
     """model.pt + optimizer.pt + state.json, and the model's config and input description
     (config.json, meta.json), so a checkpoint folder alone rebuilds the encoders."""
-    module = model.module if hasattr(model, "module") else model
-    torch.save(module.state_dict(), directory / "model.pt")
-    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
-    (directory / "state.json").write_text(json.dumps(state))
+    save_state(directory, model, optimizer, state)
     (directory / "meta.json").write_text(json.dumps(run.meta))
     (directory / "config.json").write_text(json.dumps(to_dict(run.config)))
 
@@ -127,16 +124,7 @@ def train_loop(args: dict) -> None:
     torch.manual_seed(config.seed)
     model = build_model(meta, config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    stopping, first = EarlyStopping("min", config.patience), 0
-
-    def restore(directory: Path) -> dict:
-        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
-        optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
-        return json.loads((directory / "state.json").read_text())
-
-    state = resumed(restore)
-    if state:
-        stopping, first = EarlyStopping(**state["stopping"]), state["epoch"] + 1
+    stopping, first = resume_state(model, optimizer, "min", config.patience)
     # An absent modality's encoder is not run, so some parameters get no gradient in a step.
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     batches = partial(collate, feature_dims=meta["feature_dims"])

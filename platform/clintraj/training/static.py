@@ -15,7 +15,6 @@ length of stay MSE on log(1 + hours), errors reported in hours.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +30,7 @@ from torch import nn
 from clintraj.models.static import build_static_model
 from clintraj.storage import uri_of
 from clintraj.tasks import TaskName, task as task_named
-from clintraj.training.loop import EarlyStopping, is_rank_zero, make_trainer, report, resumed
+from clintraj.training.loop import is_rank_zero, make_trainer, report, resume_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +121,6 @@ def train_epoch(model: nn.Module, optimizer, loss_fn: nn.Module, batches) -> flo
     return total / max(count, 1)
 
 
-def save(directory: Path, model: nn.Module, optimizer, state: dict) -> None:
-    torch.save((model.module if hasattr(model, "module") else model).state_dict(), directory / "model.pt")
-    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
-    (directory / "state.json").write_text(json.dumps(state))
-
-
 def train_loop(args: dict) -> None:
     """Ray Train worker loop of a `StaticRun`."""
     import ray.train
@@ -140,16 +133,7 @@ def train_loop(args: dict) -> None:
     model = build_model(run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     metric, mode = task.selection
-    stopping, first = EarlyStopping(mode, config.patience), 0
-
-    def restore(directory: Path) -> dict:
-        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
-        optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
-        return json.loads((directory / "state.json").read_text())
-
-    state = resumed(restore)
-    if state:
-        stopping, first = EarlyStopping(**state["stopping"]), state["epoch"] + 1
+    stopping, first = resume_state(model, optimizer, mode, config.patience)
     model = ray.train.torch.prepare_model(model)
     loss_fn = loss_function(run)
     train_shard = ray.train.get_dataset_shard("train")
@@ -165,7 +149,7 @@ def train_loop(args: dict) -> None:
         stopping.update(metrics[metric], epoch)
         metrics["val_score"] = stopping.score(metrics[metric])  # one higher-is-better key for Tune
         state = {"epoch": epoch, "stopping": stopping.state()}
-        report(metrics, partial(save, model=model, optimizer=optimizer, state=state) if is_rank_zero() else None)
+        report(metrics, partial(save_state, model=model, optimizer=optimizer, state=state) if is_rank_zero() else None)
         if stopping.stop:
             break
 
