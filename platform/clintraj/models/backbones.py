@@ -135,25 +135,27 @@ def tiny_config(name: str):
 
 
 def materialise_tiny(name: str, root: Path, seed: int = 0) -> Path:
-    """Write a seeded tiny model of `name` to root/<name>/ once, and return that folder.
-
-    It is saved to a temporary sibling and renamed into place, so a concurrent caller (another
-    Ray worker) either sees no folder or a complete one; whoever renames second drops its copy.
-    """
+    """Write a seeded tiny model of `name` to root/<name>/ once, and return that folder."""
     from transformers import AutoModelForCausalLM
 
-    root = Path(root)
-    target = root / name
-    if target.is_dir():
-        return target
-    config = tiny_config(name)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-    try:
+    def write(staging: Path) -> None:
         with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream alone
             torch.manual_seed(seed)
-            model = AutoModelForCausalLM.from_config(config)
-        model.save_pretrained(staging)
+            AutoModelForCausalLM.from_config(tiny_config(name)).save_pretrained(staging)
+
+    return write_once(Path(root) / name, write)
+
+
+def write_once(target: Path, write) -> Path:
+    """`write(staging)` into a temporary sibling of `target`, renamed into place unless `target`
+    exists: a concurrent caller (another Ray worker) sees no folder or a complete one, and whoever
+    renames second drops its copy."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(staging)
         try:
             os.rename(staging, target)
         except OSError:
@@ -231,41 +233,31 @@ def materialise_packaged(backbone: BackboneSpec, source: str, root: Path) -> Pat
     cores, its tokenizer included); the result is saved as safetensors with the GGUF's tokenizer, so every later load, in any Ray
     worker or trial, reads a plain folder. "random": the GGUF's config with seeded random weights
     (transformers' initialisation), the same architecture without what pretraining learned.
-    The folder name carries the package version, so an upgrade is converted afresh; like
-    `materialise_tiny` it is written to a staging sibling and renamed into place.
+    The folder name carries the package version, so an upgrade is converted afresh (`write_once`).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = packaged_file(backbone)
     version = importlib.metadata.version(backbone.packaged.distribution)
     target = Path(root) / backbone.name / f"{source}-{backbone.packaged.distribution}-{version}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    if source not in ("packaged", "random"):
+        raise ValueError(f"materialise_packaged: source must be 'packaged' or 'random', got {source!r}")
+
+    def write(staging: Path) -> None:
         if source == "packaged":
             # dequantize=True: a plain fp32 model. Without it the model keeps a GGUF quantizer, and
             # save_pretrained refuses it ("quantized with gguf and is not serializable").
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                          quantization_config=GgufConfig(dequantize=True))
             AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
-        elif source == "random":
+        else:
             config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
             with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream alone
                 torch.manual_seed(list(BACKBONES).index(backbone.name))
                 model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        else:
-            raise ValueError(f"materialise_packaged: source must be 'packaged' or 'random', got {source!r}")
         model.save_pretrained(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return write_once(target, write)
 
 
 def load_backbone(location: str, *, attention: str = "sdpa", quantization: str = "none",
