@@ -905,7 +905,9 @@ def test_mlflow_script_serves_with_basic_auth_in_the_background_and_stops(tmp_pa
         # deploy/README.md, "MLflow users": the admin creates the jobs' user
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
-        get_app_client("basic-auth", tracking_uri=base).create_user(*jobs)
+        admin = get_app_client("basic-auth", tracking_uri=base)
+        admin.create_user(*jobs)
+        someone_elses = MlflowClient(base).create_experiment("made-by-the-admin")
         # The jobs log as that user, through the server's artifact proxy ...
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", jobs[0])
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", jobs[1])
@@ -918,9 +920,17 @@ def test_mlflow_script_serves_with_basic_auth_in_the_background_and_stops(tmp_pa
         assert [p.read_text() for p in (tmp_path / "artifacts").rglob("a.txt")] == ["hello"]
         artifact = f"{base}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run.info.run_id}/artifacts/a.txt"
         assert (_status(artifact), _status(artifact, jobs)) == (401, 200)
-        # ... and may not manage users
+        # ... may write someone else's experiment only once granted, and may not manage users
+        with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+            client.create_run(someone_elses)
         with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
             get_app_client("basic-auth", tracking_uri=base).create_user("someone", "pw-0123456789")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+        admin.grant_user_permission(jobs[0], "experiment", someone_elses, "EDIT")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", jobs[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", jobs[1])
+        assert client.create_run(someone_elses).info.experiment_id == someone_elses
     finally:
         subprocess.run([str(MLFLOW_SH), "--stop"], env=env, capture_output=True, timeout=60)
     assert not pid_file.exists()
