@@ -51,14 +51,19 @@ def load_search_space(path: Path, config_cls: type) -> SearchSpace:
     if not path.is_file():
         raise ConfigError(f"search space file not found: {path}")
     space = from_dict(SearchSpace, yaml.safe_load(path.read_text()) or {}, str(path))
+    check_params(space, config_cls, str(path))
+    return space
+
+
+def check_params(space: SearchSpace, config_cls: type, source: str) -> None:
+    """Each param of `space` must be a field of `config_cls`, with one known distribution."""
     fields = set(config_cls.__dataclass_fields__)
     for name, spec in space.params.items():
         if name not in fields:
-            raise ConfigError(f"{path}: key 'params.{name}': not a field of {config_cls.__name__}")
+            raise ConfigError(f"{source}: key 'params.{name}': not a field of {config_cls.__name__}")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise ConfigError(f"{path}: key 'params.{name}': expected one of {DISTRIBUTIONS} "
+            raise ConfigError(f"{source}: key 'params.{name}': expected one of {DISTRIBUTIONS} "
                               f"with its arguments, got {spec!r}")
-    return space
 
 
 def param_space(space: SearchSpace) -> dict:
