@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from clintraj.config import fingerprint, from_dict
+from clintraj.console import stage
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
@@ -179,8 +180,9 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
                                                         join(storage, name) if storage else None)
         statics.append(static.assign(dataset=name))
         sequentials.append(sequential.assign(dataset=name))
-    report = build_and_log(tracking, config.experiment, workdir / "report")
-    log.info("report: %s", report)
+    with stage("the report: the paper's tables beside ours, figures") as notes:
+        report = build_and_log(tracking, config.experiment, workdir / "report")
+        notes.append(str(report))
     return Results(pd.concat(statics, ignore_index=True), pd.concat(sequentials, ignore_index=True), windows)
 
 
@@ -190,32 +192,41 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
     """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep; the
     results and the dataset's windows."""
     prepare_config = replace(config.prepare, dataset=name)
-    if dataset is None:
-        raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
-        dataset = ensure_dataset(raw, workdir, prepare_config)
-    dataset = Path(dataset).resolve()
-    prepared = Dataset(dataset)
-    if prepared.name != name:
-        raise ValueError(f"{dataset} holds {prepared.name}, not {name}: name it with --dataset {prepared.name}")
-    prepared.check_windows(prepare_config.prediction_hours, "the config's prepare.prediction_hours")
-    tasks = list(dict.fromkeys([*static_tasks, *sequential_tasks]))
-    for task in tasks:
-        log.info("%s %s: predicts at %s", name, task, window_text(prepared.windows[task]))
+    with stage(f"{name}: raw files -> cohort, splits and task windows") as notes:
+        if dataset is None:
+            raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
+            dataset = ensure_dataset(raw, workdir, prepare_config)
+        dataset = Path(dataset).resolve()
+        prepared = Dataset(dataset)
+        if prepared.name != name:
+            raise ValueError(f"{dataset} holds {prepared.name}, not {name}: name it with --dataset {prepared.name}")
+        prepared.check_windows(prepare_config.prediction_hours, "the config's prepare.prediction_hours")
+        tasks = list(dict.fromkeys([*static_tasks, *sequential_tasks]))
+        notes += [f"{len(prepared.stays())} stays"] + [
+            f"{task} {len(prepared.task_cohort(task))} stays at {window_text(prepared.windows[task])}" for task in tasks]
     stages = workdir / name
     log_dataset(dataset, tracking, config.experiment)
-    summary = pretrain_encoders(name, dataset, config, stages, tracking, resume, storage)
-    log.info("%s pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", name, summary["best_epoch"],
-             summary["retrieval"]["mean"]["recall_at_10"], summary["retrieval"]["mean"]["random_at_10"])
+    with stage(f"{name}: MGA pretraining") as notes:
+        summary = pretrain_encoders(name, dataset, config, stages, tracking, resume, storage)
+        retrieval = summary["retrieval"]["mean"]
+        notes.append(f"test Recall@10 {retrieval['recall_at_10']:.3f} (random {retrieval['random_at_10']:.3f})")
     embeddings = {"contrastive": stages / "embeddings" / "contrastive", "scratch": stages / "embeddings" / "scratch"}
     chosen = from_dict(PretrainConfig, summary["config"], "the pretraining summary")  # the scratch twin's shape
-    embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed", tasks=tasks)
-    embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", chosen, seed=config.seed, tasks=tasks)
-    static = static_baselines.run(dataset, embeddings, static_tasks, stages / "static", config.static,
-                                  config.static_search, tracking, config.experiment, resume=resume,
-                                  storage=storage) if static_tasks else pd.DataFrame()
-    sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential", config.sequential,
-                                     config.backbone_search, tracking, config.experiment, static_results=static,
-                                     resume=resume, storage=storage) if sequential_tasks else pd.DataFrame()
+    with stage(f"{name}: embedding each task's stays and events, contrastive and scratch encoders"):
+        embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed", tasks=tasks)
+        embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", chosen, seed=config.seed, tasks=tasks)
+    static = pd.DataFrame()
+    if static_tasks:
+        with stage(f"{name}: static baselines"):
+            static = static_baselines.run(dataset, embeddings, static_tasks, stages / "static", config.static,
+                                          config.static_search, tracking, config.experiment, resume=resume,
+                                          storage=storage)
+    sequential = pd.DataFrame()
+    if sequential_tasks:
+        with stage(f"{name}: backbone sweep"):
+            sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential",
+                                             config.sequential, config.backbone_search, tracking, config.experiment,
+                                             static_results=static, resume=resume, storage=storage)
     return static, sequential, {task: prepared.windows[task] for task in tasks}
 
 

@@ -64,7 +64,8 @@ def run(dataset: Path, workdir: Path, base: pretrain.PretrainConfig, space: Sear
                           resume) as (parent, experiment_id):
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space)}, "sweep.json")
         trial = make_trial(inputs_dir, meta, base, ray_results, tracking, experiment_id, parent.info.run_id)
-        results = tuner(trial, param_space(space), space, base.epochs, name, join(root, "tune"), resume).fit()
+        results = tuner(trial, param_space(space), space, base.epochs, name, join(root, "tune"), resume,
+                        label=f"{meta['dataset']} pretraining sweep").fit()
         end_stopped_trials(tracking, experiment_id, parent.info.run_id)
         best = results.get_best_result(space.metric, space.mode, scope="all")
         summary = {"best_config": best.config, "best_trial": (best.metrics or {}).get("trial_id"),
