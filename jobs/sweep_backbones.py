@@ -21,6 +21,7 @@ from clintraj import cli
 from clintraj.config import load
 from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.tasks import window_text
+from clintraj.training.pretrain import PretrainConfig
 from clintraj.training.sequential import SequentialTrainConfig
 from clintraj.tuning import load_search_space
 from clintraj.workflows.end_to_end import EndToEndConfig, prepared_dataset, run
@@ -47,6 +48,9 @@ def main() -> None:
                              "--model-dir/<name>/ (default: the config's)")
     parser.add_argument("--model-dir", help="folder of <backbone>/ weight folders (default: $CLINTRAJ_MODEL_DIR)")
     parser.add_argument("--search-space", help="the backbone sweep's space, e.g. search_spaces/backbones.yaml")
+    parser.add_argument("--pretrain-search-space",
+                        help="each dataset's pretraining sweep, '{dataset}' standing for its name, e.g. "
+                             "'search_spaces/pretrain_{dataset}.yaml' (default: the config's pretrain_search)")
     parser.add_argument("--tasks", nargs="+", choices=["mortality", "los", "phenotyping"],
                         help="tasks of the backbone sweep, each run on the datasets that have it (eICU: mortality, "
                              "los; MIMIC: mortality, phenotyping; default: all of them)")
@@ -70,6 +74,9 @@ def main() -> None:
     cli.stage_arguments(args, "raw", "data")
     if args.data and not args.datasets:  # a prepared dataset says which it is
         config.datasets = [prepared_dataset(args.data)]
+    if args.pretrain_search_space:
+        config.pretrain_search = {name: load_search_space(args.pretrain_search_space.format(dataset=name),
+                                                          PretrainConfig) for name in config.datasets}
 
     def job(args) -> None:
         tracking = cli.tracking(args)

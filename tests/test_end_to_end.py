@@ -136,25 +136,35 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     tracking = Tracking.resolve(None, workdir / "mlflow")
     client = MlflowClient(tracking.uri)
     runs = client.search_runs([client.get_experiment_by_name("e2e-test").experiment_id])
-    stage = {name: stage_runs(runs, name) for name in ("pretrain", "static-baseline", "sequential", "backbone-sweep")}
+    stage = {name: stage_runs(runs, name) for name in ("pretrain-sweep", "pretrain-trial", "static-baseline",
+                                                       "sequential", "backbone-sweep")}
 
     records = {init: json.loads((workdir / "eicu" / "embeddings" / init / "embeddings.json").read_text())
                for init in ("contrastive", "scratch")}  # which encoders made each embedding
     assert records["scratch"]["encoders"] == "scratch" and records["scratch"]["seed"] == 3
     assert records["scratch"]["checkpoint"] is None and Path(records["contrastive"]["checkpoint"]).is_dir()
 
-    pretraining = stage["pretrain"][0]  # the validation MGA loss falls; retrieval beats random
-    losses = [m.value for m in client.get_metric_history(pretraining.info.run_id, "val_loss")]
-    assert len(losses) == 2 and losses[-1] < losses[0]
-    assert pretraining.data.metrics["test_recall_at_10"] > 1.3 * pretraining.data.metrics["test_random_at_10"]
+    # the demo's pretraining sweep (the two readings of ambiguity A): its trials are the sweep's
+    # children, the validation MGA loss falls in each, and the best trial's checkpoint, whose test
+    # retrieval beats random, made the contrastive embeddings
+    (sweep,) = stage["pretrain-sweep"]
+    trials = stage["pretrain-trial"]
+    assert len(trials) == 2 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweep.info.run_id}
+    assert {r.data.params["missing_tokens_in_context"] for r in trials} == {"True", "False"}
+    for trial in trials:
+        losses = [m.value for m in client.get_metric_history(trial.info.run_id, "val_loss")]
+        assert len(losses) == 2 and losses[-1] < losses[0]
+    assert sweep.data.metrics["test_recall_at_10"] > 1.3 * sweep.data.metrics["test_random_at_10"]
+    assert Path(sweep.data.tags["best_checkpoint"]) == Path(records["contrastive"]["checkpoint"])
 
     static = stage["static-baseline"]
     assert len(static) == 2 and all(r.info.status == "FINISHED" for r in static)
     # every run of a task records the window it saw
     for run in [*static, *stage["sequential"]]:
         assert run.data.params["prediction_hours"] == "12" and run.data.tags["window"] == "12 h after ICU admission"
-    mortality = [r.data.metrics["test_auroc"] for r in static if r.data.tags["task"] == "mortality"]
-    assert max(mortality) >= 0.75  # the planted signal, learned from the raw files through the pipeline
+    best = max((r for r in static if r.data.tags["task"] == "mortality"), key=lambda r: r.data.metrics["test_auroc"])
+    # the planted signal, learned from the raw files through the pipeline (about 15 deaths in the test split)
+    assert best.data.metrics["test_auroc"] >= 0.70 and best.data.metrics["test_auroc_low"] > 0.5
     assert all(math.isfinite(run.data.metrics[f"test_{m}{end}"]) for run in static for m in ("auroc", "auprc", "ace")
                for end in ("", "_low", "_high"))
 

@@ -5,8 +5,8 @@ around the job's work."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +42,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, experiment: str | None = 
                         help="MLflow experiment" + (f" (default: {experiment})" if experiment else ""))
     parser.add_argument("--tracking-uri",
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --workdir/mlflow)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print every log line (ours, Ray's, the libraries') to the console; by default "
+                             "they go to the job's log file under --workdir/logs and the console shows stages, "
+                             "progress and results")
     if ray:
         parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     if storage:
@@ -80,11 +84,14 @@ def check_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def main(job: Callable[[argparse.Namespace], None], args: argparse.Namespace, ray: bool = True) -> None:
-    """Run a job: logging set up, then `job(args)` inside a Ray the job connects to (--ray-address,
-    $RAY_ADDRESS) or starts, stopped again whatever happens."""
+    """Run a job: the console and the log file set up (`clintraj.console`), then `job(args)` inside a
+    Ray the job connects to (--ray-address, $RAY_ADDRESS) or starts, stopped again whatever happens."""
+    from clintraj import console
     from clintraj.runtime import init_ray, shutdown_ray
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name = Path(sys.argv[0]).stem or "job"
+    log_file = console.setup(args.workdir, name, verbose=args.verbose)
+    console.say(f"{name}: the full log is {log_file}")
     if not ray:
         job(args)
         return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from clintraj import console
+
 log = logging.getLogger(__name__)
 
 # Set before Ray starts so that workers inherit them.
@@ -12,7 +14,7 @@ _QUIET_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     # Ray Data's bars, one per dataset of every trial's workers, bury the job's own output;
-    # Tune's status table and the job's log lines report progress instead.
+    # the job's own progress lines (clintraj.console) report progress instead.
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", ""),
 }
@@ -40,7 +42,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     Locally, Ray is told about at least 4 logical CPUs: Ray Data's map tasks
     need a CPU that Train workers have not taken, or the pipeline waits forever
     on a 2-core machine. Workers ask for fractional CPUs (the stage configs' `cpus_per_worker`).
-    A local Ray also gets `LOCAL_RAY_ENV` (each key unless already set).
+    A local Ray also gets `LOCAL_RAY_ENV` (each key unless already set). Workers' output reaches
+    the driver's console only with `--verbose` (`clintraj.console`); it stays in Ray's session logs.
     """
     import ray
 
@@ -52,13 +55,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=console.verbose())
+        console.quiet_ray_loggers()  # ray.init sets its own console handlers up again
         return
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
     cpus = num_cpus or max(4, os.cpu_count() or 1)
     log.info("starting a local Ray with %d logical CPUs", cpus)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose())
+    console.quiet_ray_loggers()
 
 
 def shutdown_ray() -> None:

@@ -51,14 +51,19 @@ def load_search_space(path: Path, config_cls: type) -> SearchSpace:
     if not path.is_file():
         raise ConfigError(f"search space file not found: {path}")
     space = from_dict(SearchSpace, yaml.safe_load(path.read_text()) or {}, str(path))
+    check_params(space, config_cls, str(path))
+    return space
+
+
+def check_params(space: SearchSpace, config_cls: type, source: str) -> None:
+    """Each param of `space` must be a field of `config_cls`, with one known distribution."""
     fields = set(config_cls.__dataclass_fields__)
     for name, spec in space.params.items():
         if name not in fields:
-            raise ConfigError(f"{path}: key 'params.{name}': not a field of {config_cls.__name__}")
+            raise ConfigError(f"{source}: key 'params.{name}': not a field of {config_cls.__name__}")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise ConfigError(f"{path}: key 'params.{name}': expected one of {DISTRIBUTIONS} "
+            raise ConfigError(f"{source}: key 'params.{name}': expected one of {DISTRIBUTIONS} "
                               f"with its arguments, got {spec!r}")
-    return space
 
 
 def param_space(space: SearchSpace) -> dict:
@@ -90,21 +95,37 @@ def grid(space: SearchSpace, **axes) -> dict:
 
 
 def tuner(trial, param_grid: dict, space: SearchSpace, max_epochs: int, name: str, storage: str | Path,
-          resume: bool = False):
+          resume: bool = False, label: str | None = None):
     """A Tuner over a function trainable (Train V2's composition), or the restored one of an
-    interrupted sweep at storage/name when `resume`; `storage` is a folder or a URI."""
+    interrupted sweep at storage/name when `resume`; `storage` is a folder or a URI. Its progress
+    is one console line (`label`: trials done, the best so far, the time left), Tune's own status
+    tables only with --verbose."""
     from ray import tune
+
+    from clintraj import console
+    from clintraj.sweep_progress import SweepProgress
 
     trainable = tune.with_resources(trial, {"cpu": 0.1})
     path = storage_path(join(storage, name))
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    progress = SweepProgress(label or name, trial_count(param_grid, space.num_samples), space.metric, space.mode)
     return tune.Tuner(
         trainable, param_space=param_grid,
         tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=space.num_samples,
                                     max_concurrent_trials=space.max_concurrent_trials,
                                     scheduler=scheduler(space, max_epochs)),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path(storage)))
+        run_config=tune.RunConfig(name=name, storage_path=storage_path(storage), callbacks=[progress],
+                                  verbose=2 if console.verbose() else 0))
+
+
+def trial_count(param_grid: dict, num_samples: int) -> int:
+    """How many trials Tune makes of a param space: each grid's values crossed, times num_samples."""
+    count = num_samples
+    for value in param_grid.values():
+        if isinstance(value, dict) and "grid_search" in value:
+            count *= len(value["grid_search"])
+    return count
 
 
 def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tags: tuple[str, ...]):

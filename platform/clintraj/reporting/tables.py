@@ -45,7 +45,7 @@ def our_results(tracking_uri: str, experiment: str) -> pd.DataFrame:
     for run in client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'"):
         tags, metrics = run.data.tags, run.data.metrics
         model = tags.get("architecture") if tags.get("stage") == "static-baseline" else tags.get("backbone")
-        if tags.get("stage") == "pretrain":  # Table 1: retrieval of the pretraining run(s)
+        if tags.get("stage") in ("pretrain", "pretrain-sweep"):  # Table 1: the embedding checkpoints' retrieval
             for k in (1, 5, 10):
                 recall, random = metrics.get(f"test_recall_at_{k}"), metrics.get(f"test_random_at_{k}")
                 values = {f"recall_at_{k}": recall, f"random_at_{k}": random,

@@ -3,7 +3,8 @@
 raw eICU or MIMIC-IV (+ MIMIC-CXR-JPG + MIMIC-IV-Note; synthetic by default, written once
 under the work folder)
   -> cohort, splits and task cohorts (`data.prepare`)
-  -> MGA pretraining of the modality encoders (Ray Train)
+  -> MGA pretraining of the modality encoders (Ray Train; a Ray Tune sweep when the config has
+     a pretraining search space for the dataset: the best trial's checkpoint is embedded with)
   -> static and per-event embeddings by the contrastive and the scratch encoders (Ray Data)
   -> static MLP / LSTM baselines per task and initialisation (Ray Tune over Ray Train)
   -> the backbone sweep: (Q)LoRA fine-tuning of the decoders on the event timelines
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from clintraj.config import fingerprint
+from clintraj.config import fingerprint, from_dict
+from clintraj.console import stage
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
@@ -38,8 +40,8 @@ from clintraj.tracking import Tracking
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.training.sequential import SequentialTrainConfig
 from clintraj.training.static import StaticTrainConfig
-from clintraj.tuning import SearchSpace
-from clintraj.workflows import embed, pretrain, static_baselines, sweep_backbones
+from clintraj.tuning import SearchSpace, check_params
+from clintraj.workflows import embed, pretrain, static_baselines, sweep_backbones, sweep_pretrain
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,9 @@ class EndToEndConfig:
     tasks: list[str] | None = None  # static baselines; None: each dataset's two tasks (tasks.DATASET_TASKS)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    # dataset -> a pretraining search space over `pretrain` (search_spaces/pretrain_<dataset>.yaml on a
+    # cluster); a dataset without one pretrains once with `pretrain`
+    pretrain_search: dict[str, SearchSpace] = field(default_factory=dict)
     static: StaticTrainConfig = field(default_factory=StaticTrainConfig)
     static_search: SearchSpace = field(default_factory=_static_space)
     sequential_tasks: list[str] | None = None  # the backbone sweep's; None: each dataset's two tasks
@@ -121,9 +126,15 @@ def check(config: EndToEndConfig) -> None:
     unknown = sorted(set(config.datasets) - set(TASKS))
     if unknown or not config.datasets:
         raise ValueError(f"datasets must be some of {sorted(TASKS)}, got {config.datasets}")
-    strays = sorted(set(config.synthetic_stays) - set(TASKS))
-    if strays:
-        raise ValueError(f"synthetic_stays names {strays}; the datasets are {sorted(TASKS)}")
+    for key in ("synthetic_stays", "pretrain_search"):
+        strays = sorted(set(getattr(config, key)) - set(TASKS))
+        if strays:
+            raise ValueError(f"{key} names {strays}; the datasets are {sorted(TASKS)}")
+    spaces = {"static_search": (config.static_search, StaticTrainConfig),
+              "backbone_search": (config.backbone_search, SequentialTrainConfig),
+              **{f"pretrain_search.{name}": (space, PretrainConfig) for name, space in config.pretrain_search.items()}}
+    for key, (space, config_cls) in spaces.items():
+        check_params(space, config_cls, f"the config's {key}")
     offered = {task for name in config.datasets for task in TASKS[name]}
     missing = sorted(set((config.tasks or []) + (config.sequential_tasks or [])) - offered)
     if missing:
@@ -169,8 +180,9 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
                                                         join(storage, name) if storage else None)
         statics.append(static.assign(dataset=name))
         sequentials.append(sequential.assign(dataset=name))
-    report = build_and_log(tracking, config.experiment, workdir / "report")
-    log.info("report: %s", report)
+    with stage("the report: the paper's tables beside ours, figures") as notes:
+        report = build_and_log(tracking, config.experiment, workdir / "report")
+        notes.append(str(report))
     return Results(pd.concat(statics, ignore_index=True), pd.concat(sequentials, ignore_index=True), windows)
 
 
@@ -180,31 +192,57 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
     """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep; the
     results and the dataset's windows."""
     prepare_config = replace(config.prepare, dataset=name)
-    if dataset is None:
-        raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
-        dataset = ensure_dataset(raw, workdir, prepare_config)
-    dataset = Path(dataset).resolve()
-    prepared = Dataset(dataset)
-    if prepared.name != name:
-        raise ValueError(f"{dataset} holds {prepared.name}, not {name}: name it with --dataset {prepared.name}")
-    prepared.check_windows(prepare_config.prediction_hours, "the config's prepare.prediction_hours")
-    tasks = list(dict.fromkeys([*static_tasks, *sequential_tasks]))
-    for task in tasks:
-        log.info("%s %s: predicts at %s", name, task, window_text(prepared.windows[task]))
+    with stage(f"{name}: raw files -> cohort, splits and task windows") as notes:
+        if dataset is None:
+            raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
+            dataset = ensure_dataset(raw, workdir, prepare_config)
+        dataset = Path(dataset).resolve()
+        prepared = Dataset(dataset)
+        if prepared.name != name:
+            raise ValueError(f"{dataset} holds {prepared.name}, not {name}: name it with --dataset {prepared.name}")
+        prepared.check_windows(prepare_config.prediction_hours, "the config's prepare.prediction_hours")
+        tasks = list(dict.fromkeys([*static_tasks, *sequential_tasks]))
+        notes += [f"{len(prepared.stays())} stays"] + [
+            f"{task} {len(prepared.task_cohort(task))} stays at {window_text(prepared.windows[task])}" for task in tasks]
     stages = workdir / name
     log_dataset(dataset, tracking, config.experiment)
-    summary = pretrain.run(dataset, stages / "pretrain", config.pretrain, tracking, config.experiment,
-                           storage=storage)
-    log.info("%s pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", name, summary["best_epoch"],
-             summary["retrieval"]["mean"]["recall_at_10"], summary["retrieval"]["mean"]["random_at_10"])
+    with stage(f"{name}: MGA pretraining") as notes:
+        summary = pretrain_encoders(name, dataset, config, stages, tracking, resume, storage)
+        retrieval = summary["retrieval"]["mean"]
+        notes.append(f"test Recall@10 {retrieval['recall_at_10']:.3f} (random {retrieval['random_at_10']:.3f})")
     embeddings = {"contrastive": stages / "embeddings" / "contrastive", "scratch": stages / "embeddings" / "scratch"}
-    embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed", tasks=tasks)
-    embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", config.pretrain, seed=config.seed,
-              tasks=tasks)
-    static = static_baselines.run(dataset, embeddings, static_tasks, stages / "static", config.static,
-                                  config.static_search, tracking, config.experiment, resume=resume,
-                                  storage=storage) if static_tasks else pd.DataFrame()
-    sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential", config.sequential,
-                                     config.backbone_search, tracking, config.experiment, static_results=static,
-                                     resume=resume, storage=storage) if sequential_tasks else pd.DataFrame()
+    chosen = from_dict(PretrainConfig, summary["config"], "the pretraining summary")  # the scratch twin's shape
+    with stage(f"{name}: embedding each task's stays and events, contrastive and scratch encoders"):
+        embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed", tasks=tasks)
+        embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", chosen, seed=config.seed, tasks=tasks)
+    static = pd.DataFrame()
+    if static_tasks:
+        with stage(f"{name}: static baselines"):
+            static = static_baselines.run(dataset, embeddings, static_tasks, stages / "static", config.static,
+                                          config.static_search, tracking, config.experiment, resume=resume,
+                                          storage=storage)
+    sequential = pd.DataFrame()
+    if sequential_tasks:
+        with stage(f"{name}: backbone sweep"):
+            sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential",
+                                             config.sequential, config.backbone_search, tracking, config.experiment,
+                                             static_results=static, resume=resume, storage=storage)
     return static, sequential, {task: prepared.windows[task] for task in tasks}
+
+
+def pretrain_encoders(name: str, dataset: Path, config: EndToEndConfig, stages: Path, tracking: Tracking,
+                      resume: bool, storage: str | None) -> dict:
+    """One pretraining run, or the dataset's pretraining sweep when the config has a space for it;
+    either way the summary of the checkpoint to embed with (its config and test scores)."""
+    space = config.pretrain_search.get(name)
+    if space is None:
+        return pretrain.run(dataset, stages / "pretrain", config.pretrain, tracking, config.experiment,
+                            storage=storage)
+    summary = sweep_pretrain.run(dataset, stages / "pretrain-sweep", config.pretrain, space, tracking,
+                                 config.experiment, name="pretrain-sweep", resume=resume, storage=storage)
+    if "checkpoint" not in summary:
+        raise RuntimeError(f"{name}: no trial of the pretraining sweep saved a checkpoint "
+                           f"({summary['errors']} of {summary['trials']} trials failed)")
+    log.info("%s pretraining sweep: %d trials, the best by %s: %s", name, summary["trials"], space.metric,
+             summary["best_config"])
+    return summary

@@ -95,6 +95,24 @@ def _markdown(table) -> str:
     return "\n".join([header, rule, *rows]) + "\n"
 
 
+def test_and_log(checkpoint: str, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, out: Path) -> dict:
+    """`evaluate` the encoders of a checkpoint (a folder or a URI) on the test split and log the
+    scores, their files and the checkpoint's location to the active MLflow run."""
+    import mlflow
+    from ray.train import Checkpoint
+
+    with Checkpoint(checkpoint).as_directory() as directory:
+        model = pretrain.load_model(Path(directory), meta, config)
+    scores = evaluate(model, inputs_dir, meta, config, out)
+    mlflow.log_metrics({**{f"test_silhouette_{m}": v for m, v in scores["silhouette_per_modality"].items()
+                           if np.isfinite(v)},
+                        "test_silhouette": scores["silhouette"],
+                        **{f"test_{k}": v for k, v in scores["retrieval"]["mean"].items()}})
+    mlflow.log_artifacts(str(out), "evaluation")
+    mlflow.set_tag("best_checkpoint", checkpoint)
+    return scores
+
+
 def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking: Tracking,
         experiment: str, image_root: Path | None = None, storage: str | Path | None = None) -> dict:
     """Pretrain; checkpoints go to <storage>/pretrain (a folder or a URI) when `storage` is set,
@@ -113,18 +131,10 @@ def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking:
                                   tracking_uri=tracking.uri, mlflow_run_id=run.info.run_id).fit()
         checkpoint, best = pretrain.best_checkpoint(result)
         location = uri_of(checkpoint.filesystem, checkpoint.path)
-        with checkpoint.as_directory() as directory:
-            model = pretrain.load_model(Path(directory), meta, config)
-        scores = evaluate(model, inputs_dir, meta, config, workdir / "evaluation")
+        scores = test_and_log(location, inputs_dir, meta, config, workdir / "evaluation")
         summary = {"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"]),
                    "checkpoint": location, "meta": meta, "config": to_dict(config), **scores}
-        mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
-                            **{f"test_silhouette_{m}": v for m, v in scores["silhouette_per_modality"].items()
-                               if np.isfinite(v)},
-                            "test_silhouette": scores["silhouette"],
-                            **{f"test_{k}": v for k, v in scores["retrieval"]["mean"].items()}})
-        mlflow.log_artifacts(str(workdir / "evaluation"), "evaluation")
-        mlflow.set_tag("best_checkpoint", location)
+        mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_epoch": best["epoch"]})
         (workdir / "pretrain_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         mlflow.log_artifact(str(workdir / "pretrain_result.json"))
         summary["run_id"] = run.info.run_id

@@ -107,7 +107,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
         trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results",
                            join(root, "ray_results"), tracking, experiment_id, parent.info.run_id, dataset_name,
                            source.windows)
-        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume).fit()
+        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume,
+                        label=f"{dataset_name} static baselines").fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id,
                               ("task", "architecture", "initialisation"))
         mlflow.log_text(table.to_string(index=False), "results.txt")

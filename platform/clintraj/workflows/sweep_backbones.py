@@ -126,7 +126,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
                          "embeddings": {k: str(v) for k, v in embeddings.items()}}, "sweep.json")
         trial = make_trial(sequences, base, join(root, "ray_results"), tracking, experiment_id, parent.info.run_id,
                            dataset_name)
-        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume).fit()
+        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume,
+                        label=f"{dataset_name} backbone sweep").fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id, ("backbone", "initialisation", "task"))
         comparison = comparison_table(table, static_results)
         mlflow.log_text(markdown(comparison), "comparison.md")

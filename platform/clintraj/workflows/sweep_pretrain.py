@@ -8,6 +8,7 @@ A stopped sweep resumes where it stopped (`Tuner.restore`), under the parent run
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
 from clintraj.tuning import SearchSpace, param_space, sweep_parent_run, tuner
-from clintraj.workflows.pretrain import prepare_inputs
+from clintraj.workflows.pretrain import prepare_inputs, test_and_log
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def run(dataset: Path, workdir: Path, base: pretrain.PretrainConfig, space: Sear
         storage: str | Path | None = None) -> dict:
     """Sweep; Ray Train/Tune state goes to <storage>/sweep-pretrain (a folder or a URI) when
     `storage` is set, else under `workdir`. The summary names the best trial (by the space's
-    metric) and that trial's lowest-validation-loss checkpoint, the one to embed with."""
+    metric) and that trial's lowest-validation-loss checkpoint, the one to embed with, with its
+    config and test scores (as `workflows.pretrain.run`'s summary has them, on the parent run)."""
     import mlflow
 
     workdir = Path(workdir).resolve()
@@ -62,7 +64,8 @@ def run(dataset: Path, workdir: Path, base: pretrain.PretrainConfig, space: Sear
                           resume) as (parent, experiment_id):
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space)}, "sweep.json")
         trial = make_trial(inputs_dir, meta, base, ray_results, tracking, experiment_id, parent.info.run_id)
-        results = tuner(trial, param_space(space), space, base.epochs, name, join(root, "tune"), resume).fit()
+        results = tuner(trial, param_space(space), space, base.epochs, name, join(root, "tune"), resume,
+                        label=f"{meta['dataset']} pretraining sweep").fit()
         end_stopped_trials(tracking, experiment_id, parent.info.run_id)
         best = results.get_best_result(space.metric, space.mode, scope="all")
         summary = {"best_config": best.config, "best_trial": (best.metrics or {}).get("trial_id"),
@@ -72,11 +75,14 @@ def run(dataset: Path, workdir: Path, base: pretrain.PretrainConfig, space: Sear
         chosen = summary["best_trial"] and pretrain.best_saved_checkpoint(
             join(ray_results, f"trial-{summary['best_trial']}"))
         if chosen:
-            summary["best_checkpoint"] = chosen
-            mlflow.set_tag("best_checkpoint", chosen["checkpoint"])
+            config = from_dict(pretrain.PretrainConfig, {**to_dict(base), **best.config}, "the best trial")
+            scores = test_and_log(chosen["checkpoint"], inputs_dir, meta, config, workdir / "evaluation")
+            summary.update(best_checkpoint=chosen, checkpoint=chosen["checkpoint"], best_epoch=int(chosen["epoch"]),
+                           best_val_loss=float(chosen["val_loss"]), meta=meta, config=to_dict(config), **scores)
             mlflow.log_metric("best_val_loss", chosen["val_loss"])
         mlflow.log_metrics({"trials": summary["trials"], "trial_errors": summary["errors"]})
-        mlflow.log_dict(summary, "sweep_result.json")
+        mlflow.log_text(json.dumps({k: v for k, v in summary.items() if k != "meta"}, indent=2, default=str),
+                        "sweep_result.json")
     return summary
 
 
