@@ -96,3 +96,41 @@ def test_dataset_lands_in_mlflow_as_counts_and_artifacts(eicu_raw, tmp_path):
     assert [m.value for m in sorted(funnel, key=lambda m: m.step)] == [s["remaining"] for s in report["funnel"]]
     names = {a.path for a in client.list_artifacts(run_id, "dataset")}
     assert names == {"dataset/report.md", "dataset/report.json", "dataset/missingness.png"}
+
+
+def test_a_failed_write_leaves_the_old_dataset_or_nothing(eicu_raw, tmp_path, monkeypatch):
+    import clintraj.data.prepare as module
+
+    prepare(eicu_raw, tmp_path / "a", config("eicu"))
+    before = digest(tmp_path / "a")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("interrupted while writing")
+
+    monkeypatch.setattr(module, "plot_missingness", broken)  # the last write of the folder
+    for out in (tmp_path / "a", tmp_path / "b"):
+        with pytest.raises(RuntimeError, match="interrupted"):
+            prepare(eicu_raw, out, config("eicu", seed=5))
+    assert digest(tmp_path / "a") == before and not (tmp_path / "b").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no staging folder outlives its step
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(eicu_raw, tmp_path):
+    """A file size limit stands for a full disk (tests run as root: permissions would not stop them)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+        from clintraj.config import from_dict
+        from clintraj.data.prepare import PrepareConfig, prepare
+        prepare({str(eicu_raw)!r}, {str(tmp_path / "d")!r}, from_dict(PrepareConfig, {{"eicu": {{"lab_min_count": 200}}}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("OSError: [Errno 27] writing the dataset ") and "nothing was written there" in last
+    assert list(tmp_path.iterdir()) == []

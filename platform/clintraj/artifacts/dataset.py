@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -131,13 +132,33 @@ class Dataset:
 
 
 class DatasetWriter:
-    """Writes a dataset folder; `data.prepare` is its one user."""
+    """Writes a dataset folder; `data.prepare` is its one user. Used as a context manager: it
+    writes into a staging sibling that replaces the folder only when the block ends without an
+    error, so a dataset folder is either complete or absent (an interrupted write leaves the old
+    one, or nothing) and no staging folder outlives its step."""
 
     def __init__(self, path: Path, rows_per_shard: int):
-        self.path, self.rows_per_shard = Path(path), rows_per_shard
-        for folder in ("modalities", "events", "tasks"):
-            shutil.rmtree(self.path / folder, ignore_errors=True)
-        (self.path / "tasks").mkdir(parents=True)
+        self.target, self.rows_per_shard = Path(path), rows_per_shard
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
+        (self.path / "tasks").mkdir()
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            if isinstance(error, OSError):  # a full disk, a file size limit: say where and what was kept
+                kept = "the dataset there is unchanged" if self.target.exists() else "nothing was written there"
+                raise OSError(error.errno, f"writing the dataset {self.target} failed ({error.strerror or error}); "
+                                           f"{kept}") from error
+            return
+        replaced = self.target.with_name(f".{self.target.name}.replaced-{self.path.name.rsplit('-', 1)[-1]}")
+        if self.target.exists():
+            self.target.rename(replaced)
+        self.path.rename(self.target)
+        shutil.rmtree(replaced, ignore_errors=True)
 
     def _shards(self, frame: pd.DataFrame, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

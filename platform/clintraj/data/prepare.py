@@ -148,14 +148,6 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
     task_cohorts = [task_cohort(name, number, stays, tables, vocabularies, config)
                     for number, name in enumerate(dataset_tasks(config.dataset), start=1)]
 
-    writer = DatasetWriter(out, config.rows_per_shard)
-    writer.stays(stays)
-    for name in names:
-        writer.modality(name, whole_stay[name], tables.events[name].drop(columns="row", errors="ignore"))
-    for task in task_cohorts:
-        writer.task(task.name, task.cohort, task.tables)
-    writer.quarantine(tables.quarantine.frame())
-
     report = {
         "clintraj_version": __version__,
         "dataset": config.dataset,
@@ -178,8 +170,15 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
         "events": {m: int(len(tables.events[m])) for m in names},
         "quarantine": tables.quarantine.summary(),
     }
-    writer.report(report, render_report(report))
-    plot_missingness(stays, presence_columns, writer.figure)
+    with DatasetWriter(out, config.rows_per_shard) as writer:
+        writer.stays(stays)
+        for name in names:
+            writer.modality(name, whole_stay[name], tables.events[name].drop(columns="row", errors="ignore"))
+        for task in task_cohorts:
+            writer.task(task.name, task.cohort, task.tables)
+        writer.quarantine(tables.quarantine.frame())
+        writer.report(report, render_report(report))
+        plot_missingness(stays, presence_columns, writer.figure)
     log.info("dataset written to %s: %d stays", out, len(stays))
     return Dataset(out).report
 
