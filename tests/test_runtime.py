@@ -1,6 +1,8 @@
 """A local Ray started by a job gets the one-machine settings before it starts; a cluster's does not."""
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +50,35 @@ def test_ray_workers_see_the_one_machine_settings(ray_local):
     seen = ray.get(environment.remote())
     expected = {key: os.environ.get(key, value) for key, value in runtime.LOCAL_RAY_ENV.items()}
     assert seen == expected and seen["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("short", [True, False])
+def test_a_local_rays_session_logs_stay_in_the_work_folder(tmp_path, short):
+    """Worker output (which may hold clinical data) lands in the job's work folder, whether or not
+    the folder's path is short enough for Ray's sockets; nothing is left in /tmp."""
+    import subprocess
+    import sys
+    import tempfile
+    import textwrap
+
+    workdir = Path(tempfile.mkdtemp(prefix="w", dir="/tmp")) if short else tmp_path / ("long-" * 12) / "work"
+    before = set(Path(tempfile.gettempdir()).glob("clintraj-ray-*"))
+    script = textwrap.dedent(f"""
+        import ray
+        from clintraj.runtime import init_ray, shutdown_ray
+        init_ray(num_cpus=2, workdir={str(workdir)!r})
+        @ray.remote
+        def shout():
+            print("canary-4711 from a worker")
+        ray.get(shout.remote())
+        shutdown_ray()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = [p for p in workdir.rglob("worker-*.out") if "canary-4711" in p.read_text(errors="replace")]
+    assert len(found) == 1, "the worker's output is not in the work folder"
+    assert found[0].relative_to(workdir).parts[0] == ("ray" if short else "logs")
+    assert set(Path(tempfile.gettempdir()).glob("clintraj-ray-*")) == before
+    if short:
+        shutil.rmtree(workdir)

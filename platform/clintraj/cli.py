@@ -95,7 +95,7 @@ def main(job: Callable[[argparse.Namespace], None], args: argparse.Namespace, ra
     if not ray:
         job(args)
         return
-    init_ray(args.ray_address)
+    init_ray(args.ray_address, workdir=args.workdir)
     try:
         job(args)
     finally:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from clintraj import console
 
@@ -36,14 +39,17 @@ LOCAL_RAY_ENV = {
 }
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: str | Path | None = None) -> None:
     """Connect to `address` (or $RAY_ADDRESS), else start a local Ray.
 
     Locally, Ray is told about at least 4 logical CPUs: Ray Data's map tasks
     need a CPU that Train workers have not taken, or the pipeline waits forever
     on a 2-core machine. Workers ask for fractional CPUs (the stage configs' `cpus_per_worker`).
     A local Ray also gets `LOCAL_RAY_ENV` (each key unless already set). Workers' output reaches
-    the driver's console only with `--verbose` (`clintraj.console`); it stays in Ray's session logs.
+    the driver's console only with `--verbose` (`clintraj.console`); it stays in Ray's session
+    logs, which a local Ray started for a job keeps under `workdir` (they hold worker output):
+    in workdir/ray while it runs when that path is short enough for Ray's sockets, else in a
+    short private folder whose logs `shutdown_ray` moves to workdir/logs/ray-<session>/.
     """
     import ray
 
@@ -62,8 +68,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault(key, value)
     cpus = num_cpus or max(4, os.cpu_count() or 1)
     log.info("starting a local Ray with %d logical CPUs", cpus)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose())
+    temp = {"_temp_dir": str(_session_root(Path(workdir).resolve()))} if workdir is not None else {}
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose(), **temp)
     console.quiet_ray_loggers()
+
+
+# Ray's socket paths (<temp>/session_<date>_<time>_<pid>/sockets/plasma_store) must fit the 107
+# bytes of a Unix socket address: about 45 are left for the temporary folder.
+_MAX_TEMP_DIR = 40
+_moved_logs: dict[str, Path] = {}  # a private temporary folder -> where its session logs go
+
+
+def _session_root(workdir: Path) -> Path:
+    inside = workdir / "ray"
+    if len(str(inside)) <= _MAX_TEMP_DIR:
+        inside.mkdir(parents=True, exist_ok=True)
+        return inside
+    private = Path(tempfile.mkdtemp(prefix="clintraj-ray-"))
+    _moved_logs[str(private)] = workdir / "logs"
+    return private
 
 
 def shutdown_ray() -> None:
@@ -71,3 +94,10 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+    for private, logs in list(_moved_logs.items()):
+        for session in Path(private).glob("session_2*"):
+            if (session / "logs").is_dir():
+                logs.mkdir(parents=True, exist_ok=True)
+                shutil.move(session / "logs", logs / f"ray-{session.name}")
+        shutil.rmtree(private, ignore_errors=True)
+        del _moved_logs[private]
