@@ -261,6 +261,7 @@ def log_dataset(out: Path, tracking, experiment: str) -> str:
     identifiers, no dates)."""
     import mlflow
 
+    from clintraj import disclosure
     from clintraj.tasks import window_param
 
     out = Path(out)
@@ -280,5 +281,5 @@ def log_dataset(out: Path, tracking, experiment: str) -> str:
         mlflow.log_metrics({f"task_stays_{t}": r["stays"] for t, r in report["tasks"].items()})
         mlflow.log_metric("quarantined_rows", sum(q["rows"] for q in report["quarantine"]))
         for name in ("report.md", "report.json", "missingness.png"):
-            mlflow.log_artifact(str(out / name), "dataset")
+            disclosure.log_artifact(mlflow.tracking.MlflowClient(), run.info.run_id, out / name, "dataset")
         return run.info.run_id

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clintraj import disclosure
 from clintraj.reporting import tables
 
 TITLES = {"table2": "Table 2: MIMIC-IV mortality and phenotyping", "table3": "Table 3: eICU mortality and length of stay",
@@ -129,7 +130,7 @@ def build_and_log(tracking, experiment: str, out: Path) -> Path:
 
     html_page = build(tracking.uri, experiment, out)
     mlflow.set_tracking_uri(tracking.uri)
-    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name="report"):
+    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name="report") as run:
         mlflow.set_tag("stage", "report")
-        mlflow.log_artifacts(str(out), "report")
+        disclosure.log_artifacts(mlflow.tracking.MlflowClient(), run.info.run_id, out, "report")
     return html_page

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from clintraj.artifacts.dataset import Dataset
+from clintraj import disclosure
 from clintraj.config import flatten, to_dict
 from clintraj.data.stay_inputs import build_stay_table, collate
 from clintraj.storage import join, stage_root, uri_of
@@ -108,8 +109,9 @@ def test_and_log(checkpoint: str, inputs_dir: Path, meta: dict, config: pretrain
                            if np.isfinite(v)},
                         "test_silhouette": scores["silhouette"],
                         **{f"test_{k}": v for k, v in scores["retrieval"]["mean"].items()}})
-    mlflow.log_artifacts(str(out), "evaluation")
-    mlflow.set_tag("best_checkpoint", checkpoint)
+    run_id = mlflow.active_run().info.run_id
+    disclosure.log_artifacts(mlflow.tracking.MlflowClient(), run_id, out, "evaluation")
+    mlflow.set_tag("best_checkpoint", disclosure.value(checkpoint))
     return scores
 
 
@@ -126,7 +128,8 @@ def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking:
     with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name=f"mga-{meta['dataset']}") as run:
         mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain", "objective": "mga",
                          "missing_tokens_in_context": str(config.missing_tokens_in_context)})
-        mlflow.log_params({k: v for k, v in flatten(to_dict(config)).items() if not isinstance(v, list)})
+        mlflow.log_params(disclosure.values({k: v for k, v in flatten(to_dict(config)).items()
+                                             if not isinstance(v, list)}))
         result = pretrain.trainer(inputs_dir, meta, config, ray_results, f"mga-{run.info.run_id}",
                                   tracking_uri=tracking.uri, mlflow_run_id=run.info.run_id).fit()
         checkpoint, best = pretrain.best_checkpoint(result)
@@ -136,6 +139,6 @@ def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking:
                    "checkpoint": location, "meta": meta, "config": to_dict(config), **scores}
         mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_epoch": best["epoch"]})
         (workdir / "pretrain_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        mlflow.log_artifact(str(workdir / "pretrain_result.json"))
+        disclosure.log_artifact(mlflow.tracking.MlflowClient(), run.info.run_id, workdir / "pretrain_result.json")
         summary["run_id"] = run.info.run_id
     return summary

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clintraj import disclosure
 from clintraj.config import from_dict, to_dict
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
@@ -69,8 +70,8 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
             "architecture": config.architecture, "initialisation": initialisation, "stage": "static-baseline",
             "window": window_text(hours)})
         run_id = run.info.run_id
-        for key, value in {**vars(config), "embeddings": embeddings[initialisation],
-                           "prediction_hours": window_param(hours)}.items():
+        for key, value in disclosure.values({**vars(config), "embeddings": embeddings[initialisation],
+                                             "prediction_hours": window_param(hours)}).items():
             client.log_param(run_id, key, value)
         splits, modalities = task_splits(dataset, Path(embeddings[initialisation]), config.task)
         trainer, static_run = static.trainer(splits, config, workdir / name, name, modalities,
@@ -80,7 +81,7 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and np.isfinite(value):
                 client.log_metric(run_id, key, float(value))
-        client.set_tag(run_id, "checkpoint", metrics["checkpoint"])
+        client.set_tag(run_id, "checkpoint", disclosure.value(metrics["checkpoint"]))
         client.set_terminated(run_id)
 
     return trial

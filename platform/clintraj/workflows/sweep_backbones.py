@@ -22,6 +22,7 @@ import pandas as pd
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.sequences import Sequences
+from clintraj import disclosure
 from clintraj.config import from_dict, to_dict
 from clintraj.data.sequences import task_sequences
 from clintraj.evaluation import plots
@@ -74,9 +75,10 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "backbone": config.backbone, "initialisation": init, "stage": "sequential",
             "window": window_text(info["prediction_hours"])}).info.run_id
-        for key, value in {**to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
-                           "dropped_events": info["dropped_events"],
-                           "prediction_hours": window_param(info["prediction_hours"])}.items():
+        for key, value in disclosure.values({
+                **to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
+                "dropped_events": info["dropped_events"],
+                "prediction_hours": window_param(info["prediction_hours"])}).items():
             client.log_param(run_id, key, value)
         try:
             trainer, _ = sequential.trainer(folder, config, join(storage, name), name, tracking.uri, run_id,
@@ -95,11 +97,13 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
         with tempfile.TemporaryDirectory() as scratch:
             y, output = sequential.outputs(finished["predictions"])
             for figure in plots.task_figures(config.task, y, output, Path(scratch), name):
-                client.log_artifact(run_id, str(figure), "figures")
-            finished["predictions"].to_parquet(Path(scratch) / "test_predictions.parquet")
-            client.log_artifact(run_id, str(Path(scratch) / "test_predictions.parquet"))
-        client.set_tag(run_id, "checkpoint", finished["checkpoint"])
-        client.set_tag(run_id, "adapter", str(join(finished["checkpoint"], "adapter")))
+                disclosure.log_artifact(client, run_id, figure, "figures")
+            # rows by their index in the test split in stay order (the sequences' test.parquet maps back)
+            predictions, _ = disclosure.by_index(finished["predictions"])
+            predictions.to_parquet(Path(scratch) / "test_predictions.parquet")
+            disclosure.log_artifact(client, run_id, Path(scratch) / "test_predictions.parquet")
+        client.set_tag(run_id, "checkpoint", disclosure.value(finished["checkpoint"]))
+        client.set_tag(run_id, "adapter", disclosure.value(join(finished["checkpoint"], "adapter")))
         client.set_terminated(run_id)
 
     return trial

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from clintraj import disclosure
 from clintraj.config import flatten, from_dict, to_dict
 from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
@@ -37,7 +38,7 @@ def make_trial(inputs_dir: Path, meta: dict, base: pretrain.PretrainConfig, ray_
         run_id = client.create_run(experiment_id, run_name=f"mga-{meta['dataset']}-{trial_id}", tags={
             "mlflow.parentRunId": parent_run_id, "dataset": meta["dataset"], "stage": "pretrain-trial",
             "trial_id": trial_id, "missing_tokens_in_context": str(config.missing_tokens_in_context)}).info.run_id
-        for key, value in flatten(to_dict(config)).items():
+        for key, value in disclosure.values(flatten(to_dict(config))).items():
             if not isinstance(value, list):
                 client.log_param(run_id, key, value)
         pretrain.trainer(inputs_dir, meta, config, ray_results, f"trial-{trial_id}", tracking_uri=tracking.uri,
