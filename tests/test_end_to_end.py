@@ -125,7 +125,17 @@ def test_main_job_submitted_to_a_ray_head_lands_in_mlflow(tmp_path, ray_head):
     print(logs[-4000:])
     assert "mlflow ui --backend-store-uri" in logs and "| llama3-8b | contrastive |" in logs
     assert "What each task saw: mortality at 12 h after ICU admission." in logs
+    # a console a person reads: stages, progress and the results, not a log dump
+    assert len(logs.splitlines()) <= 100, f"{len(logs.splitlines())} console lines"
+    assert "eicu: backbone sweep: done in" in logs and "the full log is" in logs
     check_runs_and_interpretation(workdir, tmp_path)
+
+    # the same command again redoes no finished stage: no new dataset, pretraining or trial run
+    before = run_stages(workdir)
+    again = submit(address, env, "--config", str(config), "--workdir", str(workdir))
+    assert again.count("reused the finished stage") == 3, again[-3000:]  # pretraining, static, backbones
+    after = run_stages(workdir)
+    assert {k: v for k, v in after.items() if k != "report"} == {k: v for k, v in before.items() if k != "report"}
 
 
 def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
@@ -139,8 +149,9 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     stage = {name: stage_runs(runs, name) for name in ("pretrain-sweep", "pretrain-trial", "static-baseline",
                                                        "sequential", "backbone-sweep")}
 
-    records = {init: json.loads((workdir / "eicu" / "embeddings" / init / "embeddings.json").read_text())
-               for init in ("contrastive", "scratch")}  # which encoders made each embedding
+    # which encoders made each embedding (one folder each, named after its inputs)
+    records = {init: json.loads(one(list((workdir / "eicu").glob(f"embeddings-{init}-*/embeddings.json")))
+                                .read_text()) for init in ("contrastive", "scratch")}
     assert records["scratch"]["encoders"] == "scratch" and records["scratch"]["seed"] == 3
     assert records["scratch"]["checkpoint"] is None and Path(records["contrastive"]["checkpoint"]).is_dir()
 
@@ -217,6 +228,24 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     assert (out / "stay" / "heatmap_contrastive_full.png").is_file() and (out / "cohort.png").is_file()
     logged = {a.path for a in client.list_artifacts(pair["scratch"].info.run_id, "interpretation")}
     assert {"interpretation/cohort_summary.json", "interpretation/stay"} <= logged
+
+
+def run_stages(workdir: Path) -> dict:
+    """How many runs of each stage the experiment holds."""
+    from collections import Counter
+
+    from mlflow.tracking import MlflowClient
+
+    from clintraj.tracking import Tracking
+
+    client = MlflowClient(Tracking.resolve(None, workdir / "mlflow").uri)
+    runs = client.search_runs([client.get_experiment_by_name("e2e-test").experiment_id])
+    return dict(Counter(r.data.tags.get("stage") for r in runs))
+
+
+def one(found: list):
+    assert len(found) == 1, found
+    return found[0]
 
 
 def stage_runs(runs, name: str) -> list:

@@ -132,5 +132,5 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(eicu_raw, 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("OSError: [Errno 27] writing the dataset ") and "nothing was written there" in last
+    assert last.startswith("OSError: [Errno 27] writing the dataset ") and last.endswith("nothing was written there")
     assert list(tmp_path.iterdir()) == []

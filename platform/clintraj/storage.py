@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -206,3 +208,28 @@ def _publish(partial: Path, target: Path) -> None:
             raise
         log.info("%s was staged meanwhile by another process; keeping it", target)
         shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextmanager
+def replaced_when_done(target: str | os.PathLike, what: str = "the folder"):
+    """Yield a staging sibling of the local folder `target` to write into: when the block ends
+    without an error it replaces `target`, else it is removed. So `target` is complete or as it was
+    (absent, or the previous complete one), and no staging folder outlives its step. A failed write
+    (a full disk) becomes an error that says where, and what was kept."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield staging
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        kept = f"{what} there is unchanged" if target.exists() else "nothing was written there"
+        raise OSError(error.errno, f"writing {what} {target} failed ({error.strerror or error}); {kept}") from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replaced = target.with_name(f".{target.name}.replaced-{staging.name.rsplit('-', 1)[-1]}")
+    if target.exists():
+        target.rename(replaced)
+    staging.rename(target)
+    shutil.rmtree(replaced, ignore_errors=True)

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
+from clintraj.storage import replaced_when_done
 from clintraj.tasks import window_text
 
 FORMAT = 2
@@ -138,27 +137,16 @@ class DatasetWriter:
     one, or nothing) and no staging folder outlives its step."""
 
     def __init__(self, path: Path, rows_per_shard: int):
-        self.target, self.rows_per_shard = Path(path), rows_per_shard
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
-        (self.path / "tasks").mkdir()
+        self.rows_per_shard = rows_per_shard
+        self._staging = replaced_when_done(path, "the dataset")
 
     def __enter__(self) -> "DatasetWriter":
+        self.path = self._staging.__enter__()
+        (self.path / "tasks").mkdir()
         return self
 
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            if isinstance(error, OSError):  # a full disk, a file size limit: say where and what was kept
-                kept = "the dataset there is unchanged" if self.target.exists() else "nothing was written there"
-                raise OSError(error.errno, f"writing the dataset {self.target} failed ({error.strerror or error}); "
-                                           f"{kept}") from error
-            return
-        replaced = self.target.with_name(f".{self.target.name}.replaced-{self.path.name.rsplit('-', 1)[-1]}")
-        if self.target.exists():
-            self.target.rename(replaced)
-        self.path.rename(self.target)
-        shutil.rmtree(replaced, ignore_errors=True)
+    def __exit__(self, kind, error, traceback) -> bool | None:
+        return self._staging.__exit__(kind, error, traceback)
 
     def _shards(self, frame: pd.DataFrame, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -21,13 +21,15 @@ trial, one backbone) and `cluster` (the six decoders' real weights, one GPU per 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 
-from clintraj.config import fingerprint, from_dict
+from clintraj.config import fingerprint, from_dict, to_dict
 from clintraj.console import stage
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
@@ -205,44 +207,91 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
         notes += [f"{len(prepared.stays())} stays"] + [
             f"{task} {len(prepared.task_cohort(task))} stays at {window_text(prepared.windows[task])}" for task in tasks]
     stages = workdir / name
-    log_dataset(dataset, tracking, config.experiment)
+    dataset_key = fingerprint(prepared.report)
+    once(stages / f"dataset-{dataset_key}.json", lambda: {"run_id": log_dataset(dataset, tracking, config.experiment)})
+    space = config.pretrain_search.get(name)
+    key = fingerprint({"dataset": dataset_key, "pretrain": to_dict(config.pretrain),
+                       "search": to_dict(space) if space else None})
     with stage(f"{name}: MGA pretraining") as notes:
-        summary = pretrain_encoders(name, dataset, config, stages, tracking, resume, storage)
+        summary = once(stages / f"pretrain-{key}" / "result.json", lambda: pretrain_encoders(
+            name, dataset, config, space, stages / f"pretrain-{key}", tracking, resume, keyed(storage, "pretrain", key)),
+            notes)
         retrieval = summary["retrieval"]["mean"]
         notes.append(f"test Recall@10 {retrieval['recall_at_10']:.3f} (random {retrieval['random_at_10']:.3f})")
-    embeddings = {"contrastive": stages / "embeddings" / "contrastive", "scratch": stages / "embeddings" / "scratch"}
     chosen = from_dict(PretrainConfig, summary["config"], "the pretraining summary")  # the scratch twin's shape
-    with stage(f"{name}: embedding each task's stays and events, contrastive and scratch encoders"):
-        embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed", tasks=tasks)
-        embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", chosen, seed=config.seed, tasks=tasks)
+    encoders = {"contrastive": {"encoders": summary["checkpoint"]},
+                "scratch": {"encoders": "scratch", "config": to_dict(chosen), "seed": config.seed}}
+    embeddings = {init: stages / f"embeddings-{init}-{fingerprint({'dataset': dataset_key, 'tasks': tasks, **how})}"
+                  for init, how in encoders.items()}
+    with stage(f"{name}: embedding each task's stays and events, contrastive and scratch encoders") as notes:
+        for init, folder in embeddings.items():
+            if (folder / "embeddings.json").is_file():  # complete: written to a staging folder, renamed when done
+                notes.append(f"{init} reused")
+            else:
+                embed.run(dataset, folder, encoders[init]["encoders"], stages / "embed", chosen, seed=config.seed,
+                          tasks=tasks)
+    inputs = {"embeddings": {init: folder.name for init, folder in embeddings.items()}}
     static = pd.DataFrame()
     if static_tasks:
-        with stage(f"{name}: static baselines"):
-            static = static_baselines.run(dataset, embeddings, static_tasks, stages / "static", config.static,
-                                          config.static_search, tracking, config.experiment, resume=resume,
-                                          storage=storage)
+        key = fingerprint({**inputs, "tasks": static_tasks, "static": to_dict(config.static),
+                           "search": to_dict(config.static_search)})
+        with stage(f"{name}: static baselines") as notes:
+            static = once(stages / f"static-{key}" / "result.parquet", lambda: static_baselines.run(
+                dataset, embeddings, static_tasks, stages / f"static-{key}", config.static, config.static_search,
+                tracking, config.experiment, resume=resume, storage=keyed(storage, "static", key)), notes)
     sequential = pd.DataFrame()
     if sequential_tasks:
-        with stage(f"{name}: backbone sweep"):
-            sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential",
-                                             config.sequential, config.backbone_search, tracking, config.experiment,
-                                             static_results=static, resume=resume, storage=storage)
+        key = fingerprint({**inputs, "tasks": sequential_tasks, "sequential": to_dict(config.sequential),
+                           "search": to_dict(config.backbone_search)})
+        with stage(f"{name}: backbone sweep") as notes:
+            sequential = once(stages / f"sequential-{key}" / "result.parquet", lambda: sweep_backbones.run(
+                dataset, embeddings, sequential_tasks, stages / f"sequential-{key}", config.sequential,
+                config.backbone_search, tracking, config.experiment, static_results=static, resume=resume,
+                storage=keyed(storage, "sequential", key)), notes)
     return static, sequential, {task: prepared.windows[task] for task in tasks}
 
 
-def pretrain_encoders(name: str, dataset: Path, config: EndToEndConfig, stages: Path, tracking: Tracking,
-                      resume: bool, storage: str | None) -> dict:
+def pretrain_encoders(name: str, dataset: Path, config: EndToEndConfig, space: SearchSpace | None, workdir: Path,
+                      tracking: Tracking, resume: bool, storage: str | None) -> dict:
     """One pretraining run, or the dataset's pretraining sweep when the config has a space for it;
     either way the summary of the checkpoint to embed with (its config and test scores)."""
-    space = config.pretrain_search.get(name)
     if space is None:
-        return pretrain.run(dataset, stages / "pretrain", config.pretrain, tracking, config.experiment,
-                            storage=storage)
-    summary = sweep_pretrain.run(dataset, stages / "pretrain-sweep", config.pretrain, space, tracking,
-                                 config.experiment, name="pretrain-sweep", resume=resume, storage=storage)
+        return pretrain.run(dataset, workdir, config.pretrain, tracking, config.experiment, storage=storage)
+    summary = sweep_pretrain.run(dataset, workdir, config.pretrain, space, tracking, config.experiment,
+                                 name="pretrain-sweep", resume=resume, storage=storage)
     if "checkpoint" not in summary:
         raise RuntimeError(f"{name}: no trial of the pretraining sweep saved a checkpoint "
                            f"({summary['errors']} of {summary['trials']} trials failed)")
     log.info("%s pretraining sweep: %d trials, the best by %s: %s", name, summary["trials"], space.metric,
              summary["best_config"])
     return summary
+
+
+def keyed(storage: str | None, stage_name: str, key: str) -> str | None:
+    """A stage's run storage under cluster storage, named after its inputs and config like its folder."""
+    return join(storage, f"{stage_name}-{key}") if storage else None
+
+
+def once(record: Path, compute: Callable[[], Any], notes: list | None = None) -> Any:
+    """A finished stage's result, read back from `record` (a stage folder's result.json or
+    result.parquet, written when the stage finished: the folder is named after the stage's inputs
+    and config); else `compute()`'s, recorded. A rerun (or `--resume`) never redoes a finished stage."""
+    parquet = record.suffix == ".parquet"
+    if record.is_file():
+        if notes is not None:
+            notes.append("reused the finished stage")
+        return pd.read_parquet(record) if parquet else json.loads(record.read_text())
+    result = compute()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(f".{record.name}.partial")
+    if parquet:
+        result.to_parquet(partial, index=False)
+    else:
+        partial.write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+    partial.rename(record)
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as numbers, anything else JSON cannot hold as text."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -16,9 +16,9 @@ import torch
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj import disclosure
-from clintraj.config import flatten, to_dict
+from clintraj.config import fingerprint, flatten, to_dict
 from clintraj.data.stay_inputs import build_stay_table, collate
-from clintraj.storage import join, stage_root, uri_of
+from clintraj.storage import join, read_text, stage_root, uri_of, write_text
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
 
@@ -118,19 +118,27 @@ def test_and_log(checkpoint: str, inputs_dir: Path, meta: dict, config: pretrain
 def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking: Tracking,
         experiment: str, image_root: Path | None = None, storage: str | Path | None = None) -> dict:
     """Pretrain; checkpoints go to <storage>/pretrain (a folder or a URI) when `storage` is set,
-    else under `workdir`. The summary names the best checkpoint as a path or a URI."""
+    else under `workdir`. The summary names the best checkpoint as a path or a URI.
+
+    The Ray Train run is named after its dataset and config, so the same pretraining started again
+    (after a crash, or a killed job) resumes from its last checkpoint, under the MLflow run it had."""
     import mlflow
 
     workdir = Path(workdir).resolve()
     ray_results = join(stage_root(storage, "pretrain", workdir), "ray_results")
+    name = f"mga-{fingerprint({'dataset': Dataset(dataset).report, 'config': to_dict(config)})}"
     inputs_dir, meta = prepare_inputs(Path(dataset), workdir, config, image_root)
     mlflow.set_tracking_uri(tracking.uri)
-    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name=f"mga-{meta['dataset']}") as run:
+    marker = join(ray_results, f"{name}.mlflow_run")
+    previous = (read_text(marker) or "").strip() or None
+    with mlflow.start_run(run_id=previous, experiment_id=tracking.experiment(experiment),
+                          run_name=None if previous else f"mga-{meta['dataset']}") as run:
+        write_text(marker, run.info.run_id)
         mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain", "objective": "mga",
                          "missing_tokens_in_context": str(config.missing_tokens_in_context)})
         mlflow.log_params(disclosure.values({k: v for k, v in flatten(to_dict(config)).items()
                                              if not isinstance(v, list)}))
-        result = pretrain.trainer(inputs_dir, meta, config, ray_results, f"mga-{run.info.run_id}",
+        result = pretrain.trainer(inputs_dir, meta, config, ray_results, name,
                                   tracking_uri=tracking.uri, mlflow_run_id=run.info.run_id).fit()
         checkpoint, best = pretrain.best_checkpoint(result)
         location = uri_of(checkpoint.filesystem, checkpoint.path)
