@@ -13,7 +13,7 @@ prediction windows, modality tables, events, report).
 import dataclasses
 from pathlib import Path
 
-from clintraj import cli
+from clintraj import cli, console
 from clintraj.artifacts.dataset import Dataset
 from clintraj.config import load
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
@@ -40,8 +40,8 @@ def main() -> None:
         report = prepare(args.raw, args.out, config, cxr=args.cxr, notes=args.notes)
         if args.experiment:  # also record the dataset (funnel, report, figures) in MLflow
             log_dataset(args.out, cli.tracking(args), args.experiment)
-        print(Dataset(args.out).summary)
-        print(f"{report['stays']} stays written to {args.out}")
+        console.say(Dataset(args.out).summary)
+        console.say(f"{report['stays']} stays written to {args.out}")
 
     cli.main(job, args, ray=False)
 

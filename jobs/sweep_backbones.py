@@ -17,7 +17,7 @@ dataset folder already written by jobs/preprocess.py, as in the other jobs. Eith
 $CLINTRAJ_STORAGE) puts checkpoints, adapters and Tune state in cluster storage.
 """
 
-from clintraj import cli
+from clintraj import cli, console
 from clintraj.config import load
 from clintraj.evaluation.comparison import comparison_table, markdown
 from clintraj.tasks import window_text
@@ -83,7 +83,7 @@ def main() -> None:
         results = run(config, args.workdir, tracking, raw=args.raw, dataset=args.data,
                       resume=args.resume, storage=args.storage)
         print_tables(results)
-        print(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
+        console.say(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
 
     cli.main(job, args)
 
@@ -94,9 +94,9 @@ def print_tables(results) -> None:
     for name in [n for n in ("mimic", "eicu") if n in results.windows]:
         table = comparison_table(sequential[sequential["dataset"] == name], static[static["dataset"] == name])
         windows = "; ".join(f"{task} at {window_text(hours)}" for task, hours in results.windows[name].items())
-        print(f"\n{PAPER_TABLES[name]}: test metrics (95% bootstrap CIs), static baselines and backbones.")
-        print(f"What each task saw: {windows}.")
-        print(markdown(table))
+        console.say(f"\n{PAPER_TABLES[name]}: test metrics (95% bootstrap CIs), static baselines and backbones.")
+        console.say(f"What each task saw: {windows}.")
+        console.say(markdown(table))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def restore_logging():
                    for name in ("ray", "ray.data", "ray.train", "ray.tune")}
     state = dict(console._state)
     yield
+    console.teardown()
     logging.captureWarnings(False)
     for handler in root.handlers:
         if handler not in handlers:

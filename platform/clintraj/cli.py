@@ -5,6 +5,7 @@ around the job's work."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -92,11 +93,15 @@ def main(job: Callable[[argparse.Namespace], None], args: argparse.Namespace, ra
     name = Path(sys.argv[0]).stem or "job"
     log_file = console.setup(args.workdir, name, verbose=args.verbose)
     console.say(f"{name}: the full log is {log_file}")
-    if not ray:
-        job(args)
-        return
-    init_ray(args.ray_address, workdir=args.workdir)
     try:
+        if ray:
+            init_ray(args.ray_address, workdir=args.workdir)
         job(args)
+    except BaseException as error:
+        logging.getLogger(__name__).exception("%s failed", name)
+        console.say(f"{name} failed: {type(error).__name__}: {error}\n(the traceback is in {log_file})")
+        raise SystemExit(1) from error
     finally:
-        shutdown_ray()
+        if ray:
+            shutdown_ray()
+        console.teardown()

@@ -2,9 +2,9 @@
 
 The console shows one line per stage as it starts and ends (with its time), one progress line per
 long stage (trials of a sweep done of all, the best result so far, the time left), and the job's
-results. Everything else (our own INFO logs, Ray's and the libraries' output, Python warnings) goes
-to the job's log file under the work folder, whose path is printed first; `--verbose` brings it
-back to the console. The same holds under `ray job submit`: the driver's console is what
+results. Everything else (our own INFO logs, Ray's and the libraries' log records and prints,
+Python warnings) goes to the job's log file under the work folder, whose path is printed first;
+`--verbose` brings it back to the console. The same holds under `ray job submit`: the driver's console is what
 `ray job logs` shows.
 
 On a terminal a progress line redraws itself in place; elsewhere (a job's log, CI) it prints at
@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-_state = {"verbose": False, "log_file": None}
+_state = {"verbose": False, "log_file": None, "console": None, "streams": None, "redirect": None}
 
 # Ray Data's driver-side logs: to the root logger (the job's log file), not to the console.
 _RAY_DATA_LOGGING = "version: 1\nloggers:\n  ray.data: {level: INFO, propagate: true}\n"
@@ -57,8 +57,21 @@ def setup(workdir: Path, job: str, verbose: bool = False) -> Path:
         os.environ["RAY_DATA_LOGGING_CONFIG"] = str(logging_config)
     logging.captureWarnings(True)
     quiet_ray_loggers()
-    _state.update(verbose=verbose, log_file=path)
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # MLflow's records go to the root logger too
+    _state.update(verbose=verbose, log_file=path, console=sys.stdout, streams=(sys.stdout, sys.stderr))
+    if not verbose:  # what libraries print (Tune's tables, progress bars) goes to the log file as well
+        sys.stdout = sys.stderr = _state["redirect"] = open(path, "a", buffering=1)
     return path
+
+
+def teardown() -> None:
+    """Give the process its own streams back (the job is over, or a test is)."""
+    redirect = _state["redirect"]
+    if redirect is not None:
+        if sys.stdout is redirect:
+            sys.stdout, sys.stderr = _state["streams"]
+        redirect.close()
+    _state.update(console=None, streams=None, redirect=None)
 
 
 def quiet_ray_loggers() -> None:
@@ -70,9 +83,13 @@ def quiet_ray_loggers() -> None:
         logger.propagate = True
 
 
+def _console():
+    return _state["console"] or sys.stdout
+
+
 def say(message: str) -> None:
     """One line for the person running the job (and the log file)."""
-    print(message, flush=True)
+    print(message, file=_console(), flush=True)
     logging.getLogger("clintraj.console").info(message)
 
 
@@ -101,14 +118,14 @@ class Progress:
     def __init__(self, label: str, total: int, unit: str = ""):
         self.label, self.total, self.unit = label, max(total, 1), unit
         self.done, self.note, self.started = 0, "", time.monotonic()
-        self.tty = sys.stdout.isatty()
+        self.tty = _console().isatty()
         self.shown_quarter = 0
 
     def update(self, done: int, note: str = "") -> None:
         self.done, self.note = min(done, self.total), note or self.note
         quarter = 4 * self.done // self.total
         if self.tty:
-            print("\r" + self.line(), end="", flush=True)
+            print("\r" + self.line(), end="", file=_console(), flush=True)
         elif quarter > self.shown_quarter and self.done < self.total:
             self.shown_quarter = quarter
             say("  " + self.line())
@@ -122,7 +139,7 @@ class Progress:
 
     def close(self) -> None:
         if self.tty:
-            print("\r" + self.line(), flush=True)
+            print("\r" + self.line(), file=_console(), flush=True)
             logging.getLogger("clintraj.console").info(self.line())
         else:
             say("  " + self.line())
