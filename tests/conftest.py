@@ -28,6 +28,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_in_its_test():
+    """mlflow.set_tracking_uri also sets $MLFLOW_TRACKING_URI for child processes; a job run in a
+    test must not hand its store to the next test (or to a Ray head that test starts)."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real demo data not found at {path} (the shared PhysioNet demo folder is absent)")

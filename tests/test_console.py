@@ -1,6 +1,7 @@
 """The console a person reads: stages, progress lines, results; everything else in the log file."""
 
 import logging
+import os
 import warnings
 from types import SimpleNamespace
 
@@ -37,6 +38,7 @@ def test_logs_and_warnings_go_to_the_file_and_the_console_shows_stages(tmp_path,
     logging.getLogger("clintraj.training").info("epoch 3 of 5")
     logging.getLogger("ray.tune").warning("a Ray warning")
     warnings.warn("a library's warning", UserWarning)
+    os.write(2, b"core_worker.cc: a native warning\n")  # what Ray's C++ side writes, past sys.stderr
     with console.stage("eicu: pretraining") as notes:
         notes.append("test Recall@10 0.31")
     with pytest.raises(RuntimeError), console.stage("eicu: backbone sweep"):
@@ -48,7 +50,7 @@ def test_logs_and_warnings_go_to_the_file_and_the_console_shows_stages(tmp_path,
     assert out.splitlines()[3].startswith("eicu: backbone sweep: failed after ")
     assert "epoch 3 of 5" not in out + err and "Ray warning" not in out + err and "library's" not in out + err
     logged = path.read_text()
-    assert all(text in logged for text in ("epoch 3 of 5", "a Ray warning", "a library's warning",
+    assert all(text in logged for text in ("epoch 3 of 5", "a Ray warning", "a library's warning", "native warning",
                                            "eicu: pretraining: done in"))
     # Ray Data's driver-side logger is sent to the root logger, through the config Ray Data reads
     assert "propagate: true" in open(console.os.environ["RAY_DATA_LOGGING_CONFIG"]).read()

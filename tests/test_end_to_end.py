@@ -54,7 +54,8 @@ def ray_head(tmp_path):
     dashboard = free_port()
     # Ray 2.60 heads require a token (written to ~/.ray/auth_token); the CLI sends it in token mode.
     # LOCAL_RAY_ENV: a one-machine head gets what the job's own local Ray gets
-    env = {**os.environ, **LOCAL_RAY_ENV, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token",
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the job's store: --workdir's
+    env = {**inherited, **LOCAL_RAY_ENV, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token",
            "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     head = subprocess.Popen(
@@ -187,17 +188,17 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
               for r in sequential}
     print("backbone test AUROC", aurocs)
     assert max(aurocs.values()) >= 0.6  # 2 epochs on ~140 training stays; the planted-signal test asks 0.7
-    one = sequential[0]
+    trial = sequential[0]
     for key in ("test_auroc_low", "test_auroc_high", "test_ace", "test_bss"):
-        assert key in one.data.metrics
-    steps = client.get_metric_history(one.info.run_id, "train_step_loss")
+        assert key in trial.data.metrics
+    steps = client.get_metric_history(trial.info.run_id, "train_step_loss")
     assert [m.step for m in steps] == list(range(len(steps))) and len(steps) > 10
-    assert [m.step for m in client.get_metric_history(one.info.run_id, "val_auroc")] == [0, 1]
-    artifacts = {a.path for a in client.list_artifacts(one.info.run_id)}
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_auroc")] == [0, 1]
+    artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
     assert "test_predictions.parquet" in artifacts
-    assert {a.path for a in client.list_artifacts(one.info.run_id, "figures")} == {
+    assert {a.path for a in client.list_artifacts(trial.info.run_id, "figures")} == {
         "figures/roc_pr.png", "figures/reliability.png"}
-    assert Path(one.data.tags["adapter"], "adapter_config.json").is_file()
+    assert Path(trial.data.tags["adapter"], "adapter_config.json").is_file()
     assert one.data.tags["attention_used"] == "sdpa" and "Flash Attention 2 off" in one.data.tags["capability_notes"]
     assert one.data.params["quantization"] == "nf4" and one.data.params["backbone"] == "llama3-8b"
     test_split = pd.read_parquet(Path(one.data.params["sequences"]) / "test.parquet")

@@ -20,7 +20,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-_state = {"verbose": False, "log_file": None, "console": None, "streams": None, "redirect": None}
+_state = {"verbose": False, "log_file": None, "console": None, "streams": None, "redirect": None,
+          "native_stderr": None}
 
 # Ray Data's driver-side logs: to the root logger (the job's log file), not to the console.
 _RAY_DATA_LOGGING = "version: 1\nloggers:\n  ray.data: {level: INFO, propagate: true}\n"
@@ -61,17 +62,25 @@ def setup(workdir: Path, job: str, verbose: bool = False) -> Path:
     _state.update(verbose=verbose, log_file=path, console=sys.stdout, streams=(sys.stdout, sys.stderr))
     if not verbose:  # what libraries print (Tune's tables, progress bars) goes to the log file as well
         sys.stdout = sys.stderr = _state["redirect"] = open(path, "a", buffering=1)
+        # and what native code writes to the process's stderr (Ray's core worker logs its C++
+        # warnings there, past Python's streams)
+        sys.__stderr__.flush()
+        _state["native_stderr"] = os.dup(2)
+        os.dup2(_state["redirect"].fileno(), 2)
     return path
 
 
 def teardown() -> None:
     """Give the process its own streams back (the job is over, or a test is)."""
-    redirect = _state["redirect"]
+    redirect, native_stderr = _state["redirect"], _state["native_stderr"]
+    if native_stderr is not None:
+        os.dup2(native_stderr, 2)
+        os.close(native_stderr)
     if redirect is not None:
         if sys.stdout is redirect:
             sys.stdout, sys.stderr = _state["streams"]
         redirect.close()
-    _state.update(console=None, streams=None, redirect=None)
+    _state.update(console=None, streams=None, redirect=None, native_stderr=None)
 
 
 def quiet_ray_loggers() -> None:
