@@ -177,7 +177,12 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
         "vocabulary_sizes": {m: len(v) for m, v in vocabularies.items()},
         "events": {m: int(len(tables.events[m])) for m in names},
         "quarantine": tables.quarantine.summary(),
+        "accounts": tables.quarantine.accounts(),
     }
+    for account in report["accounts"]:  # a row in no bucket, or in two, is a reader's bug: say so
+        if account["unaccounted"]:
+            log.warning("%s: %d raw rows not accounted for (rows != used + filtered + quarantined)",
+                        account["table"], account["unaccounted"])
     writer.report(report, render_report(report))
     plot_missingness(stays, presence_columns, writer.figure)
     log.info("dataset written to %s: %d stays", out, len(stays))
@@ -252,7 +257,14 @@ def render_report(report: dict) -> str:
                   "| split | units | stays |", "|---|---:|---:|"]
         lines += [f"| {s} | {splits['units'][s]} | {splits['split_stays'][s]} |" for s in splits["split_stays"]]
     lines += ["", "## Quarantine", ""]
-    lines += [f"- {q['table']}: {q['reason']}: {q['rows']} rows" for q in report["quarantine"]] or ["- none"]
+    kept = " (rows used, the field read as missing)"
+    lines += [f"- {q['table']}: {q['reason']}: {q['rows']} rows{kept if q.get('field_only') else ''}"
+              for q in report["quarantine"]] or ["- none"]
+    lines += ["", "## Every raw row", "", "Each data row of each raw table is used, filtered (not the cohort's "
+              "data) or quarantined, once: rows = used + filtered + quarantined.", "",
+              "| table | rows | used | filtered | quarantined | unaccounted |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {a['table']} | {a['rows']} | {a['used']} | {sum(a['filtered'].values())} | "
+              f"{sum(a['quarantined'].values())} | {a['unaccounted']} |" for a in report.get("accounts", [])]
     return "\n".join(lines) + "\n"
 
 
