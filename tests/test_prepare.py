@@ -157,3 +157,20 @@ def test_every_row_of_the_real_demos_is_accounted_for(eicu_demo_raw, mimic_demo_
     outliers = sum(n for a in accounts.values() for r, n in a["quarantined"].items() if "outlier bounds" in r)
     assert outliers > 0  # the demo has values beyond mimic3-benchmarks' bounds, set aside and counted
 
+
+def test_image_root_of_a_dataset_with_and_without_images(mimic_raw, tmp_path, monkeypatch):
+    """Prepared without a CXR root, the image modality is absent for every stay and no stage loads
+    images (image_root None); a dataset that has images but no root is a named error."""
+    from clintraj.data.stay_inputs import InputScaling, input_meta
+
+    prepare(mimic_raw, tmp_path / "plain", config("mimic"))
+    plain = Dataset(tmp_path / "plain")
+    assert plain.table("cxr").empty and input_meta(plain, InputScaling.fit(plain), None)["image_root"] is None
+    cxr = mimic_raw / "mimic-cxr-jpg"
+    prepare(mimic_raw, tmp_path / "images", config("mimic"), cxr=cxr)
+    images = Dataset(tmp_path / "images")
+    scaling = InputScaling.fit(images)
+    assert input_meta(images, scaling, None)["image_root"] == str(cxr.resolve())
+    monkeypatch.setattr(Dataset, "image_root", property(lambda self: None))
+    with pytest.raises(ValueError, match="has images but no image root"):
+        input_meta(images, scaling, None)
