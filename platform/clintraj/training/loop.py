@@ -129,7 +129,8 @@ def make_trainer(loop: Callable[[dict], None], run, *, name: str, storage: str |
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=list(split)) if split is not None else None,
         run_config=ray.train.RunConfig(
-            name=name, storage_path=storage_path(storage), callbacks=[*callbacks, *logger],
+            # MLflow first: a trial that Tune stops on this report still has the epoch logged
+            name=name, storage_path=storage_path(storage), callbacks=[*logger, *callbacks],
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=attribute,
                                                          checkpoint_score_order=order)),
