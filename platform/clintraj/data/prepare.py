@@ -291,7 +291,7 @@ def log_dataset(out: Path, tracking, experiment: str) -> str:
         mlflow.log_metrics({f"stays_{split}": n for split, n in report["splits"]["split_stays"].items()})
         mlflow.log_metrics({f"presence_{m}": share for m, share in report["presence_share"].items()})
         mlflow.log_metrics({f"task_stays_{t}": r["stays"] for t, r in report["tasks"].items()})
-        mlflow.log_metric("quarantined_rows", sum(q["rows"] for q in report["quarantine"]))
+        mlflow.log_metric("quarantined_rows", sum(q["rows"] for q in report["quarantine"] if not q.get("field_only")))
         for name in ("report.md", "report.json", "missingness.png"):
             mlflow.log_artifact(str(out / name), "dataset")
         return run.info.run_id
