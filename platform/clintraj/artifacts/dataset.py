@@ -9,7 +9,8 @@ Layout (tables are sharded into part-NNNNN.parquet, which Ray Data reads in para
     tasks/<task>.parquet          the task's cohort: stay_id, split, prediction_hours (null: the
                                   whole stay), start_hours, end_hours (the stay's window)
     tasks/<task>/modalities/<name>/   the per-stay features over the task's window only
-    quarantine.parquet            (table, reason, row) of every raw row set aside
+    quarantine.parquet            (table, reason, row, field_only) of every raw row set aside (and,
+                                  field_only, of used rows with a field read as missing)
     report.json / report.md / missingness.png
 """
 
