@@ -32,6 +32,7 @@ from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
 from clintraj.models.backbones import PAPER_BACKBONES
 from clintraj.reporting.page import build_and_log
+from clintraj.reporting.summary import DATA_SOURCE_TAG
 from clintraj.storage import join
 from clintraj.tasks import DATASET_TASKS as TASKS, window_text
 from clintraj.tracking import Tracking
@@ -111,6 +112,15 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
     return out
 
 
+def data_source(config: EndToEndConfig, name: str, raw: Path | None, dataset: Path | None) -> str:
+    """Where a dataset's data came from, in words, for the report's summary."""
+    if dataset is not None:
+        return "a prepared dataset folder (--data)"
+    if raw is not None:
+        return "real: raw files (--raw)"
+    return f"synthetic: {config.stays_of(name)} generated stays, seed {config.seed}"
+
+
 def prepared_dataset(folder: Path) -> str:
     """Which dataset (eicu, mimic) a folder written by `data.prepare` holds."""
     return Dataset(folder).name
@@ -179,7 +189,10 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
                 storage: str | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep; the
     results and the dataset's windows."""
+    from mlflow.tracking import MlflowClient
+
     prepare_config = replace(config.prepare, dataset=name)
+    source = data_source(config, name, raw, dataset)
     if dataset is None:
         raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
         dataset = ensure_dataset(raw, workdir, prepare_config)
@@ -192,7 +205,7 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
     for task in tasks:
         log.info("%s %s: predicts at %s", name, task, window_text(prepared.windows[task]))
     stages = workdir / name
-    log_dataset(dataset, tracking, config.experiment)
+    MlflowClient(tracking.uri).set_tag(log_dataset(dataset, tracking, config.experiment), DATA_SOURCE_TAG, source)
     summary = pretrain.run(dataset, stages / "pretrain", config.pretrain, tracking, config.experiment,
                            storage=storage)
     log.info("%s pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", name, summary["best_epoch"],

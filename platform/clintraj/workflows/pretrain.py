@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clintraj import names
 from clintraj.artifacts.dataset import Dataset
 from clintraj.config import flatten, to_dict
-from clintraj.data.stay_inputs import build_stay_table, collate
+from clintraj.data.stay_inputs import StayCollate, build_stay_table
 from clintraj.storage import join, stage_root, uri_of
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
@@ -63,7 +64,7 @@ def embed_split(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainCo
     ds = pretrain.datasets(inputs_dir, meta, config, splits=(split,))[split]
     zs, presents, ids = [], [], []
     with torch.no_grad():
-        for batch in ds.iter_torch_batches(batch_size=256, collate_fn=lambda b: collate(b, meta["feature_dims"])):
+        for batch in ds.iter_torch_batches(batch_size=256, collate_fn=StayCollate(meta["feature_dims"])):
             h, present = embed(model, batch)
             zs.append(torch.nn.functional.normalize(h, dim=-1).cpu().numpy())
             presents.append(present.cpu().numpy())
@@ -105,7 +106,7 @@ def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking:
     ray_results = join(stage_root(storage, "pretrain", workdir), "ray_results")
     inputs_dir, meta = prepare_inputs(Path(dataset), workdir, config, image_root)
     mlflow.set_tracking_uri(tracking.uri)
-    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name=f"mga-{meta['dataset']}") as run:
+    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name=names.stage_run("pretrain", meta["dataset"])) as run:
         mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain", "objective": "mga",
                          "missing_tokens_in_context": str(config.missing_tokens_in_context)})
         mlflow.log_params({k: v for k, v in flatten(to_dict(config)).items() if not isinstance(v, list)})
