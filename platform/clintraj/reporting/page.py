@@ -116,16 +116,19 @@ def build(tracking_uri: str, experiment: str, out: Path) -> Path:
         sections.append(f"<h2>{html.escape(title)}</h2>\n" + "".join(
             task_section(side, name, task, metrics, windows.get((dataset, task))) for task, metrics in tasks.items()))
     found = report_figures.collect(client, experiment_id, out)
-    groups = list(dict.fromkeys(figure.group for figure in found))
+    backbones = ours[~ours["model"].isin(tables.MODEL_ORDER[:2]) & (ours["task"] != "pretraining")]
+    tried = set(zip(backbones["dataset"], backbones["task"]))  # a backbone ran, or failed to
+    groups = [g for g in report_figures.SECTIONS if g in tried] + sorted(tried - set(report_figures.SECTIONS), key=str)
     number, parts = 0, []
     for group in groups:
         images = []
         for figure in (f for f in found if f.group == group):
             number += 1
             images.append(_image(figure, number))
-        parts.append(f"<h3>{html.escape(names.section(*group, windows.get(group)))}</h3>\n"
-                     f"<div class='figures'>{''.join(images)}</div>")
-    figures_html = "\n".join(parts) or "<p class='note'>No backbone run finished: no figures.</p>"
+        shown = (f"<div class='figures'>{''.join(images)}</div>" if images
+                 else "<p class='note'>No backbone run of this task finished: no figures.</p>")
+        parts.append(f"<h3>{html.escape(names.section(*group, windows.get(group)))}</h3>\n{shown}")
+    figures_html = "\n".join(parts) or "<p class='note'>No backbone ran: no figures.</p>"
     page = out / "report.html"
     title = f"clintraj report: {html.escape(experiment)}"
     page.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
