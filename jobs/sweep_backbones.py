@@ -17,9 +17,9 @@ dataset folder already written by jobs/preprocess.py, as in the other jobs. Eith
 $CLINTRAJ_STORAGE) puts checkpoints, adapters and Tune state in cluster storage.
 """
 
-from clintraj import cli, console
+from clintraj import cli, console, names
 from clintraj.config import load
-from clintraj.evaluation.comparison import comparison_table, markdown
+from clintraj.evaluation.comparison import comparison_table, markdown, task_tables
 from clintraj.tasks import window_text
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.training.sequential import SequentialTrainConfig
@@ -83,20 +83,22 @@ def main() -> None:
         results = run(config, args.workdir, tracking, raw=args.raw, dataset=args.data,
                       resume=args.resume, storage=args.storage)
         print_tables(results)
-        console.say(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}")
+        console.say(f"MLflow experiment '{config.experiment}'. Open it with:\n  {tracking.ui_command()}\n"
+                    f"and compare its trials at:\n  {tracking.runs_url(tracking.experiment(config.experiment))}")
 
     cli.main(job, args)
 
 
 def print_tables(results) -> None:
-    """The paper's Tables 2 and 3 (in its order), each with the prediction time its tasks saw."""
+    """The paper's Tables 2 and 3 (in its order), one table per task, headed by the time its
+    predictions are made."""
     static, sequential = results.static, results.sequential
     for name in [n for n in ("mimic", "eicu") if n in results.windows]:
         table = comparison_table(sequential[sequential["dataset"] == name], static[static["dataset"] == name])
-        windows = "; ".join(f"{task} at {window_text(hours)}" for task, hours in results.windows[name].items())
         console.say(f"\n{PAPER_TABLES[name]}: test metrics (95% bootstrap CIs), static baselines and backbones.")
-        console.say(f"What each task saw: {windows}.")
-        console.say(markdown(table))
+        for task, rows in task_tables(table).items():
+            heading = names.section(name, task, window_text(results.windows[name].get(task)))
+            console.say(f"\n{heading}\n{markdown(rows).rstrip()}")
 
 
 if __name__ == "__main__":

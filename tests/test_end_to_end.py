@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from browser import check_runs_view, dump_dom, free_port
 
+from clintraj import names
+from clintraj.reporting.tables import NOT_IN_SWEEP
 from clintraj.runtime import LOCAL_RAY_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +41,6 @@ CONFIG = {
     "backbone_search": {"metric": "val_score", "mode": "max", "num_samples": 1, "max_concurrent_trials": 2,
                         "params": {"backbone": {"grid": ["llama3-8b"]}}},  # all six: test_backbones
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -125,7 +121,9 @@ def test_main_job_submitted_to_a_ray_head_lands_in_mlflow(tmp_path, ray_head):
     logs = submit(address, env, "--config", str(config), "--workdir", str(workdir))
     print(logs[-4000:])
     assert "mlflow ui --backend-store-uri" in logs and "| llama3-8b | contrastive |" in logs
-    assert "What each task saw: mortality at 12 h after ICU admission." in logs
+    heading = "eICU · in-hospital mortality, predicted at 12 h after ICU admission"  # one table per task
+    assert f"{heading}\n| model | initialisation | AUROC" in logs
+    assert re.search(r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning&", logs)
     # a console a person reads: stages, progress and the results, not a log dump
     assert len(logs.splitlines()) <= 100, f"{len(logs.splitlines())} console lines"
     assert "eicu: backbone sweep: done in" in logs and "the full log is" in logs
@@ -207,10 +205,27 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     sweep = stage["backbone-sweep"][0]
     assert {"comparison.md", "comparison.csv", "sweep.json"} <= {a.path for a in client.list_artifacts(sweep.info.run_id)}
 
-    # the report: the paper's tables beside ours, logged to a report run
+    # the report: the paper's tables beside ours, logged to a report run, fitting a 1,400-pixel window
     assert len(stage_runs(runs, "report")) == 1 and (workdir / "report" / "report.html").is_file()
     table3 = pd.read_csv(workdir / "report" / "tables" / "table3.csv", dtype=str).fillna("")
-    assert (table3["mortality auroc ours"] != "").sum() == 4  # 2 static + 2 backbone rows of ours
+    assert table3["mortality auroc ours"].str.match(r"0\.\d{3} \(").sum() == 4  # 2 static + 2 backbone rows of ours
+    assert (table3["mortality auroc ours"] == NOT_IN_SWEEP).sum() == len(table3) - 4  # the others say why
+    report = (workdir / "report" / "report.html").read_text()
+    assert "synthetic: 2000 generated stays, seed 3" in report
+    for init in ("scratch", "contrastive"):
+        assert ("ROC and precision-recall curves: eICU in-hospital mortality at 12 h after ICU admission, "
+                f"llama3-8b, {init} initialisation. Test split: n = ") in report
+    body = dump_dom((workdir / "report" / "report.html").as_uri(), 5000)
+    widths = dict(re.findall(r'data-([a-z-]+)="(\d+)"', re.search(r"<body[^>]*>", body).group(0)))
+    assert widths["window-width"] == "1400" and int(widths["scroll-width"]) <= 1400
+
+    # the MLflow UI over this store: the link the job printed lists the trial runs by their names
+    trials = [*static, *sequential]
+    for run in trials:
+        model = run.data.tags.get("backbone") or names.model(run.data.tags["architecture"])
+        assert run.info.run_name == names.trial_run(model, run.data.tags["initialisation"], run.data.tags["task"],
+                                                    "eicu", run.data.tags["trial_id"])
+    check_runs_view(tracking, "e2e-test", [run.info.run_name for run in trials], tmp_path / "mlflow-ui")
 
     # interpretation of the llama3-8b pair: one stay, then the whole test cohort (Ray Data), into MLflow
     pair = {r.data.tags["initialisation"]: r for r in sequential if r.data.tags["backbone"] == "llama3-8b"}

@@ -82,3 +82,36 @@ def test_a_local_rays_session_logs_stay_in_the_work_folder(tmp_path, short):
     assert set(Path(tempfile.gettempdir()).glob("clintraj-ray-*")) == before
     if short:
         shutil.rmtree(workdir)
+def test_our_warnings_are_errors_and_the_libraries_own_are_not():
+    """pyproject.toml's filters and clintraj.runtime.STRICT_LOG_LINES, in the test process."""
+    import logging
+    import warnings
+
+    with pytest.raises(UserWarning, match="probe"):  # any warning raised from one of our modules
+        warnings.warn_explicit("probe", UserWarning, "probe.py", 1, module="clintraj.data.probe")
+    with pytest.raises(DeprecationWarning, match="iter_torch_batches"):  # a deprecation we once triggered
+        warnings.warn_explicit("Passing a function to `iter_torch_batches(collate_fn)` is deprecated in Ray 2.47.",
+                               DeprecationWarning, "iterator.py", 577, module="ray.data.iterator")
+    with pytest.raises(DeprecationWarning, match="concurrency"):  # one a library logs instead
+        logging.getLogger("ray.data._internal.util").warning(
+            "The argument ``concurrency`` is deprecated in Ray 2.51. Please specify argument ``compute`` instead.")
+    with warnings.catch_warnings(record=True) as seen:  # Ray Train's own, about its internals: not ours
+        warnings.warn_explicit("`ExecutionOptions.exclude_resources` is deprecated", DeprecationWarning,
+                               "execution_options.py", 436, module="ray.data._internal.execution.interfaces")
+    assert seen == []  # ignored by the filters (catch_warnings keeps them), not raised
+
+
+# slow: tests/conftest.py marks every test that uses ray_local
+def test_our_warnings_are_errors_in_ray_workers_too(ray_local):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def warn(module: str) -> str:
+        import warnings
+
+        warnings.warn_explicit("probe", UserWarning, "probe.py", 1, module=module)
+        return "warned"
+
+    assert ray.get(warn.remote("some_library")) == "warned"  # not ours: printed, not raised
+    with pytest.raises(ray.exceptions.RayTaskError, match="probe"):
+        ray.get(warn.remote("clintraj.training.probe"))

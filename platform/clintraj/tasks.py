@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from clintraj.metrics.prediction import binary_metrics, evaluate_task, multilabel_metrics, regression_metrics
+from clintraj.metrics.prediction import (binary_metrics, evaluate_task, multilabel_metrics, regression_metrics,
+                                         why_undefined)
 
 PHENOTYPE_PREFIX = "pheno:"
 TaskName = Literal["mortality", "phenotyping", "los"]
@@ -80,6 +81,11 @@ class Task:
         prevalence = y_train.mean(axis=0)
         return evaluate_task(self.name, y, output, seed=seed,
                              train_prevalence=prevalence if self.kind == "multilabel" else float(prevalence))
+
+    def undefined(self, y: np.ndarray, metrics: dict) -> dict[str, str]:
+        """Why each NaN metric of `metrics` (test metrics over labels `y`) is undefined, with its
+        counts: {"test_auroc": "undefined: n = 9, no positive"} (`metrics.prediction.why_undefined`)."""
+        return why_undefined(self.kind, y, metrics)
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from clintraj import names
 from clintraj.config import ConfigError, from_dict
 from clintraj.storage import join, read_text, storage_path, write_text
 
@@ -129,14 +130,17 @@ def trial_count(param_grid: dict, num_samples: int) -> int:
 
 
 def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tags: tuple[str, ...]):
-    """One row per finished child run of a sweep: the given tags, its test_* metrics and run id."""
+    """One row per finished child run of a sweep: the given tags, its test_* metrics, why any of
+    them is undefined (its `undefined.*` tags) and its run id."""
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
     children = MlflowClient(tracking_uri).search_runs(
         [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
     rows = [{**{k: r.data.tags.get(k) for k in tags},
-             **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")}, "run_id": r.info.run_id}
+             **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")},
+             **{k: v for k, v in r.data.tags.items() if k.startswith(names.undefined_tag(""))},  # why one is not
+             "run_id": r.info.run_id}
             for r in children if r.info.status == "FINISHED"]
     table = pd.DataFrame(rows, columns=None if rows else [*tags, "run_id"])
     return table.sort_values(["task", *[t for t in tags if t != "task"]]).reset_index(drop=True)
@@ -156,7 +160,7 @@ def sweep_parent_run(tracking, experiment: str, name: str, dataset_name: str, st
     recorded = read_text(marker) if resume else None
     previous = recorded.strip() if recorded else None
     with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
-                          run_name=None if previous else f"{name}-{dataset_name}") as parent:
+                          run_name=None if previous else names.stage_run(stage, dataset_name)) as parent:
         write_text(marker, parent.info.run_id)
         mlflow.set_tags({"dataset": dataset_name, "stage": stage})
         yield parent, experiment_id

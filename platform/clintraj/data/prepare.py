@@ -274,13 +274,14 @@ def log_dataset(out: Path, tracking, experiment: str) -> str:
     import mlflow
 
     from clintraj import disclosure
+    from clintraj.names import stage_run
     from clintraj.tasks import window_param
 
     out = Path(out)
     report = Dataset(out).report
     mlflow.set_tracking_uri(tracking.uri)
     with mlflow.start_run(experiment_id=tracking.experiment(experiment),
-                          run_name=f"dataset-{report['dataset']}") as run:
+                          run_name=stage_run("dataset", report["dataset"])) as run:
         mlflow.set_tags({"dataset": report["dataset"], "stage": "dataset"})
         mlflow.log_params({"seed": report["config"]["seed"], "stays": report["stays"],
                            "lookback_hours": report["lookback_hours"],

@@ -9,7 +9,7 @@ task's window, with the same statistics (`InputScaling`). Work that belongs in t
 happens in Ray Data map stages: `TokenizeNotes` (the text encoder's
 tokenizer, loaded once per actor) and `LoadImages` (JPEG decoding plus the
 appendix A.1.5 resize / crop / normalise, and the augmentations for the
-training split). `collate` pads the time series and gives the batch layout
+training split). `collate` (`StayCollate` for Ray Data) pads the time series and gives the batch layout
 the models take (see `clintraj.models.mga`):
 
     present (B, M) bool; "<m>.x" (B, d); "time_series.values" (B, T, F) and
@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data import windows
@@ -288,6 +289,17 @@ def collate(batch: dict, feature_dims: dict) -> dict:
         out["time_series.values"] = torch.as_tensor(padded)
         out["time_series.lengths"] = torch.as_tensor(lengths, dtype=torch.long)
     return out
+
+
+class StayCollate(NumpyBatchCollateFn):
+    """`collate` as Ray Data's `iter_torch_batches(collate_fn=...)` takes it: a callable class over
+    numpy batches (a plain function there is deprecated since Ray 2.47)."""
+
+    def __init__(self, feature_dims: dict):
+        self.feature_dims = feature_dims
+
+    def __call__(self, batch: dict) -> dict:
+        return collate(batch, self.feature_dims)
 
 
 def _stack(value) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from clintraj.config import from_dict, to_dict
-from clintraj.data.stay_inputs import InputConfig, collate, with_map_stages
+from clintraj.data.stay_inputs import InputConfig, StayCollate, with_map_stages
 from clintraj.metrics.retrieval import pooled_recall
 from clintraj.models.mga import mga_loss
 from clintraj.storage import join, list_dirs, read_text
@@ -127,7 +127,7 @@ def train_loop(args: dict) -> None:
     stopping, first = resume_state(model, optimizer, "min", config.patience)
     # An absent modality's encoder is not run, so some parameters get no gradient in a step.
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    batches = partial(collate, feature_dims=meta["feature_dims"])
+    batches = StayCollate(meta["feature_dims"])
 
     for epoch in range(first, config.epochs):
         totals = train_epoch(model, optimizer, ray.train.get_dataset_shard("train").iter_torch_batches(

@@ -36,6 +36,7 @@ from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
 from clintraj.models.backbones import PAPER_BACKBONES
 from clintraj.reporting.page import build_and_log
+from clintraj.reporting.summary import DATA_SOURCE_TAG
 from clintraj.storage import join
 from clintraj.tasks import DATASET_TASKS as TASKS, window_text
 from clintraj.tracking import Tracking
@@ -118,6 +119,15 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
     return out
 
 
+def data_source(config: EndToEndConfig, name: str, raw: Path | None, dataset: Path | None) -> str:
+    """Where a dataset's data came from, in words, for the report's summary."""
+    if dataset is not None:
+        return "a prepared dataset folder (--data)"
+    if raw is not None:
+        return "real: raw files (--raw)"
+    return f"synthetic: {config.stays_of(name)} generated stays, seed {config.seed}"
+
+
 def prepared_dataset(folder: Path) -> str:
     """Which dataset (eicu, mimic) a folder written by `data.prepare` holds."""
     return Dataset(folder).name
@@ -193,8 +203,11 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
                 storage: str | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep; the
     results and the dataset's windows."""
+    from mlflow.tracking import MlflowClient
+
     prepare_config = replace(config.prepare, dataset=name)
     with stage(f"{name}: raw files -> cohort, splits and task windows") as notes:
+        source = data_source(config, name, raw, dataset)
         if dataset is None:
             raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
             dataset = ensure_dataset(raw, workdir, prepare_config)
@@ -208,7 +221,13 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
             f"{task} {len(prepared.task_cohort(task))} stays at {window_text(prepared.windows[task])}" for task in tasks]
     stages = workdir / name
     dataset_key = fingerprint(prepared.report)
-    once(stages / f"dataset-{dataset_key}.json", lambda: {"run_id": log_dataset(dataset, tracking, config.experiment)})
+
+    def dataset_run() -> dict:
+        run_id = log_dataset(dataset, tracking, config.experiment)
+        MlflowClient(tracking.uri).set_tag(run_id, DATA_SOURCE_TAG, source)
+        return {"run_id": run_id}
+
+    once(stages / f"dataset-{dataset_key}.json", dataset_run)
     space = config.pretrain_search.get(name)
     key = fingerprint({"dataset": dataset_key, "pretrain": to_dict(config.pretrain),
                        "search": to_dict(space) if space else None})

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from clintraj.artifacts.dataset import Dataset
-from clintraj import disclosure
+from clintraj import disclosure, names
 from clintraj.config import fingerprint, flatten, to_dict
-from clintraj.data.stay_inputs import build_stay_table, collate
+from clintraj.data.stay_inputs import StayCollate, build_stay_table
 from clintraj.storage import join, read_text, stage_root, uri_of, write_text
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
@@ -64,7 +64,7 @@ def embed_split(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainCo
     ds = pretrain.datasets(inputs_dir, meta, config, splits=(split,))[split]
     zs, presents, ids = [], [], []
     with torch.no_grad():
-        for batch in ds.iter_torch_batches(batch_size=256, collate_fn=lambda b: collate(b, meta["feature_dims"])):
+        for batch in ds.iter_torch_batches(batch_size=256, collate_fn=StayCollate(meta["feature_dims"])):
             h, present = embed(model, batch)
             zs.append(torch.nn.functional.normalize(h, dim=-1).cpu().numpy())
             presents.append(present.cpu().numpy())
@@ -132,7 +132,7 @@ def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking:
     marker = join(ray_results, f"{name}.mlflow_run")
     previous = (read_text(marker) or "").strip() or None
     with mlflow.start_run(run_id=previous, experiment_id=tracking.experiment(experiment),
-                          run_name=None if previous else f"mga-{meta['dataset']}") as run:
+                          run_name=None if previous else names.stage_run("pretrain", meta["dataset"])) as run:
         write_text(marker, run.info.run_id)
         mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain", "objective": "mga",
                          "missing_tokens_in_context": str(config.missing_tokens_in_context)})

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clintraj import disclosure
+from clintraj import disclosure, names
 from clintraj.config import from_dict, to_dict
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
@@ -62,13 +62,16 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
         initialisation = sampled["initialisation"]
         overrides = {k: v for k, v in sampled.items() if k != "initialisation"}
         config = from_dict(static.StaticTrainConfig, {**vars(base), **overrides}, "search space sample")
-        name = f"{config.architecture}-{initialisation}-{config.task}-{tune.get_context().get_trial_id()}"
+        trial_id = tune.get_context().get_trial_id()
+        name = f"{config.architecture}-{initialisation}-{config.task}-{trial_id}"  # its folders'
+        run_name = names.trial_run(names.model(config.architecture), initialisation, config.task, dataset_name,
+                                   trial_id)
         client = MlflowClient(tracking.uri)
         hours = windows[config.task]
-        run = client.create_run(experiment_id, run_name=name, tags={
+        run = client.create_run(experiment_id, run_name=run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "architecture": config.architecture, "initialisation": initialisation, "stage": "static-baseline",
-            "window": window_text(hours)})
+            "window": window_text(hours), "trial_id": trial_id})
         run_id = run.info.run_id
         for key, value in disclosure.values({**vars(config), "embeddings": embeddings[initialisation],
                                              "prediction_hours": window_param(hours)}).items():
@@ -81,6 +84,9 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and np.isfinite(value):
                 client.log_metric(run_id, key, float(value))
+        tested = {key: value for key, value in metrics.items() if key.startswith("test_")}
+        for key, why in task_named(config.task).undefined(splits["test"][1], tested).items():
+            client.set_tag(run_id, names.undefined_tag(key), why)  # e.g. no death in the test split
         client.set_tag(run_id, "checkpoint", disclosure.value(metrics["checkpoint"]))
         client.set_terminated(run_id)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clintraj import names
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.sequences import Sequences
 from clintraj import disclosure
@@ -68,13 +69,15 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
         overrides = {k: v for k, v in sampled.items() if k != "initialisation"}
         config = from_dict(sequential.SequentialTrainConfig, {**to_dict(base), **overrides}, "search space sample")
         folder = sequences[(init, config.task)]
-        name = f"{config.backbone}-{init}-{config.task}-{tune.get_context().get_trial_id()}"
+        trial_id = tune.get_context().get_trial_id()
+        name = f"{config.backbone}-{init}-{config.task}-{trial_id}"  # its folders'
+        run_name = names.trial_run(config.backbone, init, config.task, dataset_name, trial_id)
         client = MlflowClient(tracking.uri)
         info = Sequences(folder).info
-        run_id = client.create_run(experiment_id, run_name=name, tags={
+        run_id = client.create_run(experiment_id, run_name=run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "backbone": config.backbone, "initialisation": init, "stage": "sequential",
-            "window": window_text(info["prediction_hours"])}).info.run_id
+            "window": window_text(info["prediction_hours"]), "trial_id": trial_id}).info.run_id
         for key, value in disclosure.values({
                 **to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
                 "dropped_events": info["dropped_events"],
@@ -87,16 +90,20 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
-        metrics = {**score_trial(finished, Path(folder), config.task, config.seed),
+        scores = score_trial(finished, Path(folder), config.task, config.seed)
+        metrics = {**scores,
                    "best_epoch": finished["metrics"].get("best_epoch", float("nan")),
                    **{k: v for k, v in finished["metrics"].items() if k.startswith("robust_")}}
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and np.isfinite(value):
-                name = key if key == "best_epoch" or key.startswith("robust_") else f"test_{key}"
-                client.log_metric(run_id, name, float(value))
+                logged = key if key == "best_epoch" or key.startswith("robust_") else f"test_{key}"
+                client.log_metric(run_id, logged, float(value))
+        y, output = sequential.outputs(finished["predictions"])
+        for key, why in task_named(config.task).undefined(y, {f"test_{k}": v for k, v in scores.items()}).items():
+            client.set_tag(run_id, names.undefined_tag(key), why)  # e.g. no death in the test split
+        title = names.subject(dataset_name, config.task, config.backbone, init, window_text(info["prediction_hours"]))
         with tempfile.TemporaryDirectory() as scratch:
-            y, output = sequential.outputs(finished["predictions"])
-            for figure in plots.task_figures(config.task, y, output, Path(scratch), name):
+            for figure in plots.task_figures(config.task, y, output, Path(scratch), title):
                 disclosure.log_artifact(client, run_id, figure, "figures")
             # rows by their index in the test split in stay order (the sequences' test.parquet maps back)
             predictions, _ = disclosure.by_index(finished["predictions"])

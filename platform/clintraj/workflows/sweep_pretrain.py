@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from clintraj import disclosure
+from clintraj import disclosure, names
 from clintraj.config import flatten, from_dict, to_dict
 from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
@@ -35,7 +35,8 @@ def make_trial(inputs_dir: Path, meta: dict, base: pretrain.PretrainConfig, ray_
         config = from_dict(pretrain.PretrainConfig, {**to_dict(base), **sampled}, "search space sample")
         trial_id = tune.get_context().get_trial_id()
         client = MlflowClient(tracking.uri)
-        run_id = client.create_run(experiment_id, run_name=f"mga-{meta['dataset']}-{trial_id}", tags={
+        run_name = names.stage_run("pretrain", meta["dataset"], trial_id)
+        run_id = client.create_run(experiment_id, run_name=run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": meta["dataset"], "stage": "pretrain-trial",
             "trial_id": trial_id, "missing_tokens_in_context": str(config.missing_tokens_in_context)}).info.run_id
         for key, value in disclosure.values(flatten(to_dict(config))).items():
