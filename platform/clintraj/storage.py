@@ -130,6 +130,29 @@ def list_dirs(location: str | os.PathLike, prefix: str = "") -> list[str | Path]
             if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)]
 
 
+def upload(folder: str | os.PathLike, location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """Copy a local folder's files to `location` (a folder or a URI); the copy's (filesystem, path),
+    as a Ray `Checkpoint` takes them."""
+    filesystem, path = _resolve(location)
+    try:
+        filesystem.create_dir(path, recursive=True)
+        pafs.copy_files(str(Path(folder).resolve()), path, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=filesystem)
+    except Exception as exc:
+        raise _error("cannot write", location, exc) from exc
+    return filesystem, path
+
+
+def remove(location: str | os.PathLike) -> None:
+    """Delete a folder and what it holds; nothing when it is not there."""
+    filesystem, path = _resolve(location)
+    try:
+        if filesystem.get_file_info(path).type == pafs.FileType.Directory:
+            filesystem.delete_dir(path)
+    except Exception as exc:
+        raise _error("cannot delete", location, exc) from exc
+
+
 def cache_folder(uri: str, cache_root: str | os.PathLike) -> Path:
     """The local folder a URI is staged into: its last path component plus a hash of the whole URI
     (two buckets with the same folder name get different caches)."""

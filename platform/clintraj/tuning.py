@@ -15,8 +15,9 @@ A search space file:
 
 Trials follow Ray Train V2's Tune composition: a Tune function trainable
 builds and fits a `TorchTrainer` whose `TuneReportCallback` passes each
-epoch's metrics back to Tune; `MLflowLoggerCallback` on Tune's `RunConfig`
-records one MLflow run per trial, nested under a parent run.
+epoch's metrics back to Tune; a trial with one CPU worker trains in its own
+process instead (`training.in_process`), and Tune retries it when it fails.
+Each trial opens its MLflow child run under the sweep's parent run.
 """
 
 from __future__ import annotations
@@ -95,18 +96,22 @@ def grid(space: SearchSpace, **axes) -> dict:
     return {**param_space(space), **{name: tune.grid_search(list(values)) for name, values in axes.items()}}
 
 
-def tuner(trial, param_grid: dict, space: SearchSpace, max_epochs: int, name: str, storage: str | Path,
-          resume: bool = False, label: str | None = None):
+def tuner(trial, param_grid: dict, space: SearchSpace, base, name: str, storage: str | Path, resume: bool = False,
+          label: str | None = None):
     """A Tuner over a function trainable (Train V2's composition), or the restored one of an
-    interrupted sweep at storage/name when `resume`; `storage` is a folder or a URI. Its progress
-    is one console line (`label`: trials done, the best so far, the time left), Tune's own status
-    tables only with --verbose."""
+    interrupted sweep at storage/name when `resume`; `storage` is a folder or a URI. `base`, the
+    stage's config, sizes the trials: its epochs, and when a trial trains in its own process
+    (`loop.trains_in_process`), the worker's CPUs and Tune's retries of a failed trial. A finished
+    trial's process runs the next trial (`reuse_actors`): its imports and Ray Data are warm. Its
+    progress is one console line (`label`: trials done, the best so far, the time left), Tune's
+    own status tables only with --verbose."""
     from ray import tune
 
     from clintraj import console
     from clintraj.sweep_progress import SweepProgress
+    from clintraj.training.loop import trial_resources, trial_retries
 
-    trainable = tune.with_resources(trial, {"cpu": 0.1})
+    trainable = tune.with_resources(trial, trial_resources(base))
     path = storage_path(join(storage, name))
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
@@ -115,8 +120,9 @@ def tuner(trial, param_grid: dict, space: SearchSpace, max_epochs: int, name: st
         trainable, param_space=param_grid,
         tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=space.num_samples,
                                     max_concurrent_trials=space.max_concurrent_trials,
-                                    scheduler=scheduler(space, max_epochs)),
+                                    scheduler=scheduler(space, base.epochs), reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage_path(storage), callbacks=[progress],
+                                  failure_config=tune.FailureConfig(max_failures=trial_retries(base)),
                                   verbose=2 if console.verbose() else 0))
 
 
@@ -127,6 +133,18 @@ def trial_count(param_grid: dict, num_samples: int) -> int:
         if isinstance(value, dict) and "grid_search" in value:
             count *= len(value["grid_search"])
     return count
+
+
+def trial_run(client, experiment_id: str, run_name: str, tags: dict) -> str:
+    """The id of a trial's MLflow child run (its parent: tags["mlflow.parentRunId"], its trial:
+    tags["trial_id"]): the run an earlier attempt of the trial opened (Tune retried the trial, or
+    a resumed sweep runs it again), reopened, else a new one."""
+    earlier = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{tags['mlflow.parentRunId']}' "
+                                                  f"and tags.trial_id = '{tags['trial_id']}'")
+    if earlier:
+        client.update_run(earlier[0].info.run_id, status="RUNNING")
+        return earlier[0].info.run_id
+    return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
 def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tags: tuple[str, ...]):

@@ -4,8 +4,8 @@ Before Tune starts, the driver writes each (initialisation, task) pair's
 timelines once (`data.sequences.task_sequences`). Each trial is a Tune function
 trainable (Ray Train V2's composition) that opens its MLflow child run
 (tagged backbone, init, task, dataset; every parameter), fits one
-sequential `TorchTrainer` whose epochs reach Tune via `TuneReportCallback`
-and MLflow via `MlflowEpochLogger` (the workers add per-step losses), then
+sequential run (in the trial's process with one CPU worker and no DeepSpeed)
+whose epochs reach Tune and MLflow (`MlflowEpochLogger`; the loop adds per-step losses), then
 scores the test predictions of the best epoch with bootstrap CIs, draws
 ROC/PR and calibration (or LoS) figures, and records where the adapter is.
 The parent run ends with the comparison table in the layout of the paper's
@@ -32,7 +32,7 @@ from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import sequential
-from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
+from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, trial_run, tuner
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
 
         from mlflow.tracking import MlflowClient
         from ray import tune
-        from ray.tune.integration.ray_train import TuneReportCallback
 
         init = sampled["initialisation"]
         overrides = {k: v for k, v in sampled.items() if k != "initialisation"}
@@ -74,18 +73,17 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
         run_name = names.trial_run(config.backbone, init, config.task, dataset_name, trial_id)
         client = MlflowClient(tracking.uri)
         info = Sequences(folder).info
-        run_id = client.create_run(experiment_id, run_name=run_name, tags={
+        run_id = trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "backbone": config.backbone, "initialisation": init, "stage": "sequential",
-            "window": window_text(info["prediction_hours"]), "trial_id": trial_id}).info.run_id
+            "window": window_text(info["prediction_hours"]), "trial_id": trial_id})
         for key, value in disclosure.values({
                 **to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
                 "dropped_events": info["dropped_events"],
                 "prediction_hours": window_param(info["prediction_hours"])}).items():
             client.log_param(run_id, key, value)
         try:
-            trainer, _ = sequential.trainer(folder, config, join(storage, name), name, tracking.uri, run_id,
-                                            callbacks=[TuneReportCallback()])
+            trainer, _ = sequential.trainer(folder, config, join(storage, name), name, tracking.uri, run_id, tune=True)
             finished = sequential.finished(trainer.fit())
         except BaseException:
             client.set_terminated(run_id, "FAILED")
@@ -137,7 +135,7 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
                          "embeddings": {k: str(v) for k, v in embeddings.items()}}, "sweep.json")
         trial = make_trial(sequences, base, join(root, "ray_results"), tracking, experiment_id, parent.info.run_id,
                            dataset_name)
-        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume,
+        results = tuner(trial, param_grid, space, base, name, join(root, "tune"), resume,
                         label=f"{dataset_name} backbone sweep").fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id, ("backbone", "initialisation", "task"))
         comparison = comparison_table(table, static_results)
