@@ -355,3 +355,15 @@ def test_row_groups_of_subjects_without_a_stay_are_skipped_and_counted(tmp_path)
     assert reading.fates[events.NO_STAY] == len(others) and reading.rows == len(icu) + len(others)
     assert reading.code_rows.sum() < reading.rows  # some row groups were never read
     assert groups > 10
+
+
+def test_unmapped_codes_are_counted_by_prefix_the_many_summed(small, tmp_path):
+    from clintraj.data.meds.report import KEPT_PREFIXES, OTHER, render_reading
+
+    lab = small[small["code"] == "LAB//50813//mmol/L"].iloc[:150]
+    odd = lab.assign(code=[f"OMR{i}//x" for i in range(150)])  # 150 prefixes of one row each
+    cohort = meds_reader.build(write_meds(pd.concat([small, odd]), tmp_path / "m"), MedsConfig(), WINDOWS)
+    unmapped = cohort.reading["unmapped_codes"]
+    assert unmapped == {"codes": 150, "rows": 150, "by_prefix": unmapped["by_prefix"]}
+    assert len(unmapped["by_prefix"]) == KEPT_PREFIXES + 1 and unmapped["by_prefix"][OTHER] == {"codes": 50, "rows": 50}
+    assert f"| {OTHER} | 130 | 130 |" in render_reading(cohort.reading)  # report.md lists 20

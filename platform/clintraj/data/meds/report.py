@@ -15,7 +15,9 @@ from clintraj.data.meds.config import MedsConfig
 from clintraj.data.meds.events import Reading
 from clintraj.data.meds.layout import MedsFolder
 
-TOP_PREFIXES = 20
+TOP_PREFIXES = 20  # in report.md
+KEPT_PREFIXES = 100  # in report.json; the rest summed under OTHER
+OTHER = "(other prefixes)"
 
 
 def reading_report(metadata: dict, folder: MedsFolder, router: CodeRouter, reading: Reading, counts: dict,
@@ -25,6 +27,9 @@ def reading_report(metadata: dict, folder: MedsFolder, router: CodeRouter, readi
     by_prefix = pd.DataFrame({"prefix": [router.prefix(i) for i in unmapped],
                               "rows": reading.unmapped_rows[unmapped]}).groupby("prefix")["rows"].agg(["size", "sum"])
     by_prefix = by_prefix.sort_values("sum", ascending=False, kind="stable")
+    if len(by_prefix) > KEPT_PREFIXES:
+        rest = by_prefix.iloc[KEPT_PREFIXES:].sum()
+        by_prefix = pd.concat([by_prefix.iloc[:KEPT_PREFIXES], rest.to_frame(OTHER).T])
     listed = pd.Series(router.codes)
     known = folder.codes()
     seen = np.flatnonzero(reading.code_rows)
@@ -60,10 +65,11 @@ def render_reading(reading: dict) -> list[str]:
               f"cohort's subjects (add them to the code map to use them).", ""]
     if unmapped["by_prefix"]:
         lines += ["| code prefix | codes | rows |", "|---|---:|---:|"]
-        shown = list(unmapped["by_prefix"].items())[:TOP_PREFIXES]
-        lines += [f"| {prefix} | {r['codes']} | {r['rows']} |" for prefix, r in shown]
-        if len(unmapped["by_prefix"]) > TOP_PREFIXES:
-            lines.append(f"| ({len(unmapped['by_prefix']) - TOP_PREFIXES} more prefixes) | | |")
+        prefixes = list(unmapped["by_prefix"].items())
+        lines += [f"| {prefix} | {r['codes']} | {r['rows']} |" for prefix, r in prefixes[:TOP_PREFIXES]]
+        if len(prefixes) > TOP_PREFIXES:
+            rest = prefixes[TOP_PREFIXES:]
+            lines.append(f"| {OTHER} | {sum(r['codes'] for _, r in rest)} | {sum(r['rows'] for _, r in rest)} |")
         lines.append("")
     missing = reading["codes_missing_from_metadata"]
     lines.append("metadata/codes.parquet: absent." if missing is None else
