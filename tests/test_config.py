@@ -82,8 +82,10 @@ def test_the_main_job_refuses_what_its_datasets_lack_before_any_work(tmp_path):
         run(EndToEndConfig(datasets=["mimic-iii"]), tmp_path, tracking)
     with pytest.raises(ValueError, match=r"synthetic_stays names \['mimc'\]"):
         run(EndToEndConfig(synthetic_stays={"mimc": 500}), tmp_path, tracking)
-    with pytest.raises(ValueError, match="say which with --dataset eicu or --dataset mimic"):
+    with pytest.raises(ValueError, match="say which with --dataset eicu, mimic or meds"):
         run(EndToEndConfig(), tmp_path, tracking, raw=tmp_path)
+    with pytest.raises(ValueError, match="there is no synthetic MEDS dataset: give a MEDS folder"):
+        run(EndToEndConfig(datasets=["meds"]), tmp_path, tracking)
     assert not (tmp_path / "raw").exists()  # nothing was generated
 
 
@@ -117,6 +119,7 @@ def test_the_main_job_config_round_trips(tmp_path):
 @pytest.mark.parametrize("name,config_cls", [
     ("pretrain_eicu.yaml", "clintraj.training.pretrain:PretrainConfig"),
     ("pretrain_mimic.yaml", "clintraj.training.pretrain:PretrainConfig"),
+    ("pretrain_meds.yaml", "clintraj.training.pretrain:PretrainConfig"),
     ("static_baselines.yaml", "clintraj.training.static:StaticTrainConfig"),
     ("backbones.yaml", "clintraj.training.sequential:SequentialTrainConfig"),
 ])

@@ -5,6 +5,7 @@ around the job's work."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Callable
 
 from clintraj.storage import is_uri, stage_in
+from clintraj.tasks import DATASET_TASKS
 
 LOCATION = "a folder or a URI (s3://, gs://, file://, ...), staged in under --workdir/staged"
+DATASETS = tuple(DATASET_TASKS)  # eicu, mimic, meds
 
 
 def location(value: str) -> str | Path:
@@ -27,7 +30,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["eicu", "mimic"], required=True)
+    parser.add_argument("--dataset", choices=DATASETS, required=True)
     parser.add_argument("--data", type=location, required=True,
                         help=f"a dataset folder written by jobs/preprocess.py: {LOCATION}")
 
@@ -53,6 +56,31 @@ def add_run_arguments(parser: argparse.ArgumentParser, experiment: str | None = 
         parser.add_argument("--storage", default=os.environ.get("CLINTRAJ_STORAGE") or None,
                             help="Ray Train/Tune storage for checkpoints, adapters and sweep state: a folder or a "
                                  "URI such as s3://BUCKET/clintraj (default: $CLINTRAJ_STORAGE, else under --workdir)")
+
+
+def add_meds_arguments(parser: argparse.ArgumentParser) -> None:
+    """--codes, --splits and --labels: how a MEDS dataset (--dataset meds) is read."""
+    group = parser.add_argument_group("MEDS input (--dataset meds)")
+    group.add_argument("--codes", help="the code map: a shipped preset (mimic_iv, eicu) or a YAML file (default: the "
+                                       "config's prepare.meds.codes, mimic_iv)")
+    group.add_argument("--splits", choices=["platform", "meds"],
+                       help="meds: the dataset's metadata/subject_splits.parquet (train, tuning -> val, held_out -> "
+                            "test); platform: the missingness-aware patient split (default: the config's)")
+    group.add_argument("--labels", nargs="+", metavar="TASK=PATH", default=[],
+                       help="ACES / MEDS label files (a Parquet file or folder) for tasks, e.g. mortality=labels/ "
+                            "(default: labels from the dataset's codes)")
+
+
+def meds_config(args: argparse.Namespace, config):
+    """`config` (a MedsConfig) with the MEDS flags that were given."""
+    changes = {k: getattr(args, k) for k in ("codes", "splits") if getattr(args, k, None)}
+    labels = dict(config.labels)
+    for item in getattr(args, "labels", None) or []:
+        task, _, path = item.partition("=")
+        if not task or not path:
+            raise SystemExit(f"--labels: expected TASK=PATH, got {item!r}")
+        labels[task] = path
+    return dataclasses.replace(config, **changes, labels=labels)
 
 
 def tracking(args: argparse.Namespace):

@@ -64,7 +64,7 @@ class Dataset:
 
     @property
     def name(self) -> str:
-        """Which dataset it holds: eicu or mimic."""
+        """Which dataset it holds: eicu, mimic or meds."""
         return self.report["dataset"]
 
     @property

@@ -68,7 +68,7 @@ def build_model(meta: dict, config: PretrainConfig):
     encoders = build_encoders(meta["dataset"], meta["feature_dims"], config.latent_dim,
                               text_model=meta.get("text_model") or config.text_model,
                               image_weights=config.image_weights, image_arch=config.image_arch,
-                              text_max_length=config.inputs.text_max_length)
+                              text_max_length=config.inputs.text_max_length, kinds=meta.get("modality_kinds"))
     return MGAModel(encoders, meta["modalities"], config.latent_dim, modality_dropout=config.modality_dropout,
                     missing_tokens_in_context=config.missing_tokens_in_context)
 

@@ -1,7 +1,7 @@
 """The main job's pipeline, end to end, once per dataset.
 
 raw eICU or MIMIC-IV (+ MIMIC-CXR-JPG + MIMIC-IV-Note; synthetic by default, written once
-under the work folder)
+under the work folder), or any MEDS dataset (`data.meds`)
   -> cohort, splits and task cohorts (`data.prepare`)
   -> MGA pretraining of the modality encoders (Ray Train; a Ray Tune sweep when the config has
      a pretraining search space for the dataset: the best trial's checkpoint is embedded with)
@@ -129,7 +129,7 @@ def data_source(config: EndToEndConfig, name: str, raw: Path | None, dataset: Pa
 
 
 def prepared_dataset(folder: Path) -> str:
-    """Which dataset (eicu, mimic) a folder written by `data.prepare` holds."""
+    """Which dataset (eicu, mimic, meds) a folder written by `data.prepare` holds."""
     return Dataset(folder).name
 
 
@@ -177,7 +177,9 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
     check(config)
     if (raw is not None or dataset is not None) and len(config.datasets) != 1:
         raise ValueError(f"an input folder holds one dataset and the config runs {config.datasets}: "
-                         "say which with --dataset eicu or --dataset mimic")
+                         "say which with --dataset eicu, mimic or meds")
+    if raw is None and dataset is None and "meds" in config.datasets:
+        raise ValueError("there is no synthetic MEDS dataset: give a MEDS folder (--raw) or a prepared one (--data)")
     workdir = Path(workdir).resolve()
     if config.sequential.weights == "tiny" and not config.sequential.tiny_root:
         config.sequential.tiny_root = str(workdir / "tiny-backbones")  # beside the runs that used them
