@@ -182,3 +182,19 @@ def test_console_tables_split_by_task_and_say_why_a_cell_is_empty():
     assert list(zip(by_task["los"]["model"], by_task["los"]["initialisation"])) == [("llama3-8b", "scratch")]
     assert "| llama3-8b | contrastive | undefined: n = 9, no positive | undefined: n = 9, no positive |" in markdown(
         by_task["mortality"])
+
+
+def test_what_ran_counts_the_pretraining_sweep_the_main_job_runs():
+    from types import SimpleNamespace
+
+    from clintraj.reporting.summary import what_ran
+
+    def run(stage: str, epochs: int | None = None):
+        params = {"epochs": str(epochs)} if epochs else {}
+        return SimpleNamespace(data=SimpleNamespace(tags={"dataset": "mimic", "stage": stage}, params=params, metrics={}),
+                               info=SimpleNamespace(status="FINISHED"))
+
+    swept = what_ran([run("dataset"), run("pretrain-sweep"), run("pretrain-trial", 5), run("pretrain-trial", 3)])
+    assert swept["pretraining"].item() == "MGA, a sweep of 2 trials; up to 3, 5 epochs"
+    assert what_ran([run("dataset"), run("pretrain", 4)])["pretraining"].item() == "MGA; up to 4 epochs"
+    assert what_ran([run("dataset")])["pretraining"].item() == "none"

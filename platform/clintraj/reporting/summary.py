@@ -25,6 +25,14 @@ def _epochs(runs) -> str:
     return f"; up to {_listed(epochs)} epochs" if epochs else ""
 
 
+def _pretraining(stages: dict) -> str:
+    """'MGA; up to 5 epochs' for one pretraining run; a sweep's (the demo's) counts its trials."""
+    trials = stages["pretrain-trial"]
+    if trials:
+        return f"MGA, a sweep of {len(trials)} trial{'s' * (len(trials) != 1)}{_epochs(trials)}"
+    return f"MGA{_epochs(stages['pretrain'])}" if stages["pretrain"] else "none"
+
+
 def what_ran(runs) -> pd.DataFrame:
     """One row per dataset the runs name (MLflow Run objects of one experiment)."""
     by_dataset = defaultdict(lambda: defaultdict(list))
@@ -49,7 +57,7 @@ def what_ran(runs) -> pd.DataFrame:
             "stays (train / val / test)": (" / ".join(f"{v:.0f}" for v in splits) if all(v is not None for v in splits)
                                            else "not recorded"),
             "tasks, predicted at": "; ".join(f"{names.task(t)} at {w}" for t, w in sorted(windows, key=str)) or "none",
-            "pretraining": f"MGA{_epochs(stages['pretrain'])}" if stages["pretrain"] else "none",
+            "pretraining": _pretraining(stages),
             "static baselines": (f"{_listed(names.model(r.data.tags.get('architecture')) for r in static)}"
                                  f"{_epochs(static)}") if static else "none",
             "backbones": (f"{_listed(r.data.tags.get('backbone') for r in backbones)} ({weights})"
