@@ -114,22 +114,24 @@ def check_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 def main(job: Callable[[argparse.Namespace], None], args: argparse.Namespace, ray: bool = True) -> None:
     """Run a job: the console and the log file set up (`clintraj.console`), then `job(args)` inside a
-    Ray the job connects to (--ray-address, $RAY_ADDRESS) or starts, stopped again whatever happens."""
+    Ray the job connects to (--ray-address, $RAY_ADDRESS) or starts, stopped again whatever happens;
+    a Ray this process already runs (a job run in a notebook or a test) is used and left running."""
     from clintraj import console
     from clintraj.runtime import init_ray, shutdown_ray
 
     name = Path(sys.argv[0]).stem or "job"
     log_file = console.setup(args.workdir, name, verbose=args.verbose)
     console.say(f"{name}: the full log is {log_file}")
+    started = False
     try:
         if ray:
-            init_ray(args.ray_address, workdir=args.workdir)
+            started = init_ray(args.ray_address, workdir=args.workdir)
         job(args)
     except BaseException as error:
         logging.getLogger(__name__).exception("%s failed", name)
         console.say(f"{name} failed: {type(error).__name__}: {error}\n(the traceback is in {log_file})")
         raise SystemExit(1) from error
     finally:
-        if ray:
+        if started:
             shutdown_ray()
         console.teardown()

@@ -78,8 +78,10 @@ def strict_warnings() -> None:
             logger.addHandler(_RaiseOnLine(pattern))
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: str | Path | None = None) -> None:
-    """Connect to `address` (or $RAY_ADDRESS), else start a local Ray.
+def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: str | Path | None = None) -> bool:
+    """Connect to `address` (or $RAY_ADDRESS), else start a local Ray; False (and nothing done)
+    when this process already has a Ray (a notebook's, a test session's): the caller uses it and
+    leaves it running.
 
     Locally, Ray is told about at least 4 logical CPUs: Ray Data's map tasks
     need a CPU that Train workers have not taken, or the pipeline waits forever
@@ -94,7 +96,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: s
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     strict = {}
     if os.environ.get("CLINTRAJ_STRICT_WARNINGS"):
         strict_warnings()
@@ -107,7 +109,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: s
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=console.verbose(), **strict)
         console.quiet_ray_loggers()  # ray.init sets its own console handlers up again
-        return
+        return True
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
     cpus = num_cpus or max(4, os.cpu_count() or 1)
@@ -115,6 +117,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: s
     temp = {"_temp_dir": str(_session_root(Path(workdir).resolve()))} if workdir is not None else {}
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose(), **temp, **strict)
     console.quiet_ray_loggers()
+    return True
 
 
 # Ray's socket paths (<temp>/session_<date>_<time>_<pid>/sockets/plasma_store) must fit the 107
