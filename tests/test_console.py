@@ -6,6 +6,7 @@ import warnings
 from types import SimpleNamespace
 
 import pytest
+from jobs_in_process import restored_logging
 
 from clintraj import console
 
@@ -13,21 +14,8 @@ from clintraj import console
 @pytest.fixture
 def restore_logging():
     """console.setup reconfigures this process's logging: put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    ray_loggers = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
-                   for name in ("ray", "ray.data", "ray.train", "ray.tune")}
-    state = dict(console._state)
-    yield
-    console.teardown()
-    logging.captureWarnings(False)
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers, root.level = handlers, level
-    for name, (saved, propagate) in ray_loggers.items():
-        logging.getLogger(name).handlers, logging.getLogger(name).propagate = saved, propagate
-    console._state.update(state)
+    with restored_logging():
+        yield
 
 
 def test_logs_and_warnings_go_to_the_file_and_the_console_shows_stages(tmp_path, capsys, restore_logging,

@@ -5,20 +5,18 @@ Offline: file:// URIs through pyarrow's local filesystem, and (when moto is inst
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from jobs_in_process import load_job
 from pyarrow import fs as pafs
 
 from clintraj import storage
 from clintraj.artifacts.dataset import FORMAT as DATASET_FORMAT
 from clintraj.storage import StorageError, is_uri, join, stage_in, storage_path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _source(root: Path) -> Path:
@@ -202,16 +200,9 @@ def test_stage_in_from_s3(tmp_path, s3, copies):
 
 # --- a job's flags -------------------------------------------------------------------------------
 
-def _job(name: str):
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sweep_backbones_takes_data_and_storage_uris(tmp_path, monkeypatch):
     """The issue's command, `sweep_backbones.py --data s3://...`, down to the library call (not run)."""
-    job = _job("sweep_backbones")
+    job = load_job("sweep_backbones")
     dataset = _source(tmp_path / "eicu-v1")
     # what jobs/preprocess.py writes
     (dataset / "report.json").write_text(json.dumps({"dataset": "eicu", "format": DATASET_FORMAT}))
@@ -238,7 +229,7 @@ def test_sweep_backbones_takes_data_and_storage_uris(tmp_path, monkeypatch):
 
 
 def test_sweep_backbones_refuses_raw_and_data_together(tmp_path, monkeypatch, capsys):
-    job = _job("sweep_backbones")
+    job = load_job("sweep_backbones")
     monkeypatch.setattr(sys, "argv", ["sweep_backbones.py", "--raw", "s3://b/eicu-crd/2.0", "--data", "s3://b/v1"])
     with pytest.raises(SystemExit) as exit_:
         job.main()
