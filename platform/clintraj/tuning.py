@@ -166,7 +166,8 @@ def trial_run(client, experiment_id: str, run_name: str, tags: dict):
     tags["trial_id"]), yielded by id: the run an earlier attempt of the trial opened (Tune retried
     the trial, or a resumed sweep runs it again), reopened, else a new one. It inherits its
     parent's owner (`tracking.OWNER_TAG`: the job's driver) and ends FINISHED when the block
-    completes, FAILED when it raises; a trial Tune stops is ended by `end_stopped_trials`."""
+    completes, KILLED when Tune stops the trial, FAILED when it raises (a trial whose process is
+    killed outright is ended by `end_stopped_trials`, or by the next job: `Tracking.experiment`)."""
     owner = client.get_run(tags["mlflow.parentRunId"]).data.tags.get(OWNER_TAG)
     tags = {**tags, OWNER_TAG: owner} if owner else tags
     earlier = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{tags['mlflow.parentRunId']}' "
@@ -180,6 +181,9 @@ def trial_run(client, experiment_id: str, run_name: str, tags: dict):
         run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
     try:
         yield run_id
+    except (SystemExit, KeyboardInterrupt):  # Tune stops a trial (its scheduler) with sys.exit in its thread
+        client.set_terminated(run_id, "KILLED")
+        raise
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
