@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +24,8 @@ CONFIG = {
     "base": "demo", "experiment": "killed", "datasets": ["eicu"], "synthetic_stays": {"eicu": 1500}, "seed": 4,
     "tasks": ["mortality"], "sequential_tasks": ["mortality"],
     "pretrain": {"epochs": 1, "patience": 1, "num_workers": 1},
-    "pretrain_search": {"eicu": {"params": {"missing_tokens_in_context": {"grid": [True]}}}},
+    "pretrain_search": {"eicu": {"metric": "val_recall_at_10", "mode": "max", "num_samples": 1, "scheduler": "fifo",
+                                 "params": {"missing_tokens_in_context": {"grid": [True]}}}},
     "static": {"epochs": 2, "patience": 2, "num_workers": 1},
     "static_search": {"params": {"architecture": {"grid": ["mlp"]}}},
     "sequential": {"epochs": 3, "patience": 3, "max_events": 32},
@@ -86,3 +88,8 @@ def test_a_driver_killed_mid_sweep_resumes_to_an_uninterrupted_runs_trials(tmp_p
     # the interrupted trial went on in its own run, after its last checkpoint: no epoch logged twice
     steps = [m.step for m in client.get_metric_history(interrupted.info.run_id, "val_auroc")]
     assert sorted(set(steps)) == list(range(max(steps) + 1)) and steps.count(0) == 1, steps
+    # the killed driver's Ray session logs (worker output) were moved into the work folder by the
+    # next job; nothing of it is left in the temporary folder
+    assert len(list((workdir / "logs").glob("ray-session_*"))) == 2
+    owners = [p / "clintraj-owner.json" for p in Path(tempfile.gettempdir()).glob("clintraj-ray-*")]
+    assert [o for o in owners if o.is_file() and str(workdir) in o.read_text()] == []

@@ -160,6 +160,16 @@ def trial_count(param_grid: dict, num_samples: int) -> int:
     return count
 
 
+def finished_trial(client, experiment_id: str, parent_run_id: str, trial_id: str) -> dict | None:
+    """The metrics a trial ended with when an earlier attempt finished it, else None. Tune saves a
+    sweep's state every few seconds, so a driver killed just after a trial finished restores that
+    trial as unfinished: its trial function then reports these and returns instead of training
+    again (the trial's run, checkpoints and figures stay those of the attempt that finished)."""
+    earlier = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                                                  f"and tags.trial_id = '{trial_id}' and attributes.status = 'FINISHED'")
+    return dict(earlier[0].data.metrics) if earlier else None
+
+
 @contextmanager
 def trial_run(client, experiment_id: str, run_name: str, tags: dict):
     """A trial's MLflow child run (its parent: tags["mlflow.parentRunId"], its trial:

@@ -24,7 +24,7 @@ from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import static
-from clintraj.tuning import SearchSpace, child_results, fit, grid, sweep_parent_run, trial_run, tuner
+from clintraj.tuning import SearchSpace, child_results, finished_trial, fit, grid, sweep_parent_run, trial_run, tuner
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
                                    trial_id)
         client = MlflowClient(tracking.uri)
         hours = windows[config.task]
+        if (done := finished_trial(client, experiment_id, parent_run_id, trial_id)) is not None:
+            tune.report(done)  # finished by an earlier attempt: not trained again
+            return
         with trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "architecture": config.architecture, "initialisation": initialisation, "stage": "static-baseline",

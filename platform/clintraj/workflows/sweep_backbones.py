@@ -32,7 +32,7 @@ from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import sequential
-from clintraj.tuning import SearchSpace, child_results, fit, grid, sweep_parent_run, trial_run, tuner
+from clintraj.tuning import SearchSpace, child_results, finished_trial, fit, grid, sweep_parent_run, trial_run, tuner
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
         run_name = names.trial_run(config.backbone, init, config.task, dataset_name, trial_id)
         client = MlflowClient(tracking.uri)
         info = Sequences(folder).info
+        if (done := finished_trial(client, experiment_id, parent_run_id, trial_id)) is not None:
+            tune.report(done)  # finished by an earlier attempt: not trained again
+            return
         with trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "backbone": config.backbone, "initialisation": init, "stage": "sequential",

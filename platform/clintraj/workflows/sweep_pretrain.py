@@ -17,7 +17,7 @@ from clintraj.config import flatten, from_dict, to_dict
 from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
-from clintraj.tuning import SearchSpace, fit, param_space, sweep_parent_run, trial_run, tuner
+from clintraj.tuning import SearchSpace, finished_trial, fit, param_space, sweep_parent_run, trial_run, tuner
 from clintraj.workflows.pretrain import prepare_inputs, test_and_log
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ def make_trial(inputs_dir: Path, meta: dict, base: pretrain.PretrainConfig, ray_
         trial_id = tune.get_context().get_trial_id()
         client = MlflowClient(tracking.uri)
         run_name = names.stage_run("pretrain", meta["dataset"], trial_id)
+        if (done := finished_trial(client, experiment_id, parent_run_id, trial_id)) is not None:
+            tune.report(done)  # finished by an earlier attempt: not trained again
+            return
         with trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": meta["dataset"], "stage": "pretrain-trial",
             "trial_id": trial_id, "missing_tokens_in_context": str(config.missing_tokens_in_context)}) as run_id:
