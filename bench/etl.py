@@ -126,6 +126,14 @@ def pandas_time_series(raw: Path, stays: pd.DataFrame, datetime_format: str | No
     df.loc[(df["variable"] == "Fraction inspired oxygen") & (df["value"] > 1), "value"] = df["value"] / 100
     df.loc[(df["variable"] == "Oxygen saturation") & (df["value"] <= 1), "value"] = df["value"] * 100
 
+    # mimic3-benchmarks' bounds: outliers removed, the rest clipped to the valid range
+    from clintraj.data.mimic.ranges import load_ranges
+
+    bounds = pd.DataFrame(load_ranges(), index=list(mt.VARIABLES)).reindex(df["variable"]).to_numpy()
+    inside = ((df["value"] >= bounds[:, 0]) & (df["value"] <= bounds[:, 3])).to_numpy()
+    df, bounds = df[inside], bounds[inside]
+    df["value"] = df["value"].clip(bounds[:, 1], bounds[:, 2])
+
     # GCS total: eye + motor + verbal charted at the same time
     gcs = df[df["variable"].str.startswith("Glascow")]
     parts = gcs.pivot_table(index=["stay_id", "charttime"], columns="variable", values="value", aggfunc="last")

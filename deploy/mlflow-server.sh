@@ -1,32 +1,35 @@
 #!/usr/bin/env bash
-# The MLflow tracking server of the Ray head node (deploy/ray-cluster.yaml starts it).
+# The cluster's MLflow tracking server, with MLflow's basic-auth app: every request but /health
+# needs a user name and password, artifact downloads and uploads through the server included.
 #
-#   deploy/mlflow-server.sh               run in the foreground (Ctrl-C stops it)
-#   deploy/mlflow-server.sh --background  (re)start it detached, wait until it answers /health
+#   deploy/mlflow-server.sh               run in the foreground (the KubeRay container; Ctrl-C stops it)
+#   deploy/mlflow-server.sh --background  (re)start it detached, wait until it answers /health (the AWS head)
 #   deploy/mlflow-server.sh --stop        stop the detached server
 #
-# Settings come from ~/.clintraj.env (or $CLINTRAJ_ENV_FILE) when present; the environment wins:
-#   MLFLOW_BACKEND_STORE_URI  the SQL store, e.g. postgresql://mlflow@HOST:5432/mlflow (password in
-#                             PGPASSWORD, never in the URI) or sqlite:////home/ubuntu/mlflow/mlflow.db
-#   MLFLOW_ARTIFACT_ROOT      where artifacts go, e.g. s3://BUCKET/mlflow. The server proxies them
-#                             (clients need no S3 access; the head's instance role does).
-#   MLFLOW_HOST               interface to bind (default 127.0.0.1; the cluster config sets 0.0.0.0)
-#   MLFLOW_PORT               default 5000
+# Settings come from the environment only, never from a file: on the AWS head deploy/ssm_env.py
+# reads them from SSM Parameter Store (/clintraj/mlflow-server), on KubeRay the clintraj-mlflow-server
+# Secret holds them. deploy/README.md says who can read each one.
+#   MLFLOW_BACKEND_STORE_URI        the SQL store: postgresql://mlflow@HOST:5432/mlflow (password in
+#                                   PGPASSWORD, never in the URI) or sqlite:////home/ubuntu/mlflow/mlflow.db
+#   MLFLOW_ARTIFACT_ROOT            where artifacts go, e.g. s3://BUCKET/mlflow. The server proxies them
+#                                   (clients need no S3 access; this server's role does).
+#   MLFLOW_AUTH_DATABASE_URI        the auth app's user store, e.g. postgresql://mlflow@HOST:5432/mlflow_auth
+#                                   or sqlite:////home/ubuntu/mlflow/basic_auth.db (passwords kept hashed)
+#   MLFLOW_AUTH_ADMIN_USERNAME, MLFLOW_AUTH_ADMIN_PASSWORD
+#                                   the admin the first start creates (MLflow's own variables)
+#   MLFLOW_FLASK_SERVER_SECRET_KEY  signs the UI's CSRF tokens (MLflow's own variable)
+#   PGPASSWORD                      with Postgres: the password libpq uses for both stores
+#   MLFLOW_AUTH_DEFAULT_PERMISSION  what a signed-in user may do where nobody granted more (default READ)
+#   MLFLOW_HOST                     interface to bind (default 127.0.0.1; the cluster configs set 0.0.0.0)
+#   MLFLOW_PORT                     default 5000
+# MLFLOW_SERVER_ALLOWED_HOSTS (MLflow's own) lists the Host headers the server answers; its default
+# is loopback and private IP addresses, so a server reached by a DNS name (KubeRay) must set it.
 set -euo pipefail
-
-env_file="${CLINTRAJ_ENV_FILE:-${HOME:-/nonexistent}/.clintraj.env}"
-if [[ -f "$env_file" ]]; then
-    keep="$(declare -p MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACT_ROOT MLFLOW_HOST MLFLOW_PORT 2>/dev/null || true)"
-    set -a
-    # shellcheck disable=SC1090
-    . "$env_file"
-    set +a
-    eval "$keep"
-fi
 
 state_dir="${HOME:-/tmp}"
 pid_file="$state_dir/mlflow-server.pid"
 log_file="$state_dir/mlflow-server.log"
+auth_config="$state_dir/mlflow-basic-auth.ini"
 host="${MLFLOW_HOST:-127.0.0.1}"
 port="${MLFLOW_PORT:-5000}"
 
@@ -56,27 +59,32 @@ if [[ "${1:-}" == "--stop" ]]; then
     exit 0
 fi
 
+settings=(MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACT_ROOT MLFLOW_AUTH_DATABASE_URI
+    MLFLOW_AUTH_ADMIN_USERNAME MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY)
 missing=()
-[[ -n "${MLFLOW_BACKEND_STORE_URI:-}" ]] || missing+=(MLFLOW_BACKEND_STORE_URI)
-[[ -n "${MLFLOW_ARTIFACT_ROOT:-}" ]] || missing+=(MLFLOW_ARTIFACT_ROOT)
+for name in "${settings[@]}"; do
+    [[ -n "${!name:-}" ]] || missing+=("$name")
+done
 if ((${#missing[@]})); then
     {
         echo "mlflow-server.sh: not set: ${missing[*]}."
-        echo "  Put them in $env_file (KEY=value lines; see deploy/README.md), e.g."
-        echo "    MLFLOW_BACKEND_STORE_URI=postgresql://mlflow@DB-HOST:5432/mlflow"
-        echo "    MLFLOW_ARTIFACT_ROOT=s3://YOUR-BUCKET/mlflow"
-        echo "  then run \`ray up deploy/ray-cluster.yaml\` again. The server was not started."
+        echo "  On the AWS head they are SSM parameters under /clintraj/mlflow-server, e.g."
+        echo "    aws ssm put-parameter --name /clintraj/mlflow-server/${missing[0]} --type SecureString --value ..."
+        echo "  then \`ray up deploy/ray-cluster.yaml\` again; on KubeRay, keys of the clintraj-mlflow-server"
+        echo "  Secret (deploy/README.md). The server was not started."
     } >&2
     exit 2
 fi
-if [[ "$MLFLOW_BACKEND_STORE_URI" =~ ://[^/@]*:[^/@]*@ ]]; then
-    echo "mlflow-server.sh: MLFLOW_BACKEND_STORE_URI carries a password; put it in PGPASSWORD instead." >&2
-    exit 2
-fi
-if [[ "$MLFLOW_BACKEND_STORE_URI" == sqlite:////* ]]; then
-    db="${MLFLOW_BACKEND_STORE_URI#sqlite:///}"
-    mkdir -p "$(dirname "$db")"
-fi
+for name in MLFLOW_BACKEND_STORE_URI MLFLOW_AUTH_DATABASE_URI; do
+    if [[ "${!name}" =~ ://[^/@]*:[^/@]*@ ]]; then
+        echo "mlflow-server.sh: $name carries a password; put it in PGPASSWORD instead." >&2
+        exit 2
+    fi
+    if [[ "${!name}" == sqlite:////* ]]; then
+        db="${!name#sqlite:///}"
+        mkdir -p "$(dirname "$db")"
+    fi
+done
 
 if [[ "${1:-}" == "--background" ]]; then
     stop_server
@@ -89,7 +97,7 @@ if [[ "${1:-}" == "--background" ]]; then
     [[ "$probe_host" == "0.0.0.0" ]] && probe_host=127.0.0.1
     for _ in $(seq 90); do
         if healthy "$probe_host"; then
-            echo "mlflow-server.sh: MLflow is up on $host:$port (pid $pid, log $log_file)"
+            echo "mlflow-server.sh: MLflow is up on $host:$port with basic auth (pid $pid, log $log_file)"
             exit 0
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -103,9 +111,18 @@ if [[ "${1:-}" == "--background" ]]; then
     exit 1
 fi
 
+# The auth app's configuration file holds no secret: the admin's credentials and the Postgres
+# password stay in the environment. configparser reads '%' as interpolation, hence '%%'.
+(
+    umask 077
+    printf '[mlflow]\ndefault_permission = %s\ndatabase_uri = %s\n' \
+        "${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ}" "${MLFLOW_AUTH_DATABASE_URI//%/%%}" >"$auth_config"
+)
+export MLFLOW_AUTH_CONFIG_PATH="$auth_config"
 # One uvicorn worker and no job runner: ~0.5 GiB instead of ~2.3 GiB on the head.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 exec mlflow server \
+    --app-name basic-auth \
     --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
     --artifacts-destination "$MLFLOW_ARTIFACT_ROOT" \
     --serve-artifacts \

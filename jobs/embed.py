@@ -11,7 +11,7 @@ The job works under --workdir/embed.
 
 from pathlib import Path
 
-from clintraj import cli
+from clintraj import cli, console
 from clintraj.config import load
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.workflows import embed
@@ -36,7 +36,7 @@ def main() -> None:
     def job(args) -> None:
         record = embed.run(args.data, args.out, args.encoders, args.workdir / "embed", config, seed=args.seed,
                            actors=args.actors, use_gpu=args.gpu, tasks=args.tasks)
-        print(f"{record['encoders']} embeddings of {len(record['modalities'])} modalities for the tasks "
+        console.say(f"{record['encoders']} embeddings of {len(record['modalities'])} modalities for the tasks "
               f"{', '.join(record['tasks'])} written to {args.out}")
 
     cli.main(job, args)

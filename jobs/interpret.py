@@ -12,7 +12,7 @@ to the output folder only; logs name stays by their index in the test split.
 import json
 from pathlib import Path
 
-from clintraj import cli
+from clintraj import cli, console
 from clintraj.workflows import interpret
 
 
@@ -33,13 +33,13 @@ def main() -> None:
         results = interpret.run(cli.tracking(args), args.run_id, args.compare_run_id, args.remove, args.out,
                                 args.workdir, stay_id=args.stay_id, whole_cohort=args.cohort)
         for name, model in results.get("stay", {}).get("models", {}).items():
-            print(f"{name}: demographics share of the last [PREDICT]'s attention "
+            console.say(f"{name}: demographics share of the last [PREDICT]'s attention "
                   f"{model['demographics_share_full']:.3f} -> {model['demographics_share_ablated']:.3f} "
                   f"without {args.remove}; final logit {model['prediction_full']:.3f} -> "
                   f"{model['prediction_ablated']:.3f}")
         if "cohort" in results:
-            print(json.dumps(results["cohort"].get("paired_wilcoxon", {}), indent=2))
-        print(f"written to {args.out} and logged to the MLflow run(s)")
+            console.say(json.dumps(results["cohort"].get("paired_wilcoxon", {}), indent=2))
+        console.say(f"written to {args.out} and logged to the MLflow run(s)")
 
     cli.main(job, args, ray=args.cohort)
 

@@ -5,6 +5,7 @@ prediction windows, modality tables, events, report).
     python jobs/preprocess.py --dataset mimic --raw /data/mimiciv/2.2 \
         --cxr /data/mimic-cxr-jpg/2.0.0 --notes /data/mimic-iv-note/2.2 --out data/mimic-v1
     python jobs/preprocess.py --dataset eicu --raw s3://BUCKET/eicu-crd/2.0 --out data/eicu-v1
+    python jobs/preprocess.py --dataset meds --raw /data/mimic-iv-meds --codes mimic_iv --splits meds --out data/meds-v1
 
 --raw, --cxr and --notes also take URIs (s3://, gs://, file://, ...): each is copied once into
 --workdir/staged and read from there.
@@ -13,7 +14,7 @@ prediction windows, modality tables, events, report).
 import dataclasses
 from pathlib import Path
 
-from clintraj import cli
+from clintraj import cli, console
 from clintraj.artifacts.dataset import Dataset
 from clintraj.config import load
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
@@ -21,27 +22,29 @@ from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 
 def main() -> None:
     parser = cli.parser(__doc__)
-    parser.add_argument("--dataset", choices=["eicu", "mimic"], required=True)
+    parser.add_argument("--dataset", choices=cli.DATASETS, required=True)
     parser.add_argument("--raw", type=cli.location, required=True,
-                        help=f"eICU folder, or MIMIC-IV folder (hosp/, icu/): {cli.LOCATION}")
+                        help=f"eICU folder, MIMIC-IV folder (hosp/, icu/) or MEDS folder (data/, metadata/): {cli.LOCATION}")
     parser.add_argument("--cxr", type=cli.location,
                         help=f"MIMIC-CXR-JPG root (metadata + files/); absent: no CXR modality. {cli.LOCATION}")
     parser.add_argument("--notes", type=cli.location,
                         help=f"MIMIC-IV-Note root (note/); absent: no note modalities. {cli.LOCATION}")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of PrepareConfig")
+    cli.add_meds_arguments(parser)
     cli.add_run_arguments(parser, ray=False, storage=False)
     parser.set_defaults(experiment=None)
     args = parser.parse_args()
     config = dataclasses.replace(load(PrepareConfig, args.config), dataset=args.dataset)
+    config.meds = cli.meds_config(args, config.meds)
     cli.stage_arguments(args, "raw", "cxr", "notes")
 
     def job(args) -> None:
         report = prepare(args.raw, args.out, config, cxr=args.cxr, notes=args.notes)
         if args.experiment:  # also record the dataset (funnel, report, figures) in MLflow
             log_dataset(args.out, cli.tracking(args), args.experiment)
-        print(Dataset(args.out).summary)
-        print(f"{report['stays']} stays written to {args.out}")
+        console.say(Dataset(args.out).summary)
+        console.say(f"{report['stays']} stays written to {args.out}")
 
     cli.main(job, args, ray=False)
 

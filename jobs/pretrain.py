@@ -9,7 +9,7 @@ $CLINTRAJ_STORAGE) puts the checkpoints in cluster storage. The run works under 
 
 from pathlib import Path
 
-from clintraj import cli
+from clintraj import cli, console
 from clintraj.config import load
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.workflows import pretrain
@@ -30,11 +30,11 @@ def main() -> None:
     def job(args) -> None:
         summary = pretrain.run(args.data, args.workdir / "pretrain", config, cli.tracking(args), args.experiment,
                                image_root=args.cxr, storage=args.storage)
-        print(f"best epoch {summary['best_epoch']}, validation MGA loss {summary['best_val_loss']:.4f}")
-        print(f"best checkpoint: {summary['checkpoint']}")
-        print(f"test Recall@K (mean over modality pairs): {summary['retrieval']['mean']}")
-        print(f"modality silhouette: {summary['silhouette']:.3f}")
-        print(f"MLflow: {cli.tracking(args).ui_command()}")
+        console.say(f"best epoch {summary['best_epoch']}, validation MGA loss {summary['best_val_loss']:.4f}")
+        console.say(f"best checkpoint: {summary['checkpoint']}")
+        console.say(f"test Recall@K (mean over modality pairs): {summary['retrieval']['mean']}")
+        console.say(f"modality silhouette: {summary['silhouette']:.3f}")
+        console.say(f"MLflow: {cli.tracking(args).ui_command()}")
 
     cli.main(job, args)
 

@@ -8,7 +8,7 @@ the folder to a "report" run of the experiment.
 
 from pathlib import Path
 
-from clintraj import cli
+from clintraj import cli, console
 from clintraj.reporting.page import build_and_log
 
 
@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     cli.add_run_arguments(parser, experiment="clintraj-demo", ray=False, storage=False)
     args = parser.parse_args()
-    cli.main(lambda args: print(f"report written to {build_and_log(cli.tracking(args), args.experiment, args.out)}"),
+    cli.main(lambda args: console.say(f"report written to {build_and_log(cli.tracking(args), args.experiment, args.out)}"),
              args, ray=False)
 
 

@@ -12,7 +12,7 @@ under --workdir/sweep-pretrain.
 import json
 from pathlib import Path
 
-from clintraj import cli
+from clintraj import cli, console
 from clintraj.config import load
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.tuning import load_search_space
@@ -39,8 +39,8 @@ def main() -> None:
     def job(args) -> None:
         summary = sweep_pretrain.run(args.data, args.workdir / "sweep-pretrain", base, space, cli.tracking(args),
                                      args.experiment, name=args.name, resume=args.resume, storage=args.storage)
-        print(json.dumps(summary, indent=2, default=str))
-        print(f"MLflow: {cli.tracking(args).ui_command()}")
+        console.say(json.dumps(summary, indent=2, default=str))
+        console.say(f"MLflow: {cli.tracking(args).ui_command()}")
 
     cli.main(job, args)
 

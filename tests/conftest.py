@@ -12,6 +12,16 @@ MIMIC_DEMO = SHARED_DATA / "mimic-iv-demo-2.2"
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+# Our warnings are errors: in this process through pyproject.toml's filterwarnings (and the library
+# log lines of clintraj.runtime.STRICT_LOG_LINES, below), in every Ray worker and job the tests
+# start through this variable (clintraj.runtime.init_ray installs the same filters there).
+os.environ.setdefault("CLINTRAJ_STRICT_WARNINGS", "1")
+
+
+def pytest_configure(config):
+    from clintraj.runtime import strict_warnings
+
+    strict_warnings()  # pytest resets the warning filters around each test; the log handlers stay
 
 
 # Fixtures that start Ray: ray_local (the session's local Ray, below) and ray_head (a head
@@ -26,6 +36,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_in_its_test():
+    """mlflow.set_tracking_uri also sets $MLFLOW_TRACKING_URI for child processes; a job run in a
+    test must not hand its store to the next test (or to a Ray head that test starts)."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def require(path: Path) -> Path:

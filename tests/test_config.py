@@ -82,8 +82,10 @@ def test_the_main_job_refuses_what_its_datasets_lack_before_any_work(tmp_path):
         run(EndToEndConfig(datasets=["mimic-iii"]), tmp_path, tracking)
     with pytest.raises(ValueError, match=r"synthetic_stays names \['mimc'\]"):
         run(EndToEndConfig(synthetic_stays={"mimc": 500}), tmp_path, tracking)
-    with pytest.raises(ValueError, match="say which with --dataset eicu or --dataset mimic"):
+    with pytest.raises(ValueError, match="say which with --dataset eicu, mimic or meds"):
         run(EndToEndConfig(), tmp_path, tracking, raw=tmp_path)
+    with pytest.raises(ValueError, match="there is no synthetic MEDS dataset: give a MEDS folder"):
+        run(EndToEndConfig(datasets=["meds"]), tmp_path, tracking)
     assert not (tmp_path / "raw").exists()  # nothing was generated
 
 
@@ -117,6 +119,7 @@ def test_the_main_job_config_round_trips(tmp_path):
 @pytest.mark.parametrize("name,config_cls", [
     ("pretrain_eicu.yaml", "clintraj.training.pretrain:PretrainConfig"),
     ("pretrain_mimic.yaml", "clintraj.training.pretrain:PretrainConfig"),
+    ("pretrain_meds.yaml", "clintraj.training.pretrain:PretrainConfig"),
     ("static_baselines.yaml", "clintraj.training.static:StaticTrainConfig"),
     ("backbones.yaml", "clintraj.training.sequential:SequentialTrainConfig"),
 ])
@@ -149,3 +152,21 @@ def test_a_resumed_sweep_reopens_its_parent_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
     assert MlflowClient(tracking.uri).get_run(fresh.info.run_id).data.tags["stage"] == "static-baselines"
+
+
+def test_the_main_job_checks_its_search_spaces_before_any_work(tmp_path):
+    from clintraj.tracking import Tracking
+    from clintraj.workflows.end_to_end import run
+
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    demo = load(EndToEndConfig, "demo")
+    assert set(demo.pretrain_search) == {"eicu", "mimic"}
+    assert demo.pretrain_search["eicu"].params == {"missing_tokens_in_context": {"grid": [True, False]}}
+    wrong = load(EndToEndConfig, write(tmp_path, "base: demo\npretrain_search:\n  eicu:\n    params:\n"
+                                                 "      learning_rate: {choice: [0.1]}\n"))
+    with pytest.raises(ConfigError, match=r"pretrain_search\.eicu: key 'params\.learning_rate': not a field of "
+                                          "PretrainConfig"):
+        run(wrong, tmp_path, tracking)
+    with pytest.raises(ValueError, match=r"pretrain_search names \['mimic-iii'\]"):
+        run(EndToEndConfig(pretrain_search={"mimic-iii": demo.pretrain_search["eicu"]}), tmp_path, tracking)
+    assert not (tmp_path / "raw").exists()  # nothing was generated

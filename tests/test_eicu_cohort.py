@@ -77,18 +77,6 @@ def test_real_demo_labels_and_modalities(eicu_demo_raw):
     assert reasons[("lab.csv.gz", "labresult missing or not a finite number")] > 0
 
 
-def test_duplicate_lab_results_are_summed(tmp_path, eicu_demo_raw):
-    for name in ("patient", "diagnosis", "treatment", "medication", "apacheApsVar"):
-        (tmp_path / f"{name}.csv.gz").symlink_to(eicu_demo_raw / f"{name}.csv.gz")
-    lab = pd.read_csv(eicu_demo_raw / "lab.csv.gz")
-    stay = int(lab["patientunitstayid"].iloc[0])
-    extra = lab[(lab["patientunitstayid"] == stay) & (lab["labname"] == "BUN")].head(1).assign(labresult=1000.0)
-    pd.concat([lab, extra]).to_csv(tmp_path / "lab.csv.gz", index=False)
-    before = lab_table(build(eicu_demo_raw, CONFIG)).set_index("stay_id").loc[stay, "lab:BUN"]
-    after = lab_table(build(tmp_path, CONFIG)).set_index("stay_id").loc[stay, "lab:BUN"]
-    assert after == pytest.approx(before + 1000.0)
-
-
 def test_missing_column_names_file_and_column(tmp_path, eicu_demo_raw):
     for name in ("diagnosis", "treatment", "medication", "apacheApsVar", "lab"):
         (tmp_path / f"{name}.csv.gz").symlink_to(eicu_demo_raw / f"{name}.csv.gz")

@@ -69,3 +69,22 @@ def test_absent_modalities_carry_exactly_the_checkpoints_missing_token(tmp_path,
     assert not np.isclose(h[modality == lab], tokens[lab]).all(axis=1).any()  # encoded, not the missing token
     absent = frame.loc[~present[:, record["modalities"].index("diagnosis")], "stay_id"].iloc[0]
     assert record["modalities"].index("diagnosis") not in np.asarray(timelines.loc[absent, "modality"])
+
+
+def test_mimic_without_images_embeds_with_the_cxr_modality_absent(tmp_path, mimic_demo_raw, ray_local):
+    """A MIMIC-IV-only user prepares without --cxr (nor notes): the image modality is then absent
+    for every stay, and the embedding job runs (it once died in the image-loading actors)."""
+    prepare(mimic_demo_raw, tmp_path / "data", from_dict(PrepareConfig, {
+        "dataset": "mimic", "mimic": {"chartevents_stand_in": True, "progress": False}}))
+    config = from_dict(PretrainConfig, {"latent_dim": 8, "text_model": "tiny", "num_workers": 1,
+                                        "inputs": {"text_max_length": 16}})
+    record = embed.run(tmp_path / "data", tmp_path / "emb", "scratch", tmp_path / "w", config=config,
+                       tasks=["mortality"])
+    frame = Embeddings(tmp_path / "emb").static("mortality")
+    assert len(frame) == record["tasks"]["mortality"]["stays"] > 0
+    present = np.stack(frame["present"].to_numpy())
+    names = record["modalities"]
+    assert not present[:, names.index("cxr")].any() and present[:, names.index("time_series")].all()
+    images = np.stack(frame["cxr.h"].to_numpy())
+    np.testing.assert_array_equal(images, np.broadcast_to(images[0], images.shape))  # one missing token for all
+    assert record["events"]["cxr"] == 0

@@ -17,6 +17,7 @@ from clintraj.metrics.prediction import (
     evaluate_task,
     multilabel_metrics,
     regression_metrics,
+    why_undefined,
 )
 
 
@@ -225,3 +226,17 @@ def test_evaluate_task_errors_are_explicit():
         evaluate_task("sepsis", [0, 1], [0.0, 1.0])
     one_class = evaluate_task("mortality", np.zeros(20), np.linspace(-2, 2, 20), train_prevalence=0.1, n_boot=20)
     assert one_class["skipped_labels"] == 1.0 and math.isnan(one_class["auroc"]) and one_class["boot_skipped"] == 20
+
+
+def test_an_undefined_metric_says_why_with_its_counts():
+    no_death = evaluate_task("mortality", np.zeros(9), np.linspace(-2, 2, 9), train_prevalence=0.1, n_boot=20)
+    reasons = why_undefined("binary", np.zeros(9), {f"test_{k}": v for k, v in no_death.items()})
+    assert reasons == {f"test_{m}": "undefined: n = 9, no positive" for m in ("auroc", "auprc", "ace", "bss")}
+    assert why_undefined("binary", np.ones(4), {"auroc": float("nan")}) == {"auroc": "undefined: n = 4, no negative"}
+    assert why_undefined("binary", np.array([0, 1, 1]), {"auroc": 0.5, "auroc_low": float("nan")}) == {}
+    flat = evaluate_task("los", [10.0, 20.0, 30.0], [5.0, 5.0, 5.0], n_boot=10)  # one predicted value for all
+    assert why_undefined("regression", np.log1p([10.0, 20.0, 30.0]), flat) == {
+        "pearson": "undefined: n = 3, constant prediction", "spearman": "undefined: n = 3, constant prediction"}
+    labels = np.array([[0, 1], [0, 1], [0, 0]])  # the first label never positive, the second has both
+    assert why_undefined("multilabel", labels, {"auroc": float("nan")}) == {
+        "auroc": "undefined: n = 3, 1 of 2 labels with both classes"}

@@ -21,13 +21,17 @@ from clintraj.data.mimic import (
     study_datetime,
 )
 from clintraj.data.mimic import tables as mt
+from clintraj.data.mimic.measurements import load_measurements
+from clintraj.data.mimic.ranges import apply_ranges, load_ranges
+from clintraj.data.mimic.stays import load_stays
 from clintraj.data.modalities import aggregate
-from clintraj.data.rawio import RawDataError
+from clintraj.data.rawio import Quarantine, RawDataError
 from clintraj.data.synthetic import generate
 from clintraj.data.synthetic import mimic as synthetic_mimic
 from clintraj.data.synthetic.latent import PHENOTYPES
 
 HCUP_YAML = SHARED_DATA / "mimic3-benchmarks-resources" / "hcup_ccs_2015_definitions.yaml"
+RANGES_CSV = SHARED_DATA / "mimic3-benchmarks-resources" / "variable_ranges.csv"
 QUIET = MimicConfig(progress=False)
 TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -328,11 +332,12 @@ def test_small_chunks_give_the_same_tables(synthetic, synthetic_raw):
 
 
 def test_stays_without_any_modality_leave_the_cohort(tmp_path, synthetic, synthetic_raw):
-    """Without admissions and patients rows no stay has demographics (nor a known label):
-    the cohort is then the stays with a clinical modality, and the last step removes the rest."""
+    """Without admissions and patients rows of its own no stay has demographics (nor a known
+    label): the cohort is then the stays with a clinical modality, and the last step removes the
+    rest. (A table without any data row is an error: the one row here is another patient's.)"""
     raw = linked_copy(synthetic_raw, tmp_path, replace=(mt.ADMISSIONS.path, mt.PATIENTS.path))
-    write_rows(raw / mt.ADMISSIONS.path, list(mt.ADMISSIONS.columns), [])
-    write_rows(raw / mt.PATIENTS.path, list(mt.PATIENTS.columns), [])
+    write_rows(raw / mt.ADMISSIONS.path, list(mt.ADMISSIONS.columns), [{"subject_id": "1", "hadm_id": "1"}])
+    write_rows(raw / mt.PATIENTS.path, list(mt.PATIENTS.columns), [{"subject_id": "1"}])
     tables = build(raw, synthetic_raw / "mimic-cxr-jpg", synthetic_raw / "mimic-iv-note", QUIET)
     full = synthetic.stays
     clinical = pd.concat([has(synthetic, m) for m in MODALITY_NAMES if m != "demographics"], axis=1)
@@ -416,6 +421,46 @@ def test_icd9_lists_equal_the_hcup_ccs_definitions():
         assert groups[name]["icd9"] == benchmark[name], name
 
 
+def test_ranges_are_the_benchmarks():
+    """resources/variable_ranges.yaml holds mimic3-benchmarks' numbers for the 17 variables."""
+    benchmark = pd.read_csv(require(RANGES_CSV)).assign(key=lambda f: f["LEVEL2"].str.lower()).set_index("key")
+    columns = ["OUTLIER LOW", "VALID LOW", "VALID HIGH", "OUTLIER HIGH"]
+    expected = benchmark.loc[[v.lower() for v in mt.VARIABLES], columns].to_numpy(float)
+    np.testing.assert_array_equal(load_ranges(), expected)
+
+
+def test_outliers_are_removed_and_the_rest_clipped_as_the_benchmark_does():
+    variables = ["Fraction inspired oxygen"] * 5 + ["Temperature"] * 4 + ["Heart Rate"] * 3
+    values = [0.19, 0.2, 0.5, 1.05, 1.2, 14.1, 14.2, 46.0, 47.5, -1.0, 360.0, 391.0]
+    outlier, clipped = apply_ranges(np.array([mt.VARIABLES.index(v) for v in variables]), np.array(values))
+    assert outlier.tolist() == [True, False, False, False, True, True, False, False, True, True, False, True]
+    kept = clipped[~outlier].tolist()
+    assert kept == [0.21, 0.5, 1.0, 26.0, 45.0, 350.0]  # clipped to the valid bounds: 0.21-1, 26-45, 0-350
+
+
+def test_planted_outliers_are_quarantined_and_clipped_values_counted(tmp_path, synthetic_raw):
+    raw = linked_copy(synthetic_raw, tmp_path, replace=(mt.CHARTEVENTS.path,))
+    chart = list(rows(synthetic_raw / mt.CHARTEVENTS.path))
+    stay = next(r for r in rows(synthetic_raw / mt.ICUSTAYS.path) if r["stay_id"] == chart[0]["stay_id"])
+    intime = when(stay["intime"])
+    at = when((intime + (when(stay["outtime"]) - intime) / 3).strftime(TIME))
+    planted = [{**chart[0], "itemid": "220045", "charttime": at.strftime(TIME), "value": v, "valuenum": v}
+               for v in ("500", "360")]
+    write_rows(raw / mt.CHARTEVENTS.path, header(synthetic_raw / mt.CHARTEVENTS.path), chart + planted)
+    quarantine = Quarantine()
+    stays, _ = load_stays(raw, quarantine)
+    measurements, detail = load_measurements(raw, stays, QUIET, quarantine)
+    entries = quarantine.frame()
+    n = len(chart)
+    assert entries.loc[entries["reason"] == "Heart Rate outside its outlier bounds [0, 390]", "row"].tolist() == [n]
+    assert detail["Heart Rate values clipped to the valid range [0, 350]"] == 1
+    heart = measurements[measurements["variable"] == "Heart Rate"]
+    assert heart["value"].max() == 350
+    hours = (at - intime).total_seconds() / 3600
+    mine = heart[(heart["stay_id"] == int(stay["stay_id"])) & np.isclose(heart["hours"], hours)]
+    assert 350 in mine["value"].tolist() and 500 not in mine["value"].tolist()
+
+
 # --- bad input --------------------------------------------------------------------------
 
 
@@ -456,6 +501,26 @@ def test_bad_chartevents_rows_are_quarantined_with_their_row(tmp_path, synthetic
     assert {n, n + 2} <= reasons["valuenum missing or not a finite number"]
     assert reasons["charttime outside the stay"] == {n + 1}
     assert n + 3 in reasons["duplicate row (same stay, charttime, item and value)"]
+
+
+def test_cut_off_event_table_and_bad_diagnosis_ids(tmp_path, synthetic_raw):
+    """The streamed tables share the eICU reader's errors (tests/test_raw_faults.py); a diagnoses row
+    whose hadm_id is not a number is quarantined, not taken for another admission's."""
+    raw = linked_copy(synthetic_raw, tmp_path, replace=(mt.LABEVENTS.path, mt.DIAGNOSES_ICD.path))
+    whole = (synthetic_raw / mt.LABEVENTS.path).read_bytes()
+    (raw / mt.LABEVENTS.path).write_bytes(whole[: len(whole) // 2])
+    diagnoses = list(rows(synthetic_raw / mt.DIAGNOSES_ICD.path))
+    write_rows(raw / mt.DIAGNOSES_ICD.path, header(synthetic_raw / mt.DIAGNOSES_ICD.path),
+               diagnoses + [{**diagnoses[0], "hadm_id": "SECRET-4711"}])
+    with pytest.raises(RawDataError, match=r"labevents\.csv\.gz: not a complete compressed file") as error:
+        build(raw, None, None, QUIET)
+    assert "SECRET" not in str(error.value)
+    (raw / mt.LABEVENTS.path).unlink()
+    (raw / mt.LABEVENTS.path).symlink_to(synthetic_raw / mt.LABEVENTS.path)
+    tables = build(raw, None, None, QUIET)
+    entries = tables.quarantine.frame()
+    assert entries.loc[entries["reason"] == "hadm_id missing or not a number", "row"].tolist() == [len(diagnoses)]
+    assert all(a["unaccounted"] == 0 for a in tables.quarantine.accounts())
 
 
 # --- the real MIMIC-IV demo ---------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The dataset folder: splits, task cohorts, shards, report, byte-identical reruns."""
 
+import csv
+import gzip
 import hashlib
 import json
 
@@ -8,6 +10,7 @@ import pytest
 
 from clintraj.config import from_dict
 from clintraj.artifacts.dataset import Dataset
+from clintraj.data.eicu_tables import TABLES
 from clintraj.data.mimic import MODALITY_NAMES
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
@@ -96,3 +99,116 @@ def test_dataset_lands_in_mlflow_as_counts_and_artifacts(eicu_raw, tmp_path):
     assert [m.value for m in sorted(funnel, key=lambda m: m.step)] == [s["remaining"] for s in report["funnel"]]
     names = {a.path for a in client.list_artifacts(run_id, "dataset")}
     assert names == {"dataset/report.md", "dataset/report.json", "dataset/missingness.png"}
+
+
+def test_a_failed_write_leaves_the_old_dataset_or_nothing(eicu_raw, tmp_path, monkeypatch):
+    import clintraj.data.prepare as module
+
+    prepare(eicu_raw, tmp_path / "a", config("eicu"))
+    before = digest(tmp_path / "a")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("interrupted while writing")
+
+    monkeypatch.setattr(module, "plot_missingness", broken)  # the last write of the folder
+    for out in (tmp_path / "a", tmp_path / "b"):
+        with pytest.raises(RuntimeError, match="interrupted"):
+            prepare(eicu_raw, out, config("eicu", seed=5))
+    assert digest(tmp_path / "a") == before and not (tmp_path / "b").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no staging folder outlives its step
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(eicu_raw, tmp_path):
+    """A file size limit stands for a full disk (tests run as root: permissions would not stop them)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+        from clintraj.config import from_dict
+        from clintraj.data.prepare import PrepareConfig, prepare
+        prepare({str(eicu_raw)!r}, {str(tmp_path / "d")!r}, from_dict(PrepareConfig, {{"eicu": {{"lab_min_count": 200}}}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("OSError: [Errno 27] writing the dataset ") and last.endswith("nothing was written there")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- every raw row accounted for -----------------------------------------------------------
+
+
+def data_rows(path) -> int:
+    """Data rows of a raw CSV (quoted newlines included), counted apart from the readers."""
+    with gzip.open(path, "rt", newline="") as handle:
+        return sum(1 for _ in csv.reader(handle)) - 1
+
+
+def check_accounts(out, report, roots) -> dict:
+    """Per raw table: rows (counted here) = used + filtered + quarantined (as quarantine.parquet
+    lists them); returns the accounts by table."""
+    accounts = {a["table"]: a for a in report["accounts"]}
+    quarantine = pd.read_parquet(out / "quarantine.parquet")
+    set_aside = quarantine[~quarantine["field_only"]].groupby("table").size()
+    for table, account in accounts.items():
+        path = next(root / table for root in roots if (root / table).is_file())
+        assert account["rows"] == data_rows(path) > 0, table
+        assert sum(account["quarantined"].values()) == set_aside.get(table, 0), table
+        assert account["rows"] == account["used"] + sum(account["filtered"].values()) + sum(
+            account["quarantined"].values()), table
+        assert account["unaccounted"] == 0
+    assert "## Every raw row" in (out / "report.md").read_text()
+    return accounts
+
+
+def check_eicu_accounts(out, report, raw) -> None:
+    accounts = check_accounts(out, report, [raw])
+    assert set(accounts) == {f"{t.name}.csv.gz" for t in TABLES}
+    assert accounts["patient.csv.gz"]["used"] == report["stays"]
+    for modality in ("lab", "diagnosis", "treatment", "medication"):
+        assert accounts[f"{modality}.csv.gz"]["used"] == report["events"][modality]  # one event per used row
+    assert accounts["apacheApsVar.csv.gz"]["used"] == len(Dataset(out).table("aps"))
+
+
+def test_every_eicu_row_is_accounted_for(eicu_raw, tmp_path):
+    report = prepare(eicu_raw, tmp_path / "a", config("eicu"))
+    check_eicu_accounts(tmp_path / "a", report, eicu_raw)
+
+
+def test_every_mimic_row_is_accounted_for(mimic_raw, tmp_path):
+    cxr, notes = mimic_raw / "mimic-cxr-jpg", mimic_raw / "mimic-iv-note"
+    report = prepare(mimic_raw, tmp_path / "m", config("mimic"), cxr=cxr, notes=notes)
+    accounts = check_accounts(tmp_path / "m", report, [mimic_raw, cxr, notes])
+    assert len(accounts) == 9 and accounts["icu/icustays.csv.gz"]["used"] == report["stays"]
+
+
+def test_every_row_of_the_real_demos_is_accounted_for(eicu_demo_raw, mimic_demo_raw, tmp_path):
+    report = prepare(eicu_demo_raw, tmp_path / "e", config("eicu", eicu={"lab_min_count": 100}))
+    check_eicu_accounts(tmp_path / "e", report, eicu_demo_raw)
+    report = prepare(mimic_demo_raw, tmp_path / "m", config("mimic", mimic={"chartevents_stand_in": True}))
+    accounts = check_accounts(tmp_path / "m", report, [mimic_demo_raw])
+    assert len(accounts) == 6 and accounts["icu/icustays.csv.gz"]["used"] == report["stays"] == 140
+    outliers = sum(n for a in accounts.values() for r, n in a["quarantined"].items() if "outlier bounds" in r)
+    assert outliers > 0  # the demo has values beyond mimic3-benchmarks' bounds, set aside and counted
+
+
+def test_image_root_of_a_dataset_with_and_without_images(mimic_raw, tmp_path, monkeypatch):
+    """Prepared without a CXR root, the image modality is absent for every stay and no stage loads
+    images (image_root None); a dataset that has images but no root is a named error."""
+    from clintraj.data.stay_inputs import InputScaling, input_meta
+
+    prepare(mimic_raw, tmp_path / "plain", config("mimic"))
+    plain = Dataset(tmp_path / "plain")
+    assert plain.table("cxr").empty and input_meta(plain, InputScaling.fit(plain), None)["image_root"] is None
+    cxr = mimic_raw / "mimic-cxr-jpg"
+    prepare(mimic_raw, tmp_path / "images", config("mimic"), cxr=cxr)
+    images = Dataset(tmp_path / "images")
+    scaling = InputScaling.fit(images)
+    assert input_meta(images, scaling, None)["image_root"] == str(cxr.resolve())
+    monkeypatch.setattr(Dataset, "image_root", property(lambda self: None))
+    with pytest.raises(ValueError, match="has images but no image root"):
+        input_meta(images, scaling, None)

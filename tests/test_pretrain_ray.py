@@ -117,3 +117,50 @@ def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ra
     pairs = summary["retrieval"]["pairs"]
     assert "cxr->radiology_note" in pairs and "time_series->demographics" in pairs
     assert summary["best_val_loss"] < float("inf")
+
+
+def _kill_the_trial_once_epochs_logged(tracking_uri, experiment, epochs_before_kill, done, killed):
+    """Kill this test's Tune trial process (a one-worker CPU trial trains there) once its MLflow run
+    logged `epochs_before_kill` epochs; `killed` gets its pid."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    deadline = time.time() + 300
+    while time.time() < deadline and not done.is_set():
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id], "tags.stage = 'pretrain-trial'") if found else []
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "val_loss")) >= epochs_before_kill:
+            trials = [p for p in psutil.Process(os.getpid()).children(recursive=True)
+                      if any("ImplicitFunc" in part for part in p.cmdline())]
+            if trials:
+                trials[0].kill()
+                killed.append(trials[0].pid)
+                return
+        time.sleep(0.5)
+
+
+def test_a_trial_whose_process_dies_is_retried_by_tune_and_resumes(eicu_dataset, tmp_path, ray_local):
+    """One worker on CPU: the trial's own process trains (no Ray Train worker to restart); Tune
+    retries the trial, which resumes after its last checkpoint, in the same MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    tracking = Tracking.resolve(None, tmp_path / "mlflow")
+    space = from_dict(SearchSpace, {"metric": "val_loss", "mode": "min", "num_samples": 1})
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_the_trial_once_epochs_logged,
+                              args=(tracking.uri, "retry-test", 2, done, killed), daemon=True)
+    killer.start()
+    summary = sweep_pretrain.run(eicu_dataset, tmp_path / "work", small(epochs=5, num_workers=1, max_failures=2),
+                                 space, tracking, "retry-test", name="r")
+    done.set()
+    killer.join(timeout=5)
+    assert len(killed) == 1, "no trial process was killed: the retry was never exercised"
+    assert summary["trials"] == 1 and summary["errors"] == 0
+    client = MlflowClient(tracking.uri)
+    trials = client.search_runs([client.get_experiment_by_name("retry-test").experiment_id],
+                                "tags.stage = 'pretrain-trial'")
+    assert len(trials) == 1 and trials[0].info.status == "FINISHED"  # the retry reopened the trial's run
+    steps = [m.step for m in client.get_metric_history(trials[0].info.run_id, "val_loss")]
+    assert steps == [0, 1, 2, 3, 4]  # every epoch counted once, across the retry

@@ -222,7 +222,8 @@ def test_sweep_backbones_takes_data_and_storage_uris(tmp_path, monkeypatch):
         raise SystemExit(0)  # stop before the pipeline and the printing
 
     monkeypatch.setattr(job, "run", run)
-    monkeypatch.setattr("clintraj.runtime.init_ray", lambda address: None)
+    monkeypatch.setattr("clintraj.console.setup", lambda workdir, job, verbose=False: Path(workdir) / "job.log")
+    monkeypatch.setattr("clintraj.runtime.init_ray", lambda address, workdir=None: None)
     monkeypatch.setattr("clintraj.runtime.shutdown_ray", lambda: None)
     monkeypatch.setattr("clintraj.tracking.Tracking.resolve", staticmethod(lambda uri, folder: None))
     monkeypatch.setenv("CLINTRAJ_STORAGE", "s3://bucket/clintraj")

@@ -5,14 +5,18 @@ around the job's work."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
 from clintraj.storage import is_uri, stage_in
+from clintraj.tasks import DATASET_TASKS
 
 LOCATION = "a folder or a URI (s3://, gs://, file://, ...), staged in under --workdir/staged"
+DATASETS = tuple(DATASET_TASKS)  # eicu, mimic, meds
 
 
 def location(value: str) -> str | Path:
@@ -26,7 +30,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["eicu", "mimic"], required=True)
+    parser.add_argument("--dataset", choices=DATASETS, required=True)
     parser.add_argument("--data", type=location, required=True,
                         help=f"a dataset folder written by jobs/preprocess.py: {LOCATION}")
 
@@ -42,12 +46,41 @@ def add_run_arguments(parser: argparse.ArgumentParser, experiment: str | None = 
                         help="MLflow experiment" + (f" (default: {experiment})" if experiment else ""))
     parser.add_argument("--tracking-uri",
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --workdir/mlflow)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print every log line (ours, Ray's, the libraries') to the console; by default "
+                             "they go to the job's log file under --workdir/logs and the console shows stages, "
+                             "progress and results")
     if ray:
         parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     if storage:
         parser.add_argument("--storage", default=os.environ.get("CLINTRAJ_STORAGE") or None,
                             help="Ray Train/Tune storage for checkpoints, adapters and sweep state: a folder or a "
                                  "URI such as s3://BUCKET/clintraj (default: $CLINTRAJ_STORAGE, else under --workdir)")
+
+
+def add_meds_arguments(parser: argparse.ArgumentParser) -> None:
+    """--codes, --splits and --labels: how a MEDS dataset (--dataset meds) is read."""
+    group = parser.add_argument_group("MEDS input (--dataset meds)")
+    group.add_argument("--codes", help="the code map: a shipped preset (mimic_iv, eicu) or a YAML file (default: the "
+                                       "config's prepare.meds.codes, mimic_iv)")
+    group.add_argument("--splits", choices=["platform", "meds"],
+                       help="meds: the dataset's metadata/subject_splits.parquet (train, tuning -> val, held_out -> "
+                            "test); platform: the missingness-aware patient split (default: the config's)")
+    group.add_argument("--labels", nargs="+", metavar="TASK=PATH", default=[],
+                       help="ACES / MEDS label files (a Parquet file or folder) for tasks, e.g. mortality=labels/ "
+                            "(default: labels from the dataset's codes)")
+
+
+def meds_config(args: argparse.Namespace, config):
+    """`config` (a MedsConfig) with the MEDS flags that were given."""
+    changes = {k: getattr(args, k) for k in ("codes", "splits") if getattr(args, k, None)}
+    labels = dict(config.labels)
+    for item in getattr(args, "labels", None) or []:
+        task, _, path = item.partition("=")
+        if not task or not path:
+            raise SystemExit(f"--labels: expected TASK=PATH, got {item!r}")
+        labels[task] = path
+    return dataclasses.replace(config, **changes, labels=labels)
 
 
 def tracking(args: argparse.Namespace):
@@ -80,16 +113,23 @@ def check_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def main(job: Callable[[argparse.Namespace], None], args: argparse.Namespace, ray: bool = True) -> None:
-    """Run a job: logging set up, then `job(args)` inside a Ray the job connects to (--ray-address,
-    $RAY_ADDRESS) or starts, stopped again whatever happens."""
+    """Run a job: the console and the log file set up (`clintraj.console`), then `job(args)` inside a
+    Ray the job connects to (--ray-address, $RAY_ADDRESS) or starts, stopped again whatever happens."""
+    from clintraj import console
     from clintraj.runtime import init_ray, shutdown_ray
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not ray:
-        job(args)
-        return
-    init_ray(args.ray_address)
+    name = Path(sys.argv[0]).stem or "job"
+    log_file = console.setup(args.workdir, name, verbose=args.verbose)
+    console.say(f"{name}: the full log is {log_file}")
     try:
+        if ray:
+            init_ray(args.ray_address, workdir=args.workdir)
         job(args)
+    except BaseException as error:
+        logging.getLogger(__name__).exception("%s failed", name)
+        console.say(f"{name} failed: {type(error).__name__}: {error}\n(the traceback is in {log_file})")
+        raise SystemExit(1) from error
     finally:
-        shutdown_ray()
+        if ray:
+            shutdown_ray()
+        console.teardown()

@@ -54,7 +54,7 @@ def _check_type(value: Any, annotation: Any, where: str, default: Any = None) ->
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         key_type, value_type = args if args else (Any, Any)
         return {
-            _check_type(k, key_type, f"{where} key"): _check_type(v, value_type, f"{where}.{k}")
+            _check_type(k, key_type, f"{where} key"): _check_type(v, value_type, _key(where, str(k)))
             for k, v in value.items()
         }
     if dataclasses.is_dataclass(annotation):

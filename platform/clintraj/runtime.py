@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from clintraj import console
 
 log = logging.getLogger(__name__)
+
+# Warnings of our making, errors wherever our code runs when $CLINTRAJ_STRICT_WARNINGS is set (the
+# test suite sets it; pyproject.toml's pytest filterwarnings say the same for the test process):
+# any warning raised from our modules, and the library deprecations our calls once triggered.
+STRICT_WARNINGS = (
+    {"module": r"clintraj\."},
+    {"message": r"Passing a function to `iter_torch_batches", "category": DeprecationWarning},
+    {"message": r"`?gradient_checkpointing_enable`? is deprecated", "category": FutureWarning},
+)
+# ... and those a library reports through logging, which warning filters never see: (the logger
+# that says it, exactly: Ray Data resets the handlers of its "ray.data" logger, not its children's)
+STRICT_LOG_LINES = (
+    ("ray.data._internal.util", r"The argument ``concurrency`` is deprecated"),  # map_batches: use compute=
+    ("transformers.modeling_utils", r"`torch_dtype` is deprecated"),  # from_pretrained: use dtype=
+    ("transformers.configuration_utils", r"`torch_dtype` is deprecated"),
+)
 
 # Set before Ray starts so that workers inherit them.
 _QUIET_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     # Ray Data's bars, one per dataset of every trial's workers, bury the job's own output;
-    # Tune's status table and the job's log lines report progress instead.
+    # the job's own progress lines (clintraj.console) report progress instead.
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", ""),
 }
@@ -34,31 +57,80 @@ LOCAL_RAY_ENV = {
 }
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+class _RaiseOnLine(logging.Handler):
+    def __init__(self, pattern: str):
+        super().__init__(logging.WARNING)
+        self.pattern = re.compile(pattern)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.pattern.search(record.getMessage()):  # raised through the library's logger call
+            raise DeprecationWarning(f"{record.name}: {record.getMessage()}")
+
+
+def strict_warnings() -> None:
+    """Make STRICT_WARNINGS and STRICT_LOG_LINES errors in this process. A Ray this job starts or
+    joins runs it in every worker when $CLINTRAJ_STRICT_WARNINGS is set (`worker_process_setup_hook`)."""
+    for spec in STRICT_WARNINGS:
+        warnings.filterwarnings("error", **spec)
+    for name, pattern in STRICT_LOG_LINES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _RaiseOnLine) and h.pattern.pattern == pattern for h in logger.handlers):
+            logger.addHandler(_RaiseOnLine(pattern))
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: str | Path | None = None) -> None:
     """Connect to `address` (or $RAY_ADDRESS), else start a local Ray.
 
     Locally, Ray is told about at least 4 logical CPUs: Ray Data's map tasks
     need a CPU that Train workers have not taken, or the pipeline waits forever
     on a 2-core machine. Workers ask for fractional CPUs (the stage configs' `cpus_per_worker`).
-    A local Ray also gets `LOCAL_RAY_ENV` (each key unless already set).
+    A local Ray also gets `LOCAL_RAY_ENV` (each key unless already set). Workers' output reaches
+    the driver's console only with `--verbose` (`clintraj.console`); it stays in Ray's session
+    logs, which a local Ray started for a job keeps under `workdir` (they hold worker output):
+    in workdir/ray while it runs when that path is short enough for Ray's sockets, else in a
+    short private folder whose logs `shutdown_ray` moves to workdir/logs/ray-<session>/.
+    With $CLINTRAJ_STRICT_WARNINGS set, our warnings are errors here and in every Ray worker.
     """
     import ray
 
     if ray.is_initialized():
         return
+    strict = {}
+    if os.environ.get("CLINTRAJ_STRICT_WARNINGS"):
+        strict_warnings()
+        strict = {"runtime_env": {"worker_process_setup_hook": f"{__name__}.strict_warnings"}}
     for key, value in _QUIET_ENV.items():
         if value:
             os.environ.setdefault(key, value)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=console.verbose(), **strict)
+        console.quiet_ray_loggers()  # ray.init sets its own console handlers up again
         return
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
     cpus = num_cpus or max(4, os.cpu_count() or 1)
     log.info("starting a local Ray with %d logical CPUs", cpus)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    temp = {"_temp_dir": str(_session_root(Path(workdir).resolve()))} if workdir is not None else {}
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose(), **temp, **strict)
+    console.quiet_ray_loggers()
+
+
+# Ray's socket paths (<temp>/session_<date>_<time>_<pid>/sockets/plasma_store) must fit the 107
+# bytes of a Unix socket address: about 45 are left for the temporary folder.
+_MAX_TEMP_DIR = 40
+_moved_logs: dict[str, Path] = {}  # a private temporary folder -> where its session logs go
+
+
+def _session_root(workdir: Path) -> Path:
+    inside = workdir / "ray"
+    if len(str(inside)) <= _MAX_TEMP_DIR:
+        inside.mkdir(parents=True, exist_ok=True)
+        return inside
+    private = Path(tempfile.mkdtemp(prefix="clintraj-ray-"))
+    _moved_logs[str(private)] = workdir / "logs"
+    return private
 
 
 def shutdown_ray() -> None:
@@ -66,3 +138,10 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+    for private, logs in list(_moved_logs.items()):
+        for session in Path(private).glob("session_2*"):
+            if (session / "logs").is_dir():
+                logs.mkdir(parents=True, exist_ok=True)
+                shutil.move(session / "logs", logs / f"ray-{session.name}")
+        shutil.rmtree(private, ignore_errors=True)
+        del _moved_logs[private]

@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -128,6 +130,29 @@ def list_dirs(location: str | os.PathLike, prefix: str = "") -> list[str | Path]
             if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)]
 
 
+def upload(folder: str | os.PathLike, location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """Copy a local folder's files to `location` (a folder or a URI); the copy's (filesystem, path),
+    as a Ray `Checkpoint` takes them."""
+    filesystem, path = _resolve(location)
+    try:
+        filesystem.create_dir(path, recursive=True)
+        pafs.copy_files(str(Path(folder).resolve()), path, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=filesystem)
+    except Exception as exc:
+        raise _error("cannot write", location, exc) from exc
+    return filesystem, path
+
+
+def remove(location: str | os.PathLike) -> None:
+    """Delete a folder and what it holds; nothing when it is not there."""
+    filesystem, path = _resolve(location)
+    try:
+        if filesystem.get_file_info(path).type == pafs.FileType.Directory:
+            filesystem.delete_dir(path)
+    except Exception as exc:
+        raise _error("cannot delete", location, exc) from exc
+
+
 def cache_folder(uri: str, cache_root: str | os.PathLike) -> Path:
     """The local folder a URI is staged into: its last path component plus a hash of the whole URI
     (two buckets with the same folder name get different caches)."""
@@ -206,3 +231,28 @@ def _publish(partial: Path, target: Path) -> None:
             raise
         log.info("%s was staged meanwhile by another process; keeping it", target)
         shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextmanager
+def replaced_when_done(target: str | os.PathLike, what: str = "the folder"):
+    """Yield a staging sibling of the local folder `target` to write into: when the block ends
+    without an error it replaces `target`, else it is removed. So `target` is complete or as it was
+    (absent, or the previous complete one), and no staging folder outlives its step. A failed write
+    (a full disk) becomes an error that says where, and what was kept."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield staging
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        kept = f"{what} there is unchanged" if target.exists() else "nothing was written there"
+        raise OSError(error.errno, f"writing {what} {target} failed ({error.strerror or error}); {kept}") from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replaced = target.with_name(f".{target.name}.replaced-{staging.name.rsplit('-', 1)[-1]}")
+    if target.exists():
+        target.rename(replaced)
+    staging.rename(target)
+    shutil.rmtree(replaced, ignore_errors=True)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from clintraj.metrics.prediction import binary_metrics, evaluate_task, multilabel_metrics, regression_metrics
+from clintraj.metrics.prediction import (binary_metrics, evaluate_task, multilabel_metrics, regression_metrics,
+                                         why_undefined)
 
 PHENOTYPE_PREFIX = "pheno:"
 TaskName = Literal["mortality", "phenotyping", "los"]
@@ -81,6 +82,11 @@ class Task:
         return evaluate_task(self.name, y, output, seed=seed,
                              train_prevalence=prevalence if self.kind == "multilabel" else float(prevalence))
 
+    def undefined(self, y: np.ndarray, metrics: dict) -> dict[str, str]:
+        """Why each NaN metric of `metrics` (test metrics over labels `y`) is undefined, with its
+        counts: {"test_auroc": "undefined: n = 9, no positive"} (`metrics.prediction.why_undefined`)."""
+        return why_undefined(self.kind, y, metrics)
+
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("mortality", "binary", "in-hospital death", ("auroc", "auprc"), ("val_auroc", "max")),
@@ -90,7 +96,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          ("val_mse", "min")),
 )}
 
-DATASET_TASKS = {"eicu": ("mortality", "los"), "mimic": ("mortality", "phenotyping")}
+# A MEDS dataset (data.meds) offers the two tasks every ETL's codes define, from its stays'
+# outcomes or from label files; phenotyping's 25 labels are not a MEDS label file's one value, and
+# ICD conventions differ across ETLs.
+DATASET_TASKS = {"eicu": ("mortality", "los"), "mimic": ("mortality", "phenotyping"), "meds": ("mortality", "los")}
 
 # Hours after ICU admission at which each task predicts; None: the whole ICU stay.
 DEFAULT_PREDICTION_HOURS: dict[str, dict[str, float | None]] = {
@@ -101,6 +110,10 @@ DEFAULT_PREDICTION_HOURS: dict[str, dict[str, float | None]] = {
     "mimic": {
         "mortality": 48.0,  # in-hospital mortality from the first 48 h (mimic3-benchmarks, MedFuse)
         "phenotyping": None,  # the ICU stay (mimic3-benchmarks' and MedFuse's phenotyping)
+    },
+    "meds": {  # the PhysioNet tasks' own windows (an eICU MEDS dataset: set mortality to 12 h)
+        "mortality": 48.0,  # in-hospital mortality as the MIMIC-IV task (mimic3-benchmarks, MedFuse)
+        "los": 12.0,  # length of stay as the paper's only LoS task, eICU's: anchored 12 h after admission
     },
 }
 

@@ -2,6 +2,10 @@
 
 The bare file store (`./mlruns`) is refused by current MLflow, so the local
 default is `sqlite:///<root>/mlflow.db` with artifacts in `<root>/artifacts`.
+Our experiments are tagged as machine-learning ones (MLflow 3's `mlflow.experimentKind`). The
+UI of MLflow 3.17 decides what an experiment opens on by its own GenAI / Model training switch
+(kept in the browser, GenAI by default), so the link the jobs print (`runs_url`) also says
+`workflowType=machine_learning`: it opens the runs table, not the GenAI overview of traces.
 """
 
 from __future__ import annotations
@@ -9,6 +13,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
+
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI's "Machine learning"
+TRIAL_FILTER = "tags.task IS NOT NULL"  # the trial runs: one model, initialisation and task each
+UI_PORT = 5000
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,26 @@ class Tracking:
 
         client = MlflowClient(self.uri)
         found = client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = f"{self.artifact_root}/{name}" if self.artifact_root else None
-        return client.create_experiment(name, artifact_location=location)
+        if found is None:
+            location = f"{self.artifact_root}/{name}" if self.artifact_root else None
+            return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        if EXPERIMENT_KIND[0] not in found.tags:  # made before we tagged them, or by someone else
+            client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
+        return found.experiment_id
 
     def ui_command(self) -> str:
         if not self.uri.startswith("sqlite:"):
             return f"open {self.uri} in a browser"
         artifacts = f" --default-artifact-root {self.artifact_root}" if self.artifact_root else ""
-        return f"mlflow ui --backend-store-uri {self.uri}{artifacts} --port 5000"
+        return f"mlflow ui --backend-store-uri {self.uri}{artifacts} --port {UI_PORT}"
+
+    def runs_url(self, experiment_id: str, base: str | None = None) -> str:
+        """The experiment's runs table in the UI's Model training view: the trial runs, sorted by
+        name, listed flat (the UI nests child runs, collapsed, under their sweep unless the table is
+        filtered and sorted by something other than time). `base`: the UI's address, by default the
+        tracking server's, or the local `ui_command`'s."""
+        if base is None:
+            base = self.uri if self.uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+        query = urlencode({"workflowType": "machine_learning", "searchFilter": TRIAL_FILTER,
+                           "orderByKey": "tags.`mlflow.runName`", "orderByAsc": "true"}, quote_via=quote)
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"

@@ -15,8 +15,9 @@ A search space file:
 
 Trials follow Ray Train V2's Tune composition: a Tune function trainable
 builds and fits a `TorchTrainer` whose `TuneReportCallback` passes each
-epoch's metrics back to Tune; `MLflowLoggerCallback` on Tune's `RunConfig`
-records one MLflow run per trial, nested under a parent run.
+epoch's metrics back to Tune; a trial with one CPU worker trains in its own
+process instead (`training.in_process`), and Tune retries it when it fails.
+Each trial opens its MLflow child run under the sweep's parent run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+from clintraj import names
 from clintraj.config import ConfigError, from_dict
 from clintraj.storage import join, read_text, storage_path, write_text
 
@@ -51,14 +53,19 @@ def load_search_space(path: Path, config_cls: type) -> SearchSpace:
     if not path.is_file():
         raise ConfigError(f"search space file not found: {path}")
     space = from_dict(SearchSpace, yaml.safe_load(path.read_text()) or {}, str(path))
+    check_params(space, config_cls, str(path))
+    return space
+
+
+def check_params(space: SearchSpace, config_cls: type, source: str) -> None:
+    """Each param of `space` must be a field of `config_cls`, with one known distribution."""
     fields = set(config_cls.__dataclass_fields__)
     for name, spec in space.params.items():
         if name not in fields:
-            raise ConfigError(f"{path}: key 'params.{name}': not a field of {config_cls.__name__}")
+            raise ConfigError(f"{source}: key 'params.{name}': not a field of {config_cls.__name__}")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise ConfigError(f"{path}: key 'params.{name}': expected one of {DISTRIBUTIONS} "
+            raise ConfigError(f"{source}: key 'params.{name}': expected one of {DISTRIBUTIONS} "
                               f"with its arguments, got {spec!r}")
-    return space
 
 
 def param_space(space: SearchSpace) -> dict:
@@ -89,33 +96,69 @@ def grid(space: SearchSpace, **axes) -> dict:
     return {**param_space(space), **{name: tune.grid_search(list(values)) for name, values in axes.items()}}
 
 
-def tuner(trial, param_grid: dict, space: SearchSpace, max_epochs: int, name: str, storage: str | Path,
-          resume: bool = False):
+def tuner(trial, param_grid: dict, space: SearchSpace, base, name: str, storage: str | Path, resume: bool = False,
+          label: str | None = None):
     """A Tuner over a function trainable (Train V2's composition), or the restored one of an
-    interrupted sweep at storage/name when `resume`; `storage` is a folder or a URI."""
+    interrupted sweep at storage/name when `resume`; `storage` is a folder or a URI. `base`, the
+    stage's config, sizes the trials: its epochs, and when a trial trains in its own process
+    (`loop.trains_in_process`), the worker's CPUs and Tune's retries of a failed trial. A finished
+    trial's process runs the next trial (`reuse_actors`): its imports and Ray Data are warm. Its
+    progress is one console line (`label`: trials done, the best so far, the time left), Tune's
+    own status tables only with --verbose."""
     from ray import tune
 
-    trainable = tune.with_resources(trial, {"cpu": 0.1})
+    from clintraj import console
+    from clintraj.sweep_progress import SweepProgress
+    from clintraj.training.loop import trial_resources, trial_retries
+
+    trainable = tune.with_resources(trial, trial_resources(base))
     path = storage_path(join(storage, name))
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    progress = SweepProgress(label or name, trial_count(param_grid, space.num_samples), space.metric, space.mode)
     return tune.Tuner(
         trainable, param_space=param_grid,
         tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=space.num_samples,
                                     max_concurrent_trials=space.max_concurrent_trials,
-                                    scheduler=scheduler(space, max_epochs)),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path(storage)))
+                                    scheduler=scheduler(space, base.epochs), reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path(storage), callbacks=[progress],
+                                  failure_config=tune.FailureConfig(max_failures=trial_retries(base)),
+                                  verbose=2 if console.verbose() else 0))
+
+
+def trial_count(param_grid: dict, num_samples: int) -> int:
+    """How many trials Tune makes of a param space: each grid's values crossed, times num_samples."""
+    count = num_samples
+    for value in param_grid.values():
+        if isinstance(value, dict) and "grid_search" in value:
+            count *= len(value["grid_search"])
+    return count
+
+
+def trial_run(client, experiment_id: str, run_name: str, tags: dict) -> str:
+    """The id of a trial's MLflow child run (its parent: tags["mlflow.parentRunId"], its trial:
+    tags["trial_id"]): the run an earlier attempt of the trial opened (Tune retried the trial, or
+    a resumed sweep runs it again), reopened, else a new one."""
+    earlier = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{tags['mlflow.parentRunId']}' "
+                                                  f"and tags.trial_id = '{tags['trial_id']}'")
+    if earlier:
+        client.update_run(earlier[0].info.run_id, status="RUNNING")
+        return earlier[0].info.run_id
+    return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
 def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tags: tuple[str, ...]):
-    """One row per finished child run of a sweep: the given tags, its test_* metrics and run id."""
+    """One row per finished child run of a sweep: the given tags, its test_* metrics, why any of
+    them is undefined (its `undefined.*` tags) and its run id."""
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
     children = MlflowClient(tracking_uri).search_runs(
         [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
     rows = [{**{k: r.data.tags.get(k) for k in tags},
-             **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")}, "run_id": r.info.run_id}
+             **{k: v for k, v in r.data.metrics.items() if k.startswith("test_")},
+             **{k: v for k, v in r.data.tags.items() if k.startswith(names.undefined_tag(""))},  # why one is not
+             "run_id": r.info.run_id}
             for r in children if r.info.status == "FINISHED"]
     table = pd.DataFrame(rows, columns=None if rows else [*tags, "run_id"])
     return table.sort_values(["task", *[t for t in tags if t != "task"]]).reset_index(drop=True)
@@ -135,7 +178,7 @@ def sweep_parent_run(tracking, experiment: str, name: str, dataset_name: str, st
     recorded = read_text(marker) if resume else None
     previous = recorded.strip() if recorded else None
     with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
-                          run_name=None if previous else f"{name}-{dataset_name}") as parent:
+                          run_name=None if previous else names.stage_run(stage, dataset_name)) as parent:
         write_text(marker, parent.info.run_id)
         mlflow.set_tags({"dataset": dataset_name, "stage": stage})
         yield parent, experiment_id

@@ -9,7 +9,8 @@ Layout (tables are sharded into part-NNNNN.parquet, which Ray Data reads in para
     tasks/<task>.parquet          the task's cohort: stay_id, split, prediction_hours (null: the
                                   whole stay), start_hours, end_hours (the stay's window)
     tasks/<task>/modalities/<name>/   the per-stay features over the task's window only
-    quarantine.parquet            (table, reason, row) of every raw row set aside
+    quarantine.parquet            (table, reason, row, field_only) of every raw row set aside (and,
+                                  field_only, of used rows with a field read as missing)
     report.json / report.md / missingness.png
 """
 
@@ -17,13 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
+from clintraj.storage import replaced_when_done
 from clintraj.tasks import window_text
 
 FORMAT = 2
@@ -63,7 +64,7 @@ class Dataset:
 
     @property
     def name(self) -> str:
-        """Which dataset it holds: eicu or mimic."""
+        """Which dataset it holds: eicu, mimic or meds."""
         return self.report["dataset"]
 
     @property
@@ -131,13 +132,22 @@ class Dataset:
 
 
 class DatasetWriter:
-    """Writes a dataset folder; `data.prepare` is its one user."""
+    """Writes a dataset folder; `data.prepare` is its one user. Used as a context manager: it
+    writes into a staging sibling that replaces the folder only when the block ends without an
+    error, so a dataset folder is either complete or absent (an interrupted write leaves the old
+    one, or nothing) and no staging folder outlives its step."""
 
     def __init__(self, path: Path, rows_per_shard: int):
-        self.path, self.rows_per_shard = Path(path), rows_per_shard
-        for folder in ("modalities", "events", "tasks"):
-            shutil.rmtree(self.path / folder, ignore_errors=True)
-        (self.path / "tasks").mkdir(parents=True)
+        self.rows_per_shard = rows_per_shard
+        self._staging = replaced_when_done(path, "the dataset")
+
+    def __enter__(self) -> "DatasetWriter":
+        self.path = self._staging.__enter__()
+        (self.path / "tasks").mkdir()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool | None:
+        return self._staging.__exit__(kind, error, traceback)
 
     def _shards(self, frame: pd.DataFrame, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ sequential stage.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -60,12 +59,7 @@ class Embeddings:
     def timelines(self, task: str) -> pd.DataFrame:
         return pd.read_parquet(self.path / "timelines" / task)
 
-    # --- writing (the embedding job): Ray Data writes the folders these name ---------------------
-
-    def clear(self) -> None:
-        """Start clean: Ray Data adds files to a folder."""
-        for folder in ("static", "events", "timelines"):
-            shutil.rmtree(self.path / folder, ignore_errors=True)
+    # --- writing (the embedding job, into a staging folder): Ray Data writes the folders these name ---
 
     @property
     def static_folder(self) -> Path:

@@ -1,1 +1,1 @@
-"""Raw PhysioNet files to modality tables (data flows: data -> models -> training -> evaluation -> reporting)."""
+"""Raw PhysioNet files and MEDS datasets to modality tables (data flows: data -> models -> training -> evaluation -> reporting)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -23,6 +23,8 @@ class CohortTables:
                 its values become known.
     static:     name -> stay_id + features of the static modalities (one row per stay).
     funnel:     [{"step", "removed", "remaining", ...}], in the order the inclusion rules ran.
+    reading:    counts of how the raw data was read, for the report (the MEDS reader's: every
+                row's fate, unmapped codes); {} when the reader has none.
     """
 
     modalities: tuple[Modality, ...]
@@ -32,6 +34,7 @@ class CohortTables:
     funnel: list[dict]
     quarantine: Quarantine
     label_columns: tuple[str, ...] = ()
+    reading: dict = field(default_factory=dict)
 
     @property
     def modality_names(self) -> tuple[str, ...]:

@@ -10,6 +10,14 @@ and APS (apacheApsVar: the worst values of the first 24 h of the unit stay, so k
 
 Cohort: adults 18-89 with parseable age, hospital LoS from the admission and discharge offsets
 within [12 h, 720 h], anchored on stays with results of a frequent lab.
+
+Every raw row is accounted for (`rawio.Quarantine`): quarantined when malformed (its own id,
+the table's key, or its stay id missing or not a number; its stay unknown to patient.csv.gz;
+its key repeated, `rawio.drop_repeated`; its offset missing or not a number; its term or lab
+name blank, its lab result not a number; a patient without uniquepid, age or offsets), filtered
+when it is not the cohort's (another stay, a rare lab name, the inclusion rules), used
+otherwise. apacheApsVar's -1 means "not recorded" and is read as missing; an APS value, height
+or weight that is not a number is missing too, counted as a field-level entry.
 """
 
 from __future__ import annotations
@@ -20,11 +28,14 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from clintraj.data import eicu_tables as et
 from clintraj.data.cohort import CohortTables
 from clintraj.data.modalities import Modality, TermRule
-from clintraj.data.rawio import Quarantine, read_table, stream_table
+from clintraj.data.rawio import Quarantine, drop_repeated, read_table, stream_table, to_floats, to_integers
 
 MODALITIES = (
     Modality("demographics", "static"), Modality("diagnosis", "terms"), Modality("treatment", "terms"),
@@ -35,22 +46,20 @@ PATIENT_COLUMNS = [
     "patientunitstayid", "gender", "age", "ethnicity", "hospitaladmitoffset", "hospitaldischargeoffset",
     "hospitaldischargestatus", "unitdischargeoffset", "unittype", "unitadmitsource", "admissionheight", "admissionweight", "uniquepid",
 ]
+_OFFSETS = ["hospitaladmitoffset", "hospitaldischargeoffset", "unitdischargeoffset"]
 # The paper's eICU demographics (appendix A.1.2); "extended" adds what the patient table also knows.
 DEMOGRAPHICS = {
     "paper": (["gender", "ethnicity"], ["age"]),
     "extended": (["gender", "ethnicity", "unittype", "unitadmitsource"], ["age", "admissionheight", "admissionweight"]),
 }
-APS_COLUMNS = [
-    "intubated", "vent", "dialysis", "eyes", "motor", "verbal", "meds", "urine", "wbc", "temperature",
-    "respiratoryrate", "sodium", "heartrate", "meanbp", "ph", "hematocrit", "creatinine", "albumin",
-    "pao2", "pco2", "bun", "glucose", "bilirubin", "fio2",
-]
-# (file, column holding the event's name, its time offset) of the three term modalities.
+APS_COLUMNS = list(et.APACHE_APS_VARIABLES)
+# (table, column holding the event's name, its time offset) of the three term modalities.
 TERM_TABLES = {
-    "diagnosis": ("diagnosis.csv.gz", "diagnosisstring", "diagnosisoffset"),
-    "treatment": ("treatment.csv.gz", "treatmentstring", "treatmentoffset"),
-    "medication": ("medication.csv.gz", "drugname", "drugstartoffset"),
+    "diagnosis": (et.DIAGNOSIS, "diagnosisstring", "diagnosisoffset"),
+    "treatment": (et.TREATMENT, "treatmentstring", "treatmentoffset"),
+    "medication": (et.MEDICATION, "drugname", "drugstartoffset"),
 }
+OTHER_STAY = "stay not in the cohort"
 
 
 @dataclass
@@ -74,92 +83,169 @@ def parse_age(age: pd.Series) -> pd.Series:
     return parsed.astype("Float64")
 
 
-def load_cohort(raw: Path, config: EicuConfig,
-                quarantine: Quarantine) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
-    """Stays passing the inclusion rules (before the lab anchor) with labels, the funnel so far, and
-    the demographics table."""
-    patients = read_table(raw, "patient.csv.gz", PATIENT_COLUMNS, dtype={"age": "string", "uniquepid": "string"})
-    funnel = [{"step": "stays in patient.csv.gz", "removed": 0, "remaining": len(patients)}]
+def _ids(text: pd.Series) -> np.ndarray:
+    """int64 of an id column; -1 where blank or not a whole number."""
+    return to_integers(pa.array(text, type=pa.string()))
 
-    def keep(mask: pd.Series, step: str) -> None:
+
+def _floats(text: pd.Series) -> np.ndarray:
+    """float64 of a text column; NaN where blank or not a finite number."""
+    return to_floats(pa.array(text, type=pa.string()))
+
+
+def _blank(text: pd.Series) -> np.ndarray:
+    """Per row: missing, or only whitespace."""
+    trimmed = pc.utf8_trim_whitespace(pa.array(text, type=pa.string()))
+    return pc.fill_null(pc.equal(trimmed, ""), True).to_numpy(zero_copy_only=False)
+
+
+@dataclass(frozen=True)
+class StayIds:
+    known: np.ndarray  # every stay id of a well-formed patient.csv.gz row
+    cohort: np.ndarray  # the stays passing the inclusion rules (before the lab anchor)
+
+
+@dataclass
+class FieldFlags:
+    """Fields read as missing (a label, a value), by row: entered in the quarantine (field-level)
+    for the rows the final cohort uses."""
+
+    parts: list[pd.DataFrame] = field(default_factory=list)
+
+    def add(self, reason: str, stay_id, row, bad) -> None:
+        bad = np.asarray(bad, dtype=bool)
+        self.parts.append(pd.DataFrame({"reason": reason, "stay_id": np.asarray(stay_id)[bad],
+                                        "row": np.asarray(row)[bad]}))
+
+    def enter(self, file: str, cohort: pd.Series, quarantine: Quarantine) -> None:
+        for part in self.parts:
+            used = part[part["stay_id"].isin(cohort)]
+            if len(used):
+                quarantine.add(file, used["reason"].iloc[0], used["row"], field_only=True)
+
+
+def load_cohort(raw: Path, config: EicuConfig, quarantine: Quarantine
+                ) -> tuple[pd.DataFrame, list[dict], pd.DataFrame, np.ndarray, FieldFlags]:
+    """Stays passing the inclusion rules (before the lab anchor) with labels, the funnel so far, the
+    demographics table, the stay ids patient.csv.gz knows and its fields read as missing."""
+    file = et.PATIENT.file
+    patients = read_table(raw, file, PATIENT_COLUMNS)
+    quarantine.count_read(file, len(patients))
+    funnel = [{"step": f"stays in {file}", "removed": 0, "remaining": len(patients)}]
+
+    def keep(mask, step: str, quarantined: bool) -> None:
         nonlocal patients
-        funnel.append({"step": step, "removed": int((~mask).sum()), "remaining": int(mask.sum())})
+        mask = np.asarray(mask, dtype=bool)
+        if quarantined:
+            quarantine.add(file, step, patients.index[~mask])
+        else:
+            quarantine.count_filtered(file, step, (~mask).sum())
+        funnel.append({"step": f"{step}{' (quarantined)' if quarantined else ''}", "removed": int((~mask).sum()),
+                       "remaining": int(mask.sum())})
         patients = patients[mask]
 
-    duplicated = patients.duplicated("patientunitstayid")
-    quarantine.add("patient.csv.gz", "duplicate patientunitstayid", patients.index[duplicated])
-    keep(~duplicated, "duplicate stay rows (quarantined)")
-    age = parse_age(patients["age"])
-    quarantine.add("patient.csv.gz", "age missing or not a number", patients.index[age.isna()])
-    keep(age.notna().to_numpy(), "age missing or unparseable (quarantined)")
+    patients = patients.assign(stay_id=_ids(patients["patientunitstayid"]))
+    keep(patients["stay_id"] >= 0, "patientunitstayid missing or not a whole number", True)
+    known = np.unique(patients["stay_id"].to_numpy())
+    unique = drop_repeated(patients.assign(row=patients.index), "stay_id", PATIENT_COLUMNS, file, quarantine)
+    funnel.append({"step": "patientunitstayid repeated (quarantined)", "removed": len(patients) - len(unique),
+                   "remaining": len(unique)})
+    patients = patients.loc[unique.index]
+    keep(~_blank(patients["uniquepid"]), "uniquepid blank (the patient is unknown)", True)
+    patients = patients.assign(**{c: _floats(patients[c]) for c in _OFFSETS})
+    keep(patients[_OFFSETS].notna().all(axis=1), "hospitaladmitoffset, hospitaldischargeoffset or "
+         "unitdischargeoffset missing or not a number", True)
+    keep(parse_age(patients["age"]).notna(), "age missing or not a number", True)
     age = parse_age(patients["age"])
     keep(((age >= config.min_age) & (age <= config.max_age)).to_numpy(),
-         f"age outside {config.min_age}-{config.max_age}")
+         f"age outside {config.min_age}-{config.max_age}", False)
     los_hours = (patients["hospitaldischargeoffset"] - patients["hospitaladmitoffset"]) / 60.0
     keep(los_hours.between(config.min_los_hours, config.max_los_hours).to_numpy(),
-         f"length of stay outside {config.min_los_hours:g}-{config.max_los_hours:g} h")
+         f"length of stay outside {config.min_los_hours:g}-{config.max_los_hours:g} h", False)
 
+    flags = FieldFlags()
     status = patients["hospitaldischargestatus"]
-    unknown = ~status.isin(["Alive", "Expired"])
-    quarantine.add("patient.csv.gz", "hospitaldischargestatus not Alive/Expired (mortality label unknown)",
-                   patients.index[unknown])
+    flags.add("hospitaldischargestatus not Alive/Expired (mortality label unknown)", patients["stay_id"],
+              patients.index, ~status.isin(["Alive", "Expired"]))
     stays = pd.DataFrame({
-        "stay_id": patients["patientunitstayid"].astype("int64"),
-        "patient_id": patients["uniquepid"],
+        "stay_id": patients["stay_id"].astype("int64"),
+        "patient_id": patients["uniquepid"].str.strip().astype("string"),
         "died": status.map({"Alive": 0.0, "Expired": 1.0}).astype("Float64"),
         "los_hours": ((patients["hospitaldischargeoffset"] - patients["hospitaladmitoffset"]) / 60.0).astype(float),
         "unit_hours": patients["unitdischargeoffset"].astype(float) / 60.0,
     })
     categories, numbers = DEMOGRAPHICS[config.demographics]
-    demographics = patients[["patientunitstayid", *categories, *numbers]].rename(
-        columns={"patientunitstayid": "stay_id"})
-    demographics["age"] = parse_age(demographics["age"]).astype(float)
-    return stays.reset_index(drop=True), funnel, demographics.reset_index(drop=True)
+    demographics = patients[["stay_id", *categories]].copy()
+    demographics["age"] = parse_age(patients["age"]).astype(float)
+    for column in [c for c in numbers if c != "age"]:  # heights, weights: not a number -> missing, counted
+        value = _floats(patients[column])
+        flags.add(f"{column} not a number", patients["stay_id"], patients.index,
+                  patients[column].notna().to_numpy() & np.isnan(value))
+        demographics[column] = value
+    return stays.reset_index(drop=True), funnel, demographics.reset_index(drop=True), known, flags
 
 
-def lab_events(raw: Path, stay_ids: np.ndarray, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
+def cohort_rows(raw: Path, table: et.Table, columns: list[str], ids: StayIds, config: EicuConfig,
+                quarantine: Quarantine, numbers: tuple[str, ...] = (), progress: bool = False) -> pd.DataFrame:
+    """The rows of an event table whose stay is in the cohort: stay_id, the table's key, `columns`
+    (text; `numbers` of them as float64, NaN where blank or not a number) and `row`, its data row.
+    Every other row is counted: quarantined when its key or stay id is missing or not a number,
+    its stay unknown to patient.csv.gz or its key repeated; filtered when its stay is not in the
+    cohort."""
+    file, key = table.file, table.key
+    parts = []
+    chunks = stream_table(raw, file, [key, "patientunitstayid", *columns], chunk_rows=config.chunk_rows)
+    for _, chunk in tqdm(chunks, desc=f"eICU {table.name}", unit="chunk", disable=not progress):
+        quarantine.count_read(file, len(chunk))
+        own, stay = _ids(chunk[key]), _ids(chunk["patientunitstayid"])
+        malformed = (own < 0) | (stay < 0)
+        quarantine.add(file, f"{key} or patientunitstayid missing or not a whole number", chunk.index[malformed])
+        orphan = ~malformed & ~np.isin(stay, ids.known)
+        quarantine.add(file, f"patientunitstayid not in {et.PATIENT.file}", chunk.index[orphan])
+        valid = ~malformed & ~orphan
+        cohort = valid & np.isin(stay, ids.cohort)
+        quarantine.count_filtered(file, OTHER_STAY, (valid & ~cohort).sum())
+        rows = chunk[cohort].drop(columns="patientunitstayid")
+        parts.append(rows.assign(**{key: own[cohort], "stay_id": stay[cohort], "row": rows.index},
+                                 **{c: _floats(rows[c]) for c in numbers}))
+    return drop_repeated(pd.concat(parts), key, ["stay_id", *columns], file, quarantine)
+
+
+def _set_aside(rows: pd.DataFrame, bad, file: str, reason: str, quarantine: Quarantine) -> pd.DataFrame:
+    bad = np.asarray(bad, dtype=bool)
+    quarantine.add(file, reason, rows.loc[bad, "row"])
+    return rows[~bad]
+
+
+def lab_events(raw: Path, ids: StayIds, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
     """One event per numeric result of a lab name with at least `lab_min_count` results across the
     cohort (streamed in chunks)."""
-    columns = ["patientunitstayid", "labresultoffset", "labname", "labresult"]
-    counts, events = [], []
-    chunks = stream_table(raw, "lab.csv.gz", columns, dtype={"labname": "string", "labresult": "string"},
-                          chunk_rows=config.chunk_rows)
-    for _, chunk in tqdm(chunks, desc="eICU lab", unit="chunk"):
-        chunk = chunk[chunk["patientunitstayid"].isin(stay_ids)]
-        value = pd.to_numeric(chunk["labresult"], errors="coerce")
-        bad = value.isna() | ~np.isfinite(value.fillna(0.0)) | chunk["labname"].isna()
-        quarantine.add("lab.csv.gz", "labresult missing or not a finite number", chunk.index[bad])
-        chunk = chunk.assign(labresult=value)[~bad]
-        counts.append(chunk.groupby("labname").size())
-        events.append(chunk.assign(row=chunk.index))
-    if not events:
-        return _events(pd.DataFrame(columns=columns + ["row"]), "labresultoffset", "labname", "labresult")
-    frequent = pd.concat(counts).groupby(level=0).sum()
-    frequent = frequent[frequent >= config.lab_min_count].index
-    events = pd.concat(events)
-    return _events(events[events["labname"].isin(frequent)], "labresultoffset", "labname", "labresult")
+    file = et.LAB.file
+    rows = cohort_rows(raw, et.LAB, ["labresultoffset", "labname", "labresult"], ids, config, quarantine,
+                       numbers=("labresultoffset", "labresult"), progress=True)
+    rows = _set_aside(rows, rows["labresultoffset"].isna(), file, "labresultoffset missing or not a number", quarantine)
+    rows = _set_aside(rows, _blank(rows["labname"]), file, "labname blank", quarantine)
+    rows = _set_aside(rows, rows["labresult"].isna(), file, "labresult missing or not a finite number", quarantine)
+    counts = rows.groupby("labname").size()
+    frequent = rows["labname"].isin(counts[counts >= config.lab_min_count].index).to_numpy()
+    quarantine.count_filtered(file, f"lab name with fewer than {config.lab_min_count} results in the cohort",
+                              (~frequent).sum())
+    return _events(rows[frequent], "labresultoffset", "labname", "labresult")
 
 
-def term_events(raw: Path, modality: str, stay_ids: np.ndarray, config: EicuConfig,
-                quarantine: Quarantine) -> pd.DataFrame:
-    """One event per row of the table naming a term; rows with a blank term are quarantined."""
-    file, column, offset = TERM_TABLES[modality]
-    events = []
-    for _, chunk in stream_table(raw, file, ["patientunitstayid", offset, column], dtype={column: "string"},
-                                 chunk_rows=config.chunk_rows):
-        chunk = chunk[chunk["patientunitstayid"].isin(stay_ids)]
-        blank = chunk[column].isna()
-        quarantine.add(file, f"{column} blank", chunk.index[blank])
-        chunk = chunk[~blank]
-        events.append(chunk.assign(row=chunk.index))
-    events = pd.concat(events) if events else pd.DataFrame(columns=["patientunitstayid", offset, column, "row"])
-    return _events(events, offset, column, None)
+def term_events(raw: Path, modality: str, ids: StayIds, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
+    """One event per row of the table naming a term."""
+    table, column, offset = TERM_TABLES[modality]
+    rows = cohort_rows(raw, table, [offset, column], ids, config, quarantine, numbers=(offset,))
+    rows = _set_aside(rows, rows[offset].isna(), table.file, f"{offset} missing or not a number", quarantine)
+    rows = _set_aside(rows, _blank(rows[column]), table.file, f"{column} blank", quarantine)
+    return _events(rows, offset, column, None)
 
 
 def _events(frame: pd.DataFrame, offset: str, name: str, value: str | None) -> pd.DataFrame:
     """Timeline rows: stay_id, time_hours (from unit admission), name, value, raw row index."""
     return pd.DataFrame({
-        "stay_id": frame["patientunitstayid"].astype("int64"),
+        "stay_id": frame["stay_id"].astype("int64"),
         "time_hours": frame[offset].astype(float) / 60.0,
         "name": frame[name].astype("string"),
         "value": frame[value].astype(float) if value else 1.0,
@@ -167,13 +253,20 @@ def _events(frame: pd.DataFrame, offset: str, name: str, value: str | None) -> p
     }).reset_index(drop=True)
 
 
-def aps_table(raw: Path, stay_ids: np.ndarray, quarantine: Quarantine) -> pd.DataFrame:
-    aps = read_table(raw, "apacheApsVar.csv.gz", ["patientunitstayid", *APS_COLUMNS])
-    duplicated = aps.duplicated("patientunitstayid", keep="first")
-    quarantine.add("apacheApsVar.csv.gz", "second row for a stay", aps.index[duplicated])
-    aps = aps[~duplicated & aps["patientunitstayid"].isin(stay_ids)]
-    aps = aps.rename(columns={"patientunitstayid": "stay_id", **{c: f"aps:{c}" for c in APS_COLUMNS}})
-    return aps.astype({c: "float64" for c in aps.columns if c != "stay_id"}).reset_index(drop=True)
+def aps_table(raw: Path, ids: StayIds, config: EicuConfig,
+              quarantine: Quarantine) -> tuple[pd.DataFrame, FieldFlags]:
+    """One row per cohort stay: `aps:<variable>`, NaN where not recorded (-1) or not a number (a
+    field flag)."""
+    file = et.APACHE_APS_VAR.file
+    rows = cohort_rows(raw, et.APACHE_APS_VAR, APS_COLUMNS, ids, config, quarantine)
+    rows = _set_aside(rows, rows.duplicated("stay_id", keep="first"), file, "second row for a stay", quarantine)
+    table, flags = {"stay_id": rows["stay_id"].astype("int64")}, FieldFlags()
+    for column in APS_COLUMNS:
+        value = _floats(rows[column])
+        flags.add(f"{column} not a number (read as not recorded)", rows["stay_id"], rows["row"],
+                  rows[column].notna().to_numpy() & np.isnan(value))
+        table[f"aps:{column}"] = np.where(value == et.APS_UNRECORDED, np.nan, value)
+    return pd.DataFrame(table).assign(row=rows["row"]).reset_index(drop=True), flags
 
 
 def build(raw: Path, config: EicuConfig | None = None) -> CohortTables:
@@ -181,25 +274,42 @@ def build(raw: Path, config: EicuConfig | None = None) -> CohortTables:
     config = config or EicuConfig()
     quarantine = Quarantine()
     raw = Path(raw)
-    stays, funnel, demographics = load_cohort(raw, config, quarantine)
-    ids = stays["stay_id"].to_numpy()
+    stays, funnel, demographics, known, patient_flags = load_cohort(raw, config, quarantine)
+    ids = StayIds(known, stays["stay_id"].to_numpy())
     events = {"lab": lab_events(raw, ids, config, quarantine)}
     for name in TERM_TABLES:
         events[name] = term_events(raw, name, ids, config, quarantine)
-    static = {"demographics": demographics, "aps": aps_table(raw, ids, quarantine)}
+    aps, aps_flags = aps_table(raw, ids, config, quarantine)
+    static = {"demographics": demographics, "aps": aps}
 
     with_lab = stays["stay_id"].isin(events["lab"]["stay_id"])
-    funnel.append({"step": "no lab results (cohort anchored on lab)", "removed": int((~with_lab).sum()),
-                   "remaining": int(with_lab.sum())})
+    step = "no lab results (cohort anchored on lab)"
+    funnel.append({"step": step, "removed": int((~with_lab).sum()), "remaining": int(with_lab.sum())})
+    quarantine.count_filtered(et.PATIENT.file, step, (~with_lab).sum())
     stays = stays[with_lab].sort_values("stay_id", kind="stable").reset_index(drop=True)
+    quarantine.count_used(et.PATIENT.file, len(stays))
     cohort = stays["stay_id"]
+    files = {"lab": et.LAB.file, "aps": et.APACHE_APS_VAR.file, **{m: t.file for m, (t, _, _) in TERM_TABLES.items()}}
+    for name in ("lab", *TERM_TABLES):
+        events[name] = _used(events[name], cohort, files[name], quarantine)
+    static["aps"] = _used(static["aps"], cohort, files["aps"], quarantine).drop(columns="row")
+    patient_flags.enter(et.PATIENT.file, cohort, quarantine)
+    aps_flags.enter(files["aps"], cohort, quarantine)
     static = {name: table[table["stay_id"].isin(cohort)].sort_values("stay_id", kind="stable").reset_index(drop=True)
               for name, table in static.items()}
-    known = {"demographics": 0.0, "aps": config.aps_available_hours or 0.0}
+    known_at = {"demographics": 0.0, "aps": config.aps_available_hours or 0.0}
     for name, table in static.items():  # one event each, when the values become known
-        events[name] = pd.DataFrame({"stay_id": table["stay_id"], "time_hours": known[name]})
+        events[name] = pd.DataFrame({"stay_id": table["stay_id"], "time_hours": known_at[name]})
     events = {name: _sorted(events[name], cohort) for name in events}
     return CohortTables(MODALITIES, stays, events, static, funnel, quarantine, label_columns=("died", "los_hours"))
+
+
+def _used(rows: pd.DataFrame, cohort: pd.Series, file: str, quarantine: Quarantine) -> pd.DataFrame:
+    """The rows of the final cohort's stays, counted as used; the others as filtered."""
+    inside = rows["stay_id"].isin(cohort).to_numpy()
+    quarantine.count_filtered(file, OTHER_STAY, (~inside).sum())
+    quarantine.count_used(file, inside.sum())
+    return rows[inside]
 
 
 def _sorted(events: pd.DataFrame, cohort: pd.Series) -> pd.DataFrame:

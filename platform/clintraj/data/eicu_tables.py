@@ -32,6 +32,11 @@ class Table:
     def columns(self) -> tuple[str, ...]:
         return tuple(self.dtypes)
 
+    @property
+    def key(self) -> str:
+        """The table's own row id (its first column: patientunitstayid, labid, diagnosisid, ...)."""
+        return self.columns[0]
+
 
 def _table(name: str, *columns: tuple[str, str]) -> Table:
     return Table(name, MappingProxyType(dict(columns)))

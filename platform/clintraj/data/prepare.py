@@ -18,10 +18,10 @@ import pandas as pd
 from clintraj import __version__
 from clintraj.artifacts.dataset import Dataset, DatasetWriter
 from clintraj.config import to_dict
-from clintraj.data import eicu, mimic, windows
+from clintraj.data import eicu, meds, mimic, windows
 from clintraj.data.cohort import CohortTables
 from clintraj.data.modalities import TermRule, aggregate, fit_vocabulary
-from clintraj.data.splits import split_stays
+from clintraj.data.splits import GIVEN_SPLIT, given_split, split_around_test, split_stays
 from clintraj.tasks import TASKS, dataset_tasks, prediction_hours, window_text
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class PrepareConfig:
     lookback_hours: float = 0.0  # events before ICU admission a task may see (0: none)
     eicu: eicu.EicuConfig = field(default_factory=eicu.EicuConfig)
     mimic: mimic.MimicConfig = field(default_factory=mimic.MimicConfig)
+    meds: meds.MedsConfig = field(default_factory=meds.MedsConfig)
 
     def windows(self) -> dict[str, float | None]:
         """Each of the dataset's tasks' prediction time (hours, or None for the whole stay)."""
@@ -52,21 +53,31 @@ def build_cohort(raw: Path, config: PrepareConfig, cxr: Path | None = None, note
         return eicu.build(Path(raw), config.eicu)
     if config.dataset == "mimic":
         return mimic.build(Path(raw), cxr, notes, config.mimic)
-    raise ValueError(f"unknown dataset {config.dataset!r}; choose eicu or mimic")
+    if config.dataset == "meds":
+        return meds.build(Path(raw), config.meds, config.windows(), config.lookback_hours)
+    raise ValueError(f"unknown dataset {config.dataset!r}; choose eicu, mimic or meds")
 
 
 def term_rule(config: PrepareConfig) -> TermRule:
     return config.eicu.terms if config.dataset == "eicu" else TermRule()
 
 
-def fit_vocabularies(tables: CohortTables, train_ids, rule: TermRule) -> dict[str, list[str]]:
+def values_rule(config: PrepareConfig) -> TermRule | None:
+    """Which names of a values modality become features: a MEDS dataset's numeric codes by the
+    paper's rule (present in 5% of training stays); None: every name the reader kept (the eICU
+    and MIMIC-IV readers choose their lab names themselves)."""
+    return config.meds.values if config.dataset == "meds" else None
+
+
+def fit_vocabularies(tables: CohortTables, train_ids, rule: TermRule,
+                     values: TermRule | None = None) -> dict[str, list[str]]:
     """Per terms / values modality, the names that become features: terms by `rule` on the
-    training stays; values (labs) every name the reader kept."""
+    training stays; values (labs) by `values` when given, else every name the reader kept."""
     vocabularies = {}
     for modality in tables.modalities:
         events = tables.events[modality.name]
-        if modality.kind == "terms":
-            vocabularies[modality.name] = fit_vocabulary(events, train_ids, rule)
+        if modality.kind == "terms" or (modality.kind == "values" and values is not None):
+            vocabularies[modality.name] = fit_vocabulary(events, train_ids, rule if modality.kind == "terms" else values)
         elif modality.kind == "values":
             vocabularies[modality.name] = sorted(str(n) for n in events["name"].dropna().unique())
     return vocabularies
@@ -107,9 +118,14 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
               for m in tables.modalities}
     task_tables = modality_tables(tables, inside, vocabularies, term_rule(config))
     presence_columns = presence(members, task_tables)
-    split, split_report = split_stays(
-        members.assign(**presence_columns), list(presence_columns.columns), seed=config.seed + number,
-        fractions=config.fractions, min_units_per_stratum=config.min_units_per_stratum)
+    split_options = {"seed": config.seed + number, "fractions": config.fractions,
+                     "min_units_per_stratum": config.min_units_per_stratum}
+    if GIVEN_SPLIT in members:  # the dataset's held-out stays stay the test split
+        split, split_report = split_around_test(members.assign(**presence_columns), list(presence_columns.columns),
+                                                members[GIVEN_SPLIT].eq("test"), **split_options)
+    else:
+        split, split_report = split_stays(members.assign(**presence_columns), list(presence_columns.columns),
+                                          **split_options)
     cohort = window.assign(split=split.to_numpy(),
                            prediction_hours=pd.array([hours] * len(window), dtype="Float64"))
     cohort = cohort[["stay_id", "split", "prediction_hours", "start_hours", "end_hours"]]
@@ -138,23 +154,18 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
     for name in names:  # the pretraining view: a modality is present when the stay has any event of it
         stays[f"has_{name}"] = stays["stay_id"].isin(tables.events[name]["stay_id"])
     presence_columns = [f"has_{m}" for m in names]
-    stays["split"], split_report = split_stays(
-        stays, presence_columns, seed=config.seed, fractions=config.fractions,
-        min_units_per_stratum=config.min_units_per_stratum)
+    if GIVEN_SPLIT in stays:  # the dataset's own split (a MEDS dataset's subject_splits)
+        stays["split"], split_report = given_split(stays, presence_columns)
+    else:
+        stays["split"], split_report = split_stays(
+            stays, presence_columns, seed=config.seed, fractions=config.fractions,
+            min_units_per_stratum=config.min_units_per_stratum)
     train_ids = stays.loc[stays["split"] == "train", "stay_id"]
     rule = term_rule(config)
-    vocabularies = fit_vocabularies(tables, train_ids, rule)
+    vocabularies = fit_vocabularies(tables, train_ids, rule, values_rule(config))
     whole_stay = modality_tables(tables, tables.events, vocabularies, rule)
     task_cohorts = [task_cohort(name, number, stays, tables, vocabularies, config)
                     for number, name in enumerate(dataset_tasks(config.dataset), start=1)]
-
-    writer = DatasetWriter(out, config.rows_per_shard)
-    writer.stays(stays)
-    for name in names:
-        writer.modality(name, whole_stay[name], tables.events[name].drop(columns="row", errors="ignore"))
-    for task in task_cohorts:
-        writer.task(task.name, task.cohort, task.tables)
-    writer.quarantine(tables.quarantine.frame())
 
     report = {
         "clintraj_version": __version__,
@@ -177,9 +188,22 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
         "vocabulary_sizes": {m: len(v) for m, v in vocabularies.items()},
         "events": {m: int(len(tables.events[m])) for m in names},
         "quarantine": tables.quarantine.summary(),
+        "accounts": tables.quarantine.accounts(),
+        **({"reading": tables.reading} if tables.reading else {}),
     }
-    writer.report(report, render_report(report))
-    plot_missingness(stays, presence_columns, writer.figure)
+    for account in report["accounts"]:  # a row in no bucket, or in two, is a reader's bug: say so
+        if account["unaccounted"]:
+            log.warning("%s: %d raw rows not accounted for (rows != used + filtered + quarantined)",
+                        account["table"], account["unaccounted"])
+    with DatasetWriter(out, config.rows_per_shard) as writer:
+        writer.stays(stays)
+        for name in names:
+            writer.modality(name, whole_stay[name], tables.events[name].drop(columns="row", errors="ignore"))
+        for task in task_cohorts:
+            writer.task(task.name, task.cohort, task.tables)
+        writer.quarantine(tables.quarantine.frame())
+        writer.report(report, render_report(report))
+        plot_missingness(stays, presence_columns, writer.figure)
     log.info("dataset written to %s: %d stays", out, len(stays))
     return Dataset(out).report
 
@@ -252,7 +276,16 @@ def render_report(report: dict) -> str:
                   "| split | units | stays |", "|---|---:|---:|"]
         lines += [f"| {s} | {splits['units'][s]} | {splits['split_stays'][s]} |" for s in splits["split_stays"]]
     lines += ["", "## Quarantine", ""]
-    lines += [f"- {q['table']}: {q['reason']}: {q['rows']} rows" for q in report["quarantine"]] or ["- none"]
+    kept = " (rows used, the field read as missing)"
+    lines += [f"- {q['table']}: {q['reason']}: {q['rows']} rows{kept if q.get('field_only') else ''}"
+              for q in report["quarantine"]] or ["- none"]
+    if "reading" in report:
+        lines += ["", *meds.render_reading(report["reading"])]
+    lines += ["", "## Every raw row", "", "Each data row of each raw table is used, filtered (not the cohort's "
+              "data) or quarantined, once: rows = used + filtered + quarantined.", "",
+              "| table | rows | used | filtered | quarantined | unaccounted |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {a['table']} | {a['rows']} | {a['used']} | {sum(a['filtered'].values())} | "
+              f"{sum(a['quarantined'].values())} | {a['unaccounted']} |" for a in report.get("accounts", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -262,13 +295,15 @@ def log_dataset(out: Path, tracking, experiment: str) -> str:
     identifiers, no dates)."""
     import mlflow
 
+    from clintraj import disclosure
+    from clintraj.names import stage_run
     from clintraj.tasks import window_param
 
     out = Path(out)
     report = Dataset(out).report
     mlflow.set_tracking_uri(tracking.uri)
     with mlflow.start_run(experiment_id=tracking.experiment(experiment),
-                          run_name=f"dataset-{report['dataset']}") as run:
+                          run_name=stage_run("dataset", report["dataset"])) as run:
         mlflow.set_tags({"dataset": report["dataset"], "stage": "dataset"})
         mlflow.log_params({"seed": report["config"]["seed"], "stays": report["stays"],
                            "lookback_hours": report["lookback_hours"],
@@ -279,7 +314,7 @@ def log_dataset(out: Path, tracking, experiment: str) -> str:
         mlflow.log_metrics({f"stays_{split}": n for split, n in report["splits"]["split_stays"].items()})
         mlflow.log_metrics({f"presence_{m}": share for m, share in report["presence_share"].items()})
         mlflow.log_metrics({f"task_stays_{t}": r["stays"] for t, r in report["tasks"].items()})
-        mlflow.log_metric("quarantined_rows", sum(q["rows"] for q in report["quarantine"]))
+        mlflow.log_metric("quarantined_rows", sum(q["rows"] for q in report["quarantine"] if not q.get("field_only")))
         for name in ("report.md", "report.json", "missingness.png"):
-            mlflow.log_artifact(str(out / name), "dataset")
+            disclosure.log_artifact(mlflow.tracking.MlflowClient(), run.info.run_id, out / name, "dataset")
         return run.info.run_id

@@ -1,11 +1,22 @@
-"""Reading raw PhysioNet tables: named errors, streamed chunks (pandas; pyarrow with a
-read-ahead thread for the large ones), raw text to values, counted quarantine."""
+"""Reading raw PhysioNet tables: named errors, streamed chunks (pyarrow, with a read-ahead
+thread), raw text to values, and the ledger of where every raw row went.
+
+Every column is read as text (blank -> missing); the readers turn text into values and count
+what does not convert. A file that cannot be read is a `RawDataError` naming the file, and the
+column where one is to blame, never quoting a cell: a missing file or column, an empty file, a
+header without rows, a cut-off or corrupt gzip, text that is not UTF-8, a row with the wrong
+number of fields.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import queue
+import re
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,34 +39,52 @@ def table_path(raw: Path, relative: str) -> Path:
     return path
 
 
-def check_columns(path: Path, required: list[str]) -> None:
-    header = pd.read_csv(path, nrows=0).columns
+def read_header(path: Path) -> list[str]:
+    """The column names of a raw file: its first CSV row (a path ending in .gz is decompressed)."""
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            header = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline="")), None)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, pa.ArrowException) as error:
+        raise unreadable(path, error) from None
+    if not header:
+        raise RawDataError(f"{path}: empty file (no header row)")
+    return header
+
+
+def check_columns(path: Path, required: list[str]) -> list[str]:
+    """The file's header, after checking it names every required column."""
+    header = read_header(path)
     missing = [c for c in required if c not in header]
     if missing:
         raise RawDataError(f"{path}: missing column {missing[0]!r} (required: {', '.join(required)})")
+    return header
 
 
-def read_table(raw: Path, relative: str, columns: list[str], dtype: dict | None = None) -> pd.DataFrame:
-    """The named columns of a whole (small) raw table, after checking they exist."""
-    path = table_path(raw, relative)
-    check_columns(path, columns)
-    return pd.read_csv(path, usecols=columns, dtype=dtype, keep_default_na=False, na_values=[""])
+def unreadable(path: Path, error: BaseException, header: list[str] | None = None,
+               from_row: int | None = None) -> RawDataError:
+    """A RawDataError for a file the CSV reader or gzip gave up on. Unlike their messages, it
+    never quotes the offending line (ids, dates, text): it says what is wrong, in which column
+    where that is known, and from which data row on."""
+    text = str(error)
+    expected = re.search(r"Expected (\d+) columns, got (\d+)", text)
+    if isinstance(error, UnicodeDecodeError) or "invalid UTF8" in text:
+        what = "not valid UTF-8 text"
+    elif "Empty CSV file" in text:
+        what = "empty file (no header row)"
+    elif expected:
+        what = f"a row has {expected.group(2)} fields where the header has {expected.group(1)}"
+    elif isinstance(error, (OSError, EOFError)):  # pyarrow / gzip: "Truncated compressed stream", "zlib inflate failed"
+        what = "not a complete compressed file (cut off or corrupt)"
+    else:
+        what = f"unreadable CSV ({type(error).__name__})"
+    column = re.search(r"In CSV column #(\d+)", text)
+    index = int(column.group(1)) if column else -1
+    where = f" in column {header[index]!r}" if header and 0 <= index < len(header) else ""
+    rows = f" (at or after data row {from_row})" if from_row else ""
+    return RawDataError(f"{path}: {what}{where}{rows}")
 
 
-def stream_table(raw: Path, relative: str, columns: list[str], dtype: dict | None = None,
-                 chunk_rows: int = 1_000_000) -> Iterator[tuple[int, pd.DataFrame]]:
-    """(first row index, chunk) pairs over a large raw table, never holding it whole."""
-    path = table_path(raw, relative)
-    check_columns(path, columns)
-    start = 0
-    reader = pd.read_csv(path, usecols=columns, dtype=dtype, keep_default_na=False,
-                         na_values=[""], chunksize=chunk_rows)
-    for chunk in reader:
-        yield start, chunk
-        start += len(chunk)
-
-
-# --- large tables: pyarrow, streamed ahead of the caller --------------------------------
+# --- streamed tables: pyarrow, read ahead of the caller --------------------------------
 
 _BYTES_PER_ROW = 64  # pyarrow reads blocks of about chunk_rows rows (a chartevents row is ~95 bytes) ...
 _MAX_BLOCK_BYTES = 4 << 20  # ... of at most 4 MiB
@@ -109,48 +138,60 @@ class ReadAhead:
 
 def csv_batches(raw: Path, relative: str, columns: list[str], chunk_rows: int,
                 prepare: Callable[[int, pa.RecordBatch], object]) -> Iterator:
-    """`prepare(first data row, record batch)` over the batches of a large raw table,
-    streamed ahead of the caller by one thread: pyarrow decompresses and parses blocks of
-    about `chunk_rows` rows (4 MiB at most), converting only `columns` (as text, blank ->
-    null), and `prepare` runs there too. Memory: a few blocks, whatever the table's size."""
+    """`prepare(first data row, record batch)` over the batches of a raw table, streamed ahead
+    of the caller by one thread: pyarrow decompresses and parses blocks of about `chunk_rows`
+    rows (4 MiB at most), converting only `columns` (as text, blank -> null), and `prepare`
+    runs there too. Memory: a few blocks, whatever the table's size. A file without data rows
+    is an error."""
     path = table_path(raw, relative)
-    check_columns(path, columns)
+    header = check_columns(path, columns)
     read = pacsv.ReadOptions(block_size=int(np.clip(chunk_rows * _BYTES_PER_ROW, 1 << 16, _MAX_BLOCK_BYTES)))
     convert = pacsv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(columns, pa.string()),
                                    null_values=[""], strings_can_be_null=True)
     parse = pacsv.ParseOptions(newlines_in_values=True)
 
     def prepared(reader: pacsv.CSVStreamingReader) -> Iterator:
-        start = 0
-        for batch in reader:
+        start, batches = 0, iter(reader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as error:
+                raise unreadable(path, error, header, start) from None
             yield prepare(start, batch)
             start += batch.num_rows
+        if not start:
+            raise RawDataError(f"{path}: a header but no data rows")
 
     try:  # a path ending in .gz is decompressed by pyarrow
         reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowException, OSError) as error:
-        raise _unreadable(path, error) from None
+        raise unreadable(path, error, header) from None
     with reader:
         batches = ReadAhead(prepared(reader), depth=2)
         try:
-            while (item := _next_batch(batches, path)) is not None:
+            while (item := batches.get()) is not None:
                 yield item
         finally:
             batches.close()  # the thread stops reading before the reader closes
     pa.default_memory_pool().release_unused()  # the blocks' memory back to the system
 
 
-def _next_batch(batches: ReadAhead, path: Path):
-    """The next prepared batch, or None at the end. A broken file is a RawDataError that,
-    unlike pyarrow's, does not quote the offending line (ids, dates)."""
-    try:
-        return batches.get()
-    except (pa.ArrowException, OSError) as error:
-        raise _unreadable(path, error) from None
+def stream_table(raw: Path, relative: str, columns: list[str],
+                 chunk_rows: int = 1_000_000) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(first data row, chunk) pairs over a raw table, never holding it whole: `columns` as
+    text (missing where blank), indexed by the row's data row in the file."""
+
+    def frame(start: int, batch: pa.RecordBatch) -> tuple[int, pd.DataFrame]:
+        return start, batch.to_pandas().set_axis(pd.RangeIndex(start, start + batch.num_rows))
+
+    yield from csv_batches(raw, relative, columns, chunk_rows, frame)
 
 
-def _unreadable(path: Path, error: Exception) -> RawDataError:
-    return RawDataError(f"{path}: unreadable CSV ({type(error).__name__})")
+def read_table(raw: Path, relative: str, columns: list[str]) -> pd.DataFrame:
+    """The named columns of a whole (small) raw table as text, indexed by data row."""
+    return pd.concat([chunk for _, chunk in stream_table(raw, relative, columns)])
 
 
 # --- raw text to values ----------------------------------------------------------------
@@ -193,28 +234,87 @@ def to_datetimes(text: pa.Array) -> np.ndarray:
         return parse_datetime(text.to_pandas()).to_numpy().astype("datetime64[us]")
 
 
-# --- quarantine -------------------------------------------------------------------------
+# --- where every row went -----------------------------------------------------------------
 
 
 @dataclass
 class Quarantine:
-    """Rows set aside, by table and reason; rows are pointed to by index, never by content."""
+    """The ledger of a reader's raw tables: every data row of a table is counted once, as
+    quarantined (malformed or contradictory: set aside, by reason, pointed to by its data row,
+    never by content), filtered (not the cohort's data: counted by reason) or used. A
+    field-level entry (`field_only`) names a used row with one field treated as missing (a
+    label, a value); it is listed with the quarantine but is no set-aside row."""
 
     _rows: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
+    _field_only: set[tuple[str, str]] = field(default_factory=set)
+    _read: Counter = field(default_factory=Counter)
+    _filtered: Counter = field(default_factory=Counter)
+    _used: Counter = field(default_factory=Counter)
 
-    def add(self, table: str, reason: str, row_index) -> None:
+    def add(self, table: str, reason: str, row_index, field_only: bool = False) -> None:
         indices = np.asarray(row_index, dtype=np.int64)
         if len(indices):
             self._rows.setdefault((table, reason), []).append(indices)
+            if field_only:
+                self._field_only.add((table, reason))
 
     def count(self, table: str, reason: str) -> int:
         return int(sum(len(a) for a in self._rows.get((table, reason), [])))
 
+    def count_read(self, table: str, rows: int) -> None:
+        """Data rows of the raw table (every one must end up quarantined, filtered or used)."""
+        self._read[table] += int(rows)
+
+    def count_filtered(self, table: str, reason: str, rows) -> None:
+        """Rows left out by a rule (another stay, another item), not for being malformed."""
+        self._filtered[table, reason] += int(rows)
+
+    def count_used(self, table: str, rows: int) -> None:
+        self._used[table] += int(rows)
+
     def frame(self) -> pd.DataFrame:
-        parts = [pd.DataFrame({"table": table, "reason": reason, "row": np.concatenate(arrays)})
+        parts = [pd.DataFrame({"table": table, "reason": reason, "row": np.concatenate(arrays),
+                               "field_only": (table, reason) in self._field_only})
                  for (table, reason), arrays in sorted(self._rows.items())]
-        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"table": [], "reason": [], "row": []})
-        return frame.astype({"table": "string", "reason": "string", "row": "int64"})
+        empty = pd.DataFrame({"table": [], "reason": [], "row": [], "field_only": []})
+        frame = pd.concat(parts, ignore_index=True) if parts else empty
+        return frame.astype({"table": "string", "reason": "string", "row": "int64", "field_only": "bool"})
 
     def summary(self) -> list[dict]:
-        return [{"table": t, "reason": r, "rows": self.count(t, r)} for (t, r) in sorted(self._rows)]
+        return [{"table": t, "reason": r, "rows": self.count(t, r), "field_only": (t, r) in self._field_only}
+                for (t, r) in sorted(self._rows)]
+
+    def accounts(self) -> list[dict]:
+        """Per raw table: its data rows, and where they went (used, filtered and quarantined by
+        reason); `unaccounted` = rows - used - filtered - quarantined, 0 when every row is counted
+        once. Field-level entries are listed apart: their rows are among the used ones."""
+        tables = sorted({*self._read, *self._used, *(t for t, _ in self._filtered), *(t for t, _ in self._rows)})
+        accounts = []
+        for table in tables:
+            filtered = {r: n for (t, r), n in sorted(self._filtered.items()) if t == table and n}
+            quarantined = {r: self.count(t, r) for (t, r) in sorted(self._rows)
+                           if t == table and (t, r) not in self._field_only}
+            fields = {r: self.count(t, r) for (t, r) in sorted(self._field_only) if t == table}
+            rows, used = self._read[table], self._used[table]
+            accounts.append({"table": table, "rows": rows, "used": used, "filtered": filtered,
+                             "quarantined": quarantined, "used_with_a_field_missing": fields,
+                             "unaccounted": rows - used - sum(filtered.values()) - sum(quarantined.values())})
+        return accounts
+
+
+def drop_repeated(frame: pd.DataFrame, key: str, columns: list[str], table: str,
+                  quarantine: Quarantine) -> pd.DataFrame:
+    """`frame` (with `row`, the data row) without the rows whose `key`, the table's own row id,
+    repeats: a repeat identical to the first row of its key (in `columns`) is quarantined and
+    the first kept; every row of a key whose rows disagree is quarantined (which one is right
+    is unknown)."""
+    repeated = frame.duplicated(key, keep=False).to_numpy()
+    if not repeated.any():  # the usual case: one key, one row
+        return frame
+    shared = frame[repeated]
+    exact = shared.duplicated([key, *columns], keep="first")
+    quarantine.add(table, f"duplicate row ({key} repeated)", shared.loc[exact, "row"])
+    conflicting = shared[~exact].duplicated(key, keep=False)
+    quarantine.add(table, f"{key} repeated with different content", shared[~exact].loc[conflicting, "row"])
+    drop = shared.index[exact].union(shared[~exact].index[conflicting])
+    return frame.drop(index=drop)

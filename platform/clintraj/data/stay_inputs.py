@@ -9,7 +9,7 @@ task's window, with the same statistics (`InputScaling`). Work that belongs in t
 happens in Ray Data map stages: `TokenizeNotes` (the text encoder's
 tokenizer, loaded once per actor) and `LoadImages` (JPEG decoding plus the
 appendix A.1.5 resize / crop / normalise, and the augmentations for the
-training split). `collate` pads the time series and gives the batch layout
+training split). `collate` (`StayCollate` for Ray Data) pads the time series and gives the batch layout
 the models take (see `clintraj.models.mga`):
 
     present (B, M) bool; "<m>.x" (B, d); "time_series.values" (B, T, F) and
@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data import windows
@@ -145,9 +146,14 @@ def stay_table(stays: pd.DataFrame, tables: dict[str, pd.DataFrame], ts_events: 
 
 
 def input_meta(dataset: Dataset, scaling: InputScaling, image_root: Path | None) -> dict:
-    """What the encoders need to know of a dataset's inputs (inputs.json)."""
-    if image_root is None and any(kind == "image" for kind in scaling.kinds.values()):
-        image_root = dataset.image_root  # the CXR root the dataset was prepared from
+    """What the encoders need to know of a dataset's inputs (inputs.json). `image_root` None: the
+    CXR root the dataset was prepared from, or none when it was prepared without one (its image
+    modality is then absent for every stay, and no stage loads images)."""
+    images = [m for m, kind in scaling.kinds.items() if kind == "image"]
+    if image_root is None and images:
+        image_root = dataset.image_root
+        if image_root is None and any(len(dataset.table(m)) for m in images):
+            raise ValueError(f"{dataset.path} has images but no image root: give the MIMIC-CXR-JPG root")
     return {"dataset": dataset.name, "modalities": list(scaling.kinds), "modality_kinds": scaling.kinds,
             "feature_dims": scaling.feature_dims(), "image_root": str(image_root) if image_root else None}
 
@@ -194,7 +200,8 @@ def write_split(table: pa.Table, folder: Path, shards: int = 4) -> None:
 
 def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool, seed: int = 0):
     """A Ray Dataset of stay (or event) rows with the note tokenisation and image decoding stages
-    its modalities need (images augmented when `augment`), each an actor loading its tool once."""
+    its modalities need (images augmented when `augment`), each an actor loading its tool once. No
+    image stage without an image root: the dataset has no image (`input_meta`)."""
     import ray.data
 
     kinds = meta["modality_kinds"]
@@ -203,7 +210,7 @@ def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool, seed: in
         ds = ds.map_batches(TokenizeNotes, fn_constructor_kwargs={
             "tokenizer_dir": str(meta["text_model"]), "max_length": config.text_max_length, "modalities": notes},
             compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, num_cpus=0.25)
-    if any(kind == "image" and f"{m}.path" in ds.columns() for m, kind in kinds.items()):
+    if meta["image_root"] and any(kind == "image" and f"{m}.path" in ds.columns() for m, kind in kinds.items()):
         ds = ds.map_batches(LoadImages, fn_constructor_kwargs={
             "image_root": meta["image_root"], "config": config, "train": augment, "seed": seed},
             compute=ray.data.ActorPoolStrategy(size=1), batch_size=32, num_cpus=0.25)
@@ -282,6 +289,17 @@ def collate(batch: dict, feature_dims: dict) -> dict:
         out["time_series.values"] = torch.as_tensor(padded)
         out["time_series.lengths"] = torch.as_tensor(lengths, dtype=torch.long)
     return out
+
+
+class StayCollate(NumpyBatchCollateFn):
+    """`collate` as Ray Data's `iter_torch_batches(collate_fn=...)` takes it: a callable class over
+    numpy batches (a plain function there is deprecated since Ray 2.47)."""
+
+    def __init__(self, feature_dims: dict):
+        self.feature_dims = feature_dims
+
+    def __call__(self, batch: dict) -> dict:
+        return collate(batch, self.feature_dims)
 
 
 def _stack(value) -> np.ndarray:

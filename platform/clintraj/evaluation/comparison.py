@@ -1,26 +1,36 @@
 """The comparison table in the layout of the paper's Tables 2 and 3: one row per model and
-initialisation, per task its headline metrics as "value (low-high)" with 95% bootstrap CIs."""
+initialisation, per task its headline metrics as "value (low-high)" with 95% bootstrap CIs.
+A metric the test split leaves undefined says why ("undefined: n = 9, no positive", from the
+trial run's `undefined.test_<metric>` tag); a task a model did not run says "not run"."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from clintraj import names
+
 TASK_METRICS = {"mortality": ("auroc", "auprc"), "phenotyping": ("auroc", "auprc"),
                 "los": ("mse", "mae", "pearson", "spearman")}
 STATIC_MODELS = {"mlp": "MLP", "lstm": "LSTM"}
+NOT_RUN = "not run"
 
 
-def _cell(row: pd.Series, metric: str) -> str:
-    value = row.get(f"test_{metric}")
+def cell(value, low=None, high=None, why=None) -> str:
+    """'0.912 (0.850-0.950)'; a missing value: the reason given, else empty."""
     if value is None or pd.isna(value):
-        return ""
-    low, high = row.get(f"test_{metric}_low"), row.get(f"test_{metric}_high")
+        return why if isinstance(why, str) else ""
     interval = f" ({low:.3f}-{high:.3f})" if low is not None and pd.notna(low) and pd.notna(high) else ""
     return f"{value:.3f}{interval}"
 
 
+def _cell(row: pd.Series, metric: str) -> str:
+    key = f"test_{metric}"
+    return cell(row.get(key), row.get(f"{key}_low"), row.get(f"{key}_high"), row.get(names.undefined_tag(key)))
+
+
 def comparison_table(sequential: pd.DataFrame | None, static: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Static baselines first (MLP, LSTM), then the backbones; scratch before contrastive."""
+    """Static baselines first (MLP, LSTM), then the backbones; scratch before contrastive. Columns
+    '<task> <metric>'; a model's cells of a task it has no run of read NOT_RUN."""
     rows = []
     for frame, model_column, kind in ((static, "architecture", "static"), (sequential, "backbone", "sequential")):
         if frame is None or not len(frame):
@@ -33,13 +43,30 @@ def comparison_table(sequential: pd.DataFrame | None, static: pd.DataFrame | Non
         return pd.DataFrame(columns=["model", "initialisation"])
     long = pd.DataFrame(rows)
     columns = [c for task, metrics in TASK_METRICS.items() for c in (f"{task} {m}" for m in metrics) if c in long]
+    ran = long.groupby(["kind", "model", "initialisation"], sort=False)["task"].agg(set)
     table = long.groupby(["kind", "model", "initialisation"], sort=False)[columns].agg(
         lambda cells: next((c for c in cells if isinstance(c, str) and c), ""))
+    for column in columns:  # a task the row never ran, not a value that came out empty
+        table.loc[[column.split(" ")[0] not in tasks for tasks in ran], column] = NOT_RUN
     table = table.reset_index()
     table["order"] = table["kind"].map({"static": 0, "sequential": 1})
     table["init_order"] = table["initialisation"].map({"scratch": 0, "contrastive": 1}).fillna(2)
     table = table.sort_values(["order", "model", "init_order"], kind="stable")
     return table.drop(columns=["order", "init_order", "kind"]).reset_index(drop=True)
+
+
+def task_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """`comparison_table` split by task: per task, the rows that ran it, with the metrics' names as
+    headers (narrow enough for a console)."""
+    out = {}
+    for task, metrics in TASK_METRICS.items():
+        columns = [f"{task} {m}" for m in metrics if f"{task} {m}" in table]
+        if not columns:
+            continue
+        rows = table[(table[columns] != NOT_RUN).any(axis=1)]
+        out[task] = rows[["model", "initialisation", *columns]].rename(
+            columns={f"{task} {m}": names.metric(m) for m in metrics}).reset_index(drop=True)
+    return out
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -305,3 +305,23 @@ def evaluate_task(task: Task, y_true: np.ndarray, output: np.ndarray, train_prev
     for key, ci in cis.items():
         flat |= {key: ci["value"], f"{key}_low": ci["low"], f"{key}_high": ci["high"]}
     return flat | {"boot_skipped": float(max(ci["skipped"] for ci in cis.values()))} | extra
+
+
+def why_undefined(kind: Literal["binary", "multilabel", "regression"], y_true: np.ndarray,
+                  values: dict[str, float]) -> dict[str, str]:
+    """Why each NaN metric of `values` (one task's test metrics) is undefined, with the counts
+    behind it, e.g. {"auroc": "undefined: n = 9, no positive"}. CI bounds (`_low`/`_high`) are left
+    out: a bound is NaN whenever its metric is. For length of stay only the spread of `y_true` matters."""
+    y = np.asarray(y_true, float)
+    n = len(y)
+    if kind == "binary":
+        positives = int(y.sum())
+        detail = f"n = {n}, " + ("no positive" if positives == 0 else "no negative" if positives == n
+                                 else f"{positives} positive")
+    elif kind == "multilabel":
+        both = int(((y.sum(0) > 0) & (y.sum(0) < n)).sum()) if n else 0
+        detail = f"n = {n}, {both} of {y.shape[1] if y.ndim == 2 else 0} labels with both classes"
+    else:
+        detail = f"n = {n}" + ("" if n < 2 else ", constant true value" if np.ptp(y) == 0 else ", constant prediction")
+    return {key: f"undefined: {detail}" for key, value in values.items()
+            if isinstance(value, float) and np.isnan(value) and not key.endswith(("_low", "_high"))}

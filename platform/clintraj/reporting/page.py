@@ -1,64 +1,93 @@
 """The report folder of an experiment: the paper's tables beside ours (Markdown, CSV, LaTeX),
-figures, and one self-contained HTML page (images inlined) that shows all of it."""
+figures, and one self-contained HTML page (images inlined) that shows all of it: first what ran,
+then each table split by task with a line on how to read it, then the figures by dataset and task.
+
+The page is sized for a 1,400-pixel-wide window: wide tables are split by task, a confidence
+interval wraps below its value, and images scale to their column. Rows of the paper's tables that
+this run did not train are left out of the page with a note (the CSV files keep every row)."""
 
 from __future__ import annotations
 
 import base64
 import html
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from clintraj.reporting import tables
+from clintraj import disclosure, names
+from clintraj.reporting import figures as report_figures, summary, tables
 
 TITLES = {"table2": "Table 2: MIMIC-IV mortality and phenotyping", "table3": "Table 3: eICU mortality and length of stay",
           "calibration_mimic": "Appendix C: MIMIC-IV calibration", "calibration_eicu": "Appendix C: eICU calibration"}
+HOW_TO_READ = {
+    "table1": "Recall@K: the share of test stays whose embedding from one modality finds the same stay's "
+              "embedding from another among its K nearest (mean over modality pairs); random: what chance "
+              "gives with this many candidates; improvement = ours / random. Higher is better.",
+    "classification": "One row per model and how its encoders were initialised (scratch: random; contrastive: "
+                      "MGA-pretrained). Ours: the test-split value, its 95% bootstrap interval below; paper: as "
+                      "published; Δ = ours − paper. AUROC (0.5 = chance) and AUPRC (chance = the share of "
+                      "positives): higher is better.",
+    "los": "One row per model and initialisation, as above. MSE (h²) and MAE (h) of the predicted length of "
+           "stay: lower is better; Pearson r and Spearman ρ with the true one: higher is better.",
+    "calibration": "One row per model and initialisation, as above. ACE (adaptive calibration error over "
+                   "equal-mass bins): lower is better. BSS (Brier skill score against predicting the training "
+                   "prevalence): higher is better, 0 is no better than the prevalence.",
+}
+STYLE = """body{font-family:sans-serif;margin:0 auto;padding:1em 2em;max-width:1320px;font-size:14px}
+table{border-collapse:collapse;font-size:12px;margin:.4em 0 1em}
+td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;overflow-wrap:anywhere}
+th{background:#f4f4f4;text-align:left} table.what th{white-space:nowrap}
+td small{color:#555} .why{color:#8a4b00;font-style:italic}
+p.how,p.note{max-width:1100px} p.how{color:#333} p.note{color:#8a4b00}
+.figures{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:12px} figure.wide{grid-column:span 2}
+figure{margin:0} img{max-width:100%;height:auto;border:1px solid #eee} figcaption{font-size:12px}"""
 
 
-def performance_by_length(predictions: dict[str, pd.DataFrame], path: Path,
-                          lengths=(1, 2, 4, 8, 16, 32, 64)) -> Path | None:
-    """AUROC of the prediction after the k-th event, over stays with at least k events (appendix A.11-A.16)."""
-    from sklearn.metrics import roc_auc_score
-
-    from clintraj.evaluation.plots import _save, plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for name, frame in predictions.items():
-        points = []
-        for k in lengths:
-            rows = frame[frame["n_events"] >= k]
-            y = np.array([np.asarray(v).ravel()[0] for v in rows["y"]])
-            if len(rows) >= 10 and 0 < y.sum() < len(y):
-                score = np.array([np.asarray(v)[k - 1] for v in rows["output_by_event"]])
-                points.append((k, roc_auc_score(y, score)))
-        if points:
-            axis.plot(*zip(*points), "o-", label=name)
-            drawn = True
-    if not drawn:
-        plt.close(figure)
-        return None
-    axis.set(xscale="log", xlabel="events seen", ylabel="AUROC", title="mortality AUROC by events seen")
-    axis.legend(fontsize=6)
-    return _save(figure, path)
+def _ours(text: str) -> str:
+    """A cell of ours for the page: the interval on its own line, a reason set apart."""
+    if text.startswith(("undefined", "trial", "not ")):
+        return f"<span class='why'>{html.escape(text)}</span>"
+    value, _, interval = text.partition(" (")
+    return html.escape(value) + (f"<br><small>({html.escape(interval)}</small>" if interval else "")
 
 
-def robustness_curves(curves: dict[str, dict[str, float]], path: Path) -> Path | None:
-    """Test metric vs the number of modalities removed per stay (contrastive solid, scratch dashed)."""
-    from clintraj.evaluation.plots import _save, plt
+def task_section(side: pd.DataFrame, table: str, task: str, metrics: tuple[str, ...], window: str | None) -> str:
+    """One task's part of one of tables.TABLES: the rows this run trained, metrics grouped over
+    (ours, paper, Δ), a how-to-read line, and a note on the rows left out."""
+    dataset = tables.TABLES[table][0]
+    heading = f"<h3>{html.escape(names.section(dataset, task, window))}</h3>\n"
+    ran = (side[[f"{task} {m} ours" for m in metrics]] != tables.NOT_IN_SWEEP).any(axis=1)
+    if not ran.any():
+        return (heading + f"<p class='note'>{names.dataset(dataset)} {names.task(task)} was not in this run: the "
+                f"published values alone are in tables/{table}.csv.</p>\n")
+    shown = side[ran]
+    frame = pd.DataFrame({(names.metric(m), part): shown[f"{task} {m} {column}"].map(render)
+                          for m in metrics for part, column, render in (("ours", "ours", _ours),
+                                                                        ("paper", "paper", html.escape),
+                                                                        ("Δ", "diff", html.escape))})
+    frame.index = pd.MultiIndex.from_arrays([shown["model"].map(names.model), shown["initialisation"]],
+                                            names=["model", "initialisation"])
+    kind = "calibration" if table.startswith("calibration") else "los" if task == "los" else "classification"
+    left = side[~ran].groupby("model")["initialisation"].agg(list)
+    left = left.reindex([model for model in tables.MODEL_ORDER if model in left.index])
+    rows = [names.model(model) + ("" if len(inits) == len(tables.INIT_ORDER) else f" {inits[0]}")
+            for model, inits in left.items()]
+    note = (f"<p class='note'>Left out, not in this run's sweep: {html.escape(', '.join(rows))}; their published "
+            f"values are in tables/{table}.csv.</p>\n") if rows else ""
+    return (heading + f"<p class='how'>How to read: {HOW_TO_READ[kind]}</p>\n"
+            + frame.to_html(escape=False, border=0, na_rep="") + "\n" + note)
 
-    if not curves:
-        return None
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for label, metrics in curves.items():
-        points = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in metrics.items())
-        axis.plot(*zip(*points), "--" if "scratch" in label else "-", marker="o", label=label)
-    metric = next(iter(next(iter(curves.values())))).split("_")[1]
-    axis.set(xlabel="modalities removed per stay at test time", ylabel=metric.upper(), title="robustness to missing modalities")
-    axis.legend(fontsize=6)
-    return _save(figure, path)
+
+def _windows(ours: pd.DataFrame) -> dict[tuple[str, str], str]:
+    seen = ours.dropna(subset=["window"]).drop_duplicates(["dataset", "task"])
+    return {(row.dataset, row.task): row.window for row in seen.itertuples()}
+
+
+def _image(figure: report_figures.Figure, number: int) -> str:
+    data = base64.b64encode(figure.path.read_bytes()).decode()
+    caption = html.escape(figure.caption)
+    return (f"<figure{' class=wide' if figure.wide else ''}><img alt='{caption}' src='data:image/png;base64,{data}'>"
+            f"<figcaption><b>Figure {number}.</b> {caption}</figcaption></figure>")
 
 
 def build(tracking_uri: str, experiment: str, out: Path) -> Path:
@@ -66,57 +95,59 @@ def build(tracking_uri: str, experiment: str, out: Path) -> Path:
     from mlflow.tracking import MlflowClient
 
     out = Path(out)
+    client = MlflowClient(tracking_uri)
     ours, paper = tables.our_results(tracking_uri, experiment), tables.published()
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    ran = summary.what_ran(client.search_runs([experiment_id]))
+    windows = _windows(ours)
+    sections = ["<h2>What ran</h2>\n<p class='how'>How to read: one row per dataset; the data's source, its stays "
+                "per split, each task with the time its predictions are made, and each stage's models. Every model "
+                "ran twice, on scratch and on contrastive (MGA-pretrained) encoders.</p>\n"
+                + ran.to_html(index=False, border=0, classes="what", justify="left")]
     retrieval = tables.table1(ours, paper)
     tables.write(retrieval, out / "tables", "table1")
-    sections = ["<h2>Table 1: cross-modal retrieval of the pretrained encoders</h2>\n"
-                + retrieval.to_html(index=False, na_rep="", border=0)]
+    sections.append("<h2>Table 1: cross-modal retrieval of the pretrained encoders (test split)</h2>\n"
+                    f"<p class='how'>How to read: {HOW_TO_READ['table1']}</p>\n"
+                    + retrieval.assign(dataset=retrieval["dataset"].map(names.dataset)).to_html(index=False, border=0))
     for name, title in TITLES.items():
-        table = tables.side_by_side(ours, paper, name)
-        tables.write(table, out / "tables", name)
-        seen = tables.windows_seen(ours, name)
-        note = f"<p>What each task saw: {html.escape(seen)}.</p>\n" if seen else ""
-        sections.append(f"<h2>{html.escape(title)}</h2>\n{note}" + table.to_html(index=False, na_rep="", border=0))
-    client = MlflowClient(tracking_uri)
-    figures, predictions, curves = [], {}, {}
-    for run_id in ours.loc[ours["model"].isin(tables.MODEL_ORDER[2:]), "run_id"].unique():
-        run = client.get_run(run_id)
-        label = f"{run.data.tags['backbone']} {run.data.tags['initialisation']} {run.data.tags['task']}"
-        robust = {k: v for k, v in run.data.metrics.items() if k.startswith("robust_")}
-        if robust and run.data.tags["task"] == "mortality":
-            curves[label] = robust
-        with tempfile.TemporaryDirectory() as scratch:
-            for artifact in client.list_artifacts(run_id, "figures"):
-                local = Path(client.download_artifacts(run_id, artifact.path, scratch))
-                target = out / "figures" / f"{label.replace(' ', '_')}_{local.name}"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(local.read_bytes())
-                figures.append((label, target))
-            if run.data.tags["task"] == "mortality":
-                local = client.download_artifacts(run_id, "test_predictions.parquet", scratch)
-                predictions[label] = pd.read_parquet(local)
-    by_length = performance_by_length(predictions, out / "figures" / "by_length.png")
-    if by_length:
-        figures.append(("performance by events seen", by_length))
-    robust = robustness_curves(curves, out / "figures" / "robustness.png")
-    if robust:
-        figures.append(("robustness to missing modalities", robust))
-    images = "\n".join(f"<figure><img alt='{html.escape(label)}' src='data:image/png;base64,"
-                       f"{base64.b64encode(path.read_bytes()).decode()}'><figcaption>{html.escape(label)}"
-                       "</figcaption></figure>" for label, path in figures)
+        side = tables.side_by_side(ours, paper, name)
+        tables.write(side, out / "tables", name)
+        dataset, tasks = tables.TABLES[name]
+        sections.append(f"<h2>{html.escape(title)}</h2>\n" + "".join(
+            task_section(side, name, task, metrics, windows.get((dataset, task))) for task, metrics in tasks.items()))
+    found = report_figures.collect(client, experiment_id, out)
+    backbones = ours[~ours["model"].isin(tables.MODEL_ORDER[:2]) & (ours["task"] != "pretraining")]
+    tried = set(zip(backbones["dataset"], backbones["task"]))  # a backbone ran, or failed to
+    groups = [g for g in report_figures.SECTIONS if g in tried] + sorted(tried - set(report_figures.SECTIONS), key=str)
+    number, parts = 0, []
+    for group in groups:
+        images = []
+        for figure in (f for f in found if f.group == group):
+            number += 1
+            images.append(_image(figure, number))
+        shown = (f"<div class='figures'>{''.join(images)}</div>" if images
+                 else "<p class='note'>No backbone run of this task finished: no figures.</p>")
+        parts.append(f"<h3>{html.escape(names.section(*group, windows.get(group)))}</h3>\n{shown}")
+    figures_html = "\n".join(parts) or "<p class='note'>No backbone ran: no figures.</p>"
     page = out / "report.html"
-    page.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>clintraj report: {html.escape(experiment)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:3px 6px}} figure{{display:inline-block;margin:8px}} img{{max-width:520px}}</style></head>
-<body><h1>clintraj report: {html.escape(experiment)}</h1>
-<p>Ours: test metrics with 95% bootstrap CIs from MLflow. Paper: the published values; diff = ours - paper.</p>
+    title = f"clintraj report: {html.escape(experiment)}"
+    page.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>{STYLE}</style></head>
+<body><h1>{title}</h1>
+<p>Ours: test metrics with 95% bootstrap intervals, read from MLflow. Paper: the published values.
+A value of ours that is missing says why: undefined on this test split (with its counts), a failed trial,
+or not in this run.</p>
 {''.join(sections)}
 <h2>Figures</h2>
-{images}
-<script>/* for headless checks: how many tables and decoded images the browser rendered */
+{figures_html}
+<script>/* for headless checks: what the browser rendered, and how wide */
 window.addEventListener("load", () => {{
-  document.body.dataset.tables = document.querySelectorAll("table").length;
-  document.body.dataset.images = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
+  const data = document.body.dataset;
+  data.tables = document.querySelectorAll("table").length;
+  data.images = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
+  data.captions = document.querySelectorAll("figure figcaption").length;
+  data.scrollWidth = document.documentElement.scrollWidth;
+  data.windowWidth = window.innerWidth;
 }});</script>
 </body></html>
 """)
@@ -129,7 +160,7 @@ def build_and_log(tracking, experiment: str, out: Path) -> Path:
 
     html_page = build(tracking.uri, experiment, out)
     mlflow.set_tracking_uri(tracking.uri)
-    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name="report"):
+    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name="report") as run:
         mlflow.set_tag("stage", "report")
-        mlflow.log_artifacts(str(out), "report")
+        disclosure.log_artifacts(mlflow.tracking.MlflowClient(), run.info.run_id, out, "report")
     return html_page

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 from clintraj.config import from_dict, to_dict
-from clintraj.data.stay_inputs import InputConfig, collate, with_map_stages
+from clintraj.data.stay_inputs import InputConfig, StayCollate, with_map_stages
 from clintraj.metrics.retrieval import pooled_recall
 from clintraj.models.mga import mga_loss
 from clintraj.storage import join, list_dirs, read_text
-from clintraj.training.loop import is_rank_zero, make_trainer, report, resume_state, save_state
+from clintraj.training.loop import (Prefetch, TimedBatches, dataset_shard, is_rank_zero, make_trainer, prepare_model,
+                                    report, resume_state, save_state, trains_in_process)
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,10 @@ class PretrainConfig:
     text_model: str | None = None  # a BERT-family dir or hub id, or "tiny"; None: the offline MiniLM, else tiny
     image_weights: str | None = None  # ImageNet state_dict of the CNN; None: random init (said once)
     image_arch: str = "resnet18"
-    num_workers: int = 2
+    num_workers: int = 2  # a Tune trial's 1 CPU worker is the trial's own process (loop.trains_in_process)
     cpus_per_worker: float = 0.5  # fractional: leaves CPUs to Ray Data's map stages
     use_gpu: bool = False
-    max_failures: int = 2
+    max_failures: int = 2  # worker failures Ray Train recovers from (in process: Tune's retries of the trial)
     seed: int = 0
     inputs: InputConfig = field(default_factory=InputConfig)
 
@@ -67,23 +68,24 @@ def build_model(meta: dict, config: PretrainConfig):
     encoders = build_encoders(meta["dataset"], meta["feature_dims"], config.latent_dim,
                               text_model=meta.get("text_model") or config.text_model,
                               image_weights=config.image_weights, image_arch=config.image_arch,
-                              text_max_length=config.inputs.text_max_length)
+                              text_max_length=config.inputs.text_max_length, kinds=meta.get("modality_kinds"))
     return MGAModel(encoders, meta["modalities"], config.latent_dim, modality_dropout=config.modality_dropout,
                     missing_tokens_in_context=config.missing_tokens_in_context)
 
 
-def train_epoch(model, optimizer, batches, config: PretrainConfig) -> torch.Tensor:
-    """One pass over the training batches: (loss sum, batches, empty batches)."""
+def train_epoch(model, optimizer, batches, config: PretrainConfig) -> tuple[torch.Tensor, float, float]:
+    """One pass over the training batches: (loss sum, batches, empty batches, stays), sums that add
+    up across workers; and this worker's seconds waiting for the next batch, and in all."""
     model.train()
-    totals = torch.zeros(3)
-    for batch in batches:
+    totals, timed = torch.zeros(4), TimedBatches(batches)
+    for batch in timed:
         out = model(batch)
         loss, info = mga_loss(out["z"], out["present"], out["tau"], config.missing_tokens_in_context)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        totals += torch.tensor([loss.item(), 1.0, float(info.get("empty_batch", False))])
-    return totals
+        totals += torch.tensor([loss.item(), 1.0, float(info.get("empty_batch", False)), len(batch["present"])])
+    return totals, timed.waited, timed.elapsed
 
 
 def validate(model, batches, config: PretrainConfig) -> torch.Tensor:
@@ -115,8 +117,6 @@ def save(directory: Path, model, optimizer, state: dict, run: PretrainRun) -> No
 
 def train_loop(args: dict) -> None:
     """Ray Train worker loop of a `PretrainRun`."""
-    import ray.train
-    import ray.train.torch
     import torch.distributed as dist
 
     run: PretrainRun = args["run"]
@@ -126,14 +126,22 @@ def train_loop(args: dict) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     stopping, first = resume_state(model, optimizer, "min", config.patience)
     # An absent modality's encoder is not run, so some parameters get no gradient in a step.
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    batches = partial(collate, feature_dims=meta["feature_dims"])
+    model = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    batches = StayCollate(meta["feature_dims"])
 
+    def epoch_batches(split: str) -> Prefetch:
+        """The split's batches for one epoch, their pipeline started now (while the previous epoch
+        is scored and saved; the validation split's while this epoch trains)."""
+        return Prefetch(lambda: dataset_shard(split).iter_torch_batches(
+            batch_size=config.batch_size, collate_fn=batches))
+
+    upcoming = epoch_batches("train")
     for epoch in range(first, config.epochs):
-        totals = train_epoch(model, optimizer, ray.train.get_dataset_shard("train").iter_torch_batches(
-            batch_size=config.batch_size, collate_fn=batches), config)
-        val = validate(model, ray.train.get_dataset_shard("val").iter_torch_batches(
-            batch_size=config.batch_size, collate_fn=batches), config)
+        val_batches = epoch_batches("val")
+        totals, waited, elapsed = train_epoch(model, optimizer, upcoming, config)
+        if epoch + 1 < config.epochs:
+            upcoming = epoch_batches("train")
+        val = validate(model, val_batches, config)
         if dist.is_initialized():
             dist.all_reduce(totals)
             dist.all_reduce(val)
@@ -142,7 +150,9 @@ def train_loop(args: dict) -> None:
         module = model.module if hasattr(model, "module") else model
         metrics = {"epoch": epoch, "train_loss": float(totals[0] / max(totals[1], 1)), "val_loss": val_loss,
                    "val_recall_at_10": float(val[2] / val[3]) if val[3] > 0 else float("nan"),
-                   "tau": module.tau.item(), "empty_batches": int(totals[2]), "stale_epochs": stopping.stale}
+                   "tau": module.tau.item(), "empty_batches": int(totals[2]), "stale_epochs": stopping.stale,
+                   "train_samples_per_s": float(totals[3]) / max(elapsed, 1e-9),
+                   "data_wait_share": waited / max(elapsed, 1e-9)}
         state = {"epoch": epoch, "val_loss": val_loss, "stopping": stopping.state()}
         report(metrics, partial(save, model=model, optimizer=optimizer, state=state, run=run) if is_rank_zero()
                else None)
@@ -162,14 +172,16 @@ def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("trai
 
 
 def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: str | Path, name: str,
-            tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=()):
-    """The TorchTrainer of one pretraining run (used alone, or inside a Tune trial); checkpoints go
-    under `storage`, a folder or a URI (`clintraj.storage.storage_path`)."""
+            tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=(), tune: bool = False):
+    """The trainer of one pretraining run (used alone, or as a Tune trial when `tune`: then in the
+    trial's process with one CPU worker, `loop.trains_in_process`); checkpoints go under `storage`,
+    a folder or a URI (`clintraj.storage.storage_path`)."""
     return make_trainer(train_loop, PretrainRun(config, meta), name=name, storage=storage,
                         datasets=datasets(inputs_dir, meta, config), workers=config.num_workers,
                         cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
                         max_failures=config.max_failures, keep=3, score=("val_loss", "min"),
-                        tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, callbacks=callbacks)
+                        tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, callbacks=callbacks, tune=tune,
+                        in_process=trains_in_process(config, tune))
 
 
 def best_checkpoint(result):

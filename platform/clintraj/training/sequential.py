@@ -42,7 +42,8 @@ from clintraj.storage import uri_of
 from clintraj.tasks import TaskName, task as task_named
 from clintraj.training import decoder
 from clintraj.training.decoder import SequenceFacts
-from clintraj.training.loop import EarlyStopping, make_trainer, report, resumed
+from clintraj.training.loop import (EarlyStopping, Prefetch, TimedBatches, dataset_shard, make_trainer, rank_and_world,
+                                    report, resumed, trains_in_process, worker_device)
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,11 @@ class SequentialTrainConfig:
     loss_on: Literal["all_predict", "last_predict"] = "all_predict"
     modality_dropout: float = 0.1  # per stay and modality, training only
     robustness_removed: int = 3  # test metric with 0..N modalities removed per stay (0: skip)
-    num_workers: int = 1
+    num_workers: int = 1  # in a Tune trial, 1 CPU worker without DeepSpeed is the trial's own process
     cpus_per_worker: float = 0.5
     use_gpu: bool = False
-    max_failures: int = 2  # worker failures Ray Train recovers from, resuming at the last epoch's checkpoint
+    # worker failures Ray Train recovers from, resuming at the last epoch's checkpoint (in process: Tune's retries)
+    max_failures: int = 2
     seed: int = 0
 
 
@@ -208,19 +210,14 @@ def train_epoch(forward, step_on, batches, run: SequentialRun, pos_weight, rng: 
     """One pass over the training batches (numpy chunks bucketed by length), the time spent waiting
     for data measured apart."""
     config = run.config
-    losses, tokens, waited, started = [], 0, 0.0, time.perf_counter()
-    while True:
-        before = time.perf_counter()
-        batch = next(batches, None)
-        waited += time.perf_counter() - before
-        if batch is None:
-            break
+    losses, tokens, timed = [], 0, TimedBatches(batches)
+    for batch in timed:
         tensors = collate(batch, run.facts.latent_dim, config.modality_dropout, rng, device)
         loss = training_loss(forward, tensors, config, pos_weight)
         step_on(loss)
         losses.append(loss.item())
         tokens += 2 * int(tensors["event_mask"].sum())
-    return EpochStats(losses, tokens, waited, time.perf_counter() - started)
+    return EpochStats(losses, tokens, timed.waited, timed.elapsed)
 
 
 def _save_epoch(directory: Path, model, run: SequentialRun, runtime, state: dict, best_state: dict) -> None:
@@ -235,24 +232,27 @@ def _save_final(directory: Path, model, run: SequentialRun, runtime, predictions
 
 def train_loop(args: dict) -> None:
     """Ray Train worker loop of a `SequentialRun`."""
-    import ray.train
-    import ray.train.torch
-
     from clintraj.training import capabilities
 
     run: SequentialRun = args["run"]
     config, facts = run.config, run.facts
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank, world = rank_and_world()
     rng = np.random.default_rng(config.seed + 1000 * rank)
-    device = ray.train.torch.get_device()
+    device = worker_device()
     runtime = capabilities.resolve(config.attention, config.precision, config.quantization, config.optimizer,
                                    config.deepspeed_stage, config.use_gpu)
     if rank == 0:
         for note in runtime.notes:
             log.warning("%s", note)
+    train_shard = dataset_shard("train")
+    chunk = config.batch_size * config.bucket_batches
+
+    def epoch_chunks():
+        return train_shard.iter_batches(batch_size=chunk, batch_format="numpy")
+
+    upcoming = Prefetch(epoch_chunks)  # the first epoch's pipeline starts while the model is built
     model = decoder.build_model(config, facts, runtime, device)
     restored = resumed(partial(decoder.resume, model))  # before DeepSpeed copies the weights
     if rank == 0:
@@ -263,8 +263,6 @@ def train_loop(args: dict) -> None:
     task = task_named(config.task)
     metric, mode = task.selection
     latent = facts.latent_dim
-    train_shard = ray.train.get_dataset_shard("train")
-    chunk = config.batch_size * config.bucket_batches
     # Validation and test are small and scored by rank 0 alone: read whole, not streamed.
     sequences = Sequences(run.sequences)
     val = sequences.split("val") if rank == 0 else None
@@ -281,9 +279,10 @@ def train_loop(args: dict) -> None:
         if rank == 0:
             log.warning("resuming at epoch %d from the last checkpoint (the optimizer's moments restart)", first)
     for epoch in range(first, config.epochs):
-        batches = bucketed(train_shard.iter_batches(batch_size=chunk, batch_format="numpy"), config.batch_size,
-                           shuffle=True, rng=rng)
+        batches = bucketed(iter(upcoming), config.batch_size, shuffle=True, rng=rng)
         stats = train_epoch(forward, step_on, batches, run, weights, rng, device)
+        if epoch + 1 < config.epochs:  # the next epoch's pipeline starts while rank 0 validates this one
+            upcoming = Prefetch(epoch_chunks)
         if tracking:
             tracking(stats.losses, step)
         step += len(stats.losses)
@@ -358,9 +357,10 @@ def _step_logger(run: SequentialRun):
 
 
 def trainer(sequences: Path, config: SequentialTrainConfig, storage: str | Path, run_name: str,
-            tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=()):
-    """(TorchTrainer, run) of one fine-tuning run on a task's sequences; checkpoints and adapters go
-    under `storage`, a folder or a URI (`clintraj.storage.storage_path`)."""
+            tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=(), tune: bool = False):
+    """(trainer, run) of one fine-tuning run on a task's sequences; checkpoints and adapters go
+    under `storage`, a folder or a URI (`clintraj.storage.storage_path`). `tune`: the run is a Tune
+    trial (in its process with one CPU worker and no DeepSpeed, `loop.trains_in_process`)."""
     import ray.data
 
     from clintraj.models.backbones import weights_source
@@ -376,8 +376,8 @@ def trainer(sequences: Path, config: SequentialTrainConfig, storage: str | Path,
     return make_trainer(train_loop, run, name=run_name, storage=storage, datasets=datasets, split=("train",),
                         workers=config.num_workers, cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
                         max_failures=config.max_failures, keep=2, tracking_uri=tracking_uri,
-                        mlflow_run_id=mlflow_run_id, callbacks=callbacks,
-                        backend="nccl" if config.use_gpu else "gloo"), run
+                        mlflow_run_id=mlflow_run_id, callbacks=callbacks, tune=tune,
+                        in_process=trains_in_process(config, tune), backend="nccl" if config.use_gpu else "gloo"), run
 
 
 def fit(sequences: Path, config: SequentialTrainConfig, storage: str | Path, run_name: str, **kwargs) -> dict:

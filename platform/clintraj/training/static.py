@@ -1,8 +1,8 @@
 """Static baselines (MLP / LSTM over per-stay vectors) on Ray Train, fed by Ray Data.
 
-The driver writes each split's (x, y) to Parquet; Ray Data streams the
-training split, sharded over workers (DDP), and gives every worker the whole
-validation split. Each epoch rank 0 reports metrics and a checkpoint; Ray
+Each split's (x, y) goes to Ray Data as an in-memory Arrow table; Ray Data
+streams the training split, sharded over workers (DDP), and gives every worker
+the whole validation split. Each epoch rank 0 reports metrics and a checkpoint; Ray
 Train keeps the best by the validation metric, and the driver scores the
 test split from that checkpoint, with bootstrap confidence intervals. A worker
 that dies restarts the group at the last epoch's checkpoint (weights, optimizer,
@@ -23,14 +23,14 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from clintraj.models.static import build_static_model
 from clintraj.storage import uri_of
 from clintraj.tasks import TaskName, task as task_named
-from clintraj.training.loop import is_rank_zero, make_trainer, report, resume_state, save_state
+from clintraj.training.loop import (Prefetch, dataset_shard, is_rank_zero, make_trainer, prepare_model, report,
+                                    resume_state, save_state, trains_in_process)
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +46,22 @@ class StaticTrainConfig:
     batch_size: int = 128
     epochs: int = 15
     patience: int = 5
-    num_workers: int = 2
+    num_workers: int = 2  # a Tune trial's 1 CPU worker is the trial's own process (loop.trains_in_process)
     cpus_per_worker: float = 0.5  # fractional: leaves CPUs to Ray Data's read tasks
     use_gpu: bool = False
-    max_failures: int = 2  # worker failures Ray Train recovers from, resuming at the last epoch's checkpoint
+    # worker failures Ray Train recovers from, resuming at the last epoch's checkpoint (in process: Tune's retries)
+    max_failures: int = 2
     seed: int = 0
 
 
-def write_split(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def split_table(x: np.ndarray, y: np.ndarray) -> pa.Table:
+    """A split's (x, y) as an Arrow table of fixed-size float32 lists, one row per stay."""
 
     def fixed(a: np.ndarray) -> pa.Array:
         a = a.reshape(len(a), -1).astype(np.float32)
         return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel()), a.shape[1])
 
-    pq.write_table(pa.table({"x": fixed(x), "y": fixed(y)}), path)
-    return path
+    return pa.table({"x": fixed(x), "y": fixed(y)})
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,6 @@ def train_epoch(model: nn.Module, optimizer, loss_fn: nn.Module, batches) -> flo
 
 def train_loop(args: dict) -> None:
     """Ray Train worker loop of a `StaticRun`."""
-    import ray.train
-    import ray.train.torch
-
     run: StaticRun = args["run"]
     config = run.config
     torch.manual_seed(config.seed)
@@ -134,15 +131,21 @@ def train_loop(args: dict) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     metric, mode = task.selection
     stopping, first = resume_state(model, optimizer, mode, config.patience)
-    model = ray.train.torch.prepare_model(model)
+    model = prepare_model(model)
     loss_fn = loss_function(run)
-    train_shard = ray.train.get_dataset_shard("train")
+    train_shard = dataset_shard("train")
+
+    def epoch_batches() -> Prefetch:  # started while the previous epoch is scored and saved
+        return Prefetch(lambda: train_shard.iter_torch_batches(batch_size=config.batch_size, dtypes=torch.float32))
+
+    upcoming = epoch_batches()
     # The validation split is small and read every epoch: held in memory after the first pass.
-    val_batches = list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=1024, dtypes=torch.float32))
+    val_batches = list(dataset_shard("val").iter_torch_batches(batch_size=1024, dtypes=torch.float32))
 
     for epoch in range(first, config.epochs):
-        train_loss = train_epoch(model, optimizer, loss_fn, train_shard.iter_torch_batches(
-            batch_size=config.batch_size, dtypes=torch.float32))
+        train_loss = train_epoch(model, optimizer, loss_fn, upcoming)
+        if epoch + 1 < config.epochs:
+            upcoming = epoch_batches()
         y, output = _predict(model, val_batches)
         metrics = {"epoch": epoch, "train_loss": train_loss,
                    **{f"val_{k}": v for k, v in task.validation_metrics(y, output).items()}}
@@ -156,17 +159,18 @@ def train_loop(args: dict) -> None:
 
 def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: str, modalities: int = 0,
             tracking_uri: str | None = None, mlflow_run_id: str | None = None, callbacks=(),
-            storage: str | Path | None = None):
-    """(TorchTrainer, run) of one static run over splits {'train'|'val'|'test': (x, y)}, written under
-    `workdir`; checkpoints go under `storage` (a folder or a URI), by default workdir/ray_results."""
+            storage: str | Path | None = None, tune: bool = False):
+    """(trainer, run) of one static run over splits {'train'|'val'|'test': (x, y)}; checkpoints go
+    under `storage` (a folder or a URI), by default workdir/ray_results.
+    `tune`: the run is a Tune trial (in its process with one CPU worker, `loop.trains_in_process`)."""
     import ray.data
 
     workdir = Path(workdir).resolve()
     x_train, y_train = splits["train"]
     task = task_named(config.task)
-    # Materialised once: each epoch then streams from the object store instead of re-reading files.
-    datasets = {name: ray.data.read_parquet(str(write_split(workdir / "splits" / f"{name}.parquet", *splits[name])))
-                .materialize() for name in ("train", "val")}
+    # Already in memory: put in the object store as is, each epoch streams from there (no file written
+    # and read back, so no read tasks or Parquet footer reader per trial)
+    datasets = {name: ray.data.from_arrow(split_table(*splits[name])) for name in ("train", "val")}
     run = StaticRun(config, in_features=int(x_train.shape[1]),
                     out_features=1 if y_train.ndim == 1 else int(y_train.shape[1]), modalities=modalities,
                     pos_weight=task.pos_weight(y_train),
@@ -175,7 +179,8 @@ def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: st
                         datasets=datasets, split=("train",), workers=config.num_workers,
                         cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
                         max_failures=config.max_failures, keep=2, score=task.selection,
-                        tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, callbacks=callbacks), run
+                        tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, callbacks=callbacks, tune=tune,
+                        in_process=trains_in_process(config, tune)), run
 
 
 def score(result, run: StaticRun, splits: dict) -> dict:

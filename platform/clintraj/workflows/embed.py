@@ -26,7 +26,7 @@ from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
 from clintraj.data.stay_inputs import InputScaling, build_task_tables, collate, input_meta, with_map_stages
 from clintraj.data.timelines import assemble_timelines, write_event_inputs
-from clintraj.storage import is_uri, redact, stage_in
+from clintraj.storage import is_uri, redact, replaced_when_done, stage_in
 from clintraj.training import pretrain
 from clintraj.workflows.pretrain import with_text_model
 
@@ -120,46 +120,47 @@ def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain
     workdir/staged."""
     import ray.data
 
-    source, target, workdir = Dataset(dataset), Embeddings(out), Path(workdir).resolve()
+    source, workdir = Dataset(dataset), Path(workdir).resolve()
     tasks = list(tasks or source.tasks)
     checkpoint, config = encoder_setup(encoders, workdir, config)
     scaling = InputScaling.fit(source)
     meta = with_text_model(input_meta(source, scaling, None), config, workdir)
     actor_args = {"meta": meta, "config": config, "checkpoint": checkpoint, "seed": seed, "use_gpu": use_gpu}
     pool = {"compute": ray.data.ActorPoolStrategy(size=actors), "num_gpus": 1 if use_gpu else 0, "num_cpus": 0.5}
-    target.clear()
+    with replaced_when_done(out, "the embeddings") as staging:  # complete, or as it was
+        target = Embeddings(staging)
+        stays = build_task_tables(source, workdir / "task_inputs", config.inputs, tasks)
+        stay_rows = with_map_stages(ray.data.read_parquet(str(workdir / "task_inputs")), meta, config.inputs,
+                                    augment=False)
+        stay_rows.map_batches(EmbedStays, fn_constructor_kwargs=actor_args, batch_size=256, **pool
+                              ).write_parquet(str(target.static_folder))
 
-    stays = build_task_tables(source, workdir / "task_inputs", config.inputs, tasks)
-    stay_rows = with_map_stages(ray.data.read_parquet(str(workdir / "task_inputs")), meta, config.inputs,
-                                augment=False)
-    stay_rows.map_batches(EmbedStays, fn_constructor_kwargs=actor_args, batch_size=256, **pool
-                          ).write_parquet(str(target.static_folder))
-
-    task_stays = np.unique(np.concatenate([source.task_cohort(t)["stay_id"].to_numpy() for t in tasks]))
-    event_inputs = write_event_inputs(source, workdir / "event_inputs", task_stays, scaling)
-    for name, file in event_inputs["files"].items():  # one pass per input kind: vectors, each note, images
-        events = with_map_stages(ray.data.read_parquet(str(workdir / "event_inputs" / file)), meta, config.inputs,
-                                 augment=False)
-        events.map_batches(EmbedEvents, fn_constructor_kwargs=actor_args, batch_size=2048 if name == "vectors" else 64,
-                           **pool).write_parquet(str(target.events_folder(name)))
-    after_stay = [meta["modalities"].index(m) for m in source.after_stay]
-    embedded = target.events()
-    timelines = {}
-    for task in tasks:
-        table = assemble_timelines(embedded, source.task_cohort(task), after_stay)
-        target.write_timelines(task, table)
-        lengths = table["n_events"].to_numpy()
-        timelines[task] = {"stays": int(table.num_rows), "events": int(lengths.sum()),
-                           "median_events": float(np.median(lengths)) if len(lengths) else 0.0,
-                           "max_events": int(lengths.max(initial=0))}
-    record = {"encoders": "contrastive" if checkpoint else "scratch",
-              "checkpoint": redact(encoders) if is_uri(encoders) else checkpoint,
-              "seed": None if checkpoint else seed, "dataset": str(source.path.resolve()),
-              "modalities": meta["modalities"], "modality_kinds": meta["modality_kinds"],
-              "latent_dim": config.latent_dim, "tasks": {t: {"prediction_hours": source.windows[t],
-                                                             "stays": stays[t], "timelines": timelines[t]}
-                                                         for t in tasks},
-              "events": event_inputs["events"]}
-    target.write_record(record)
+        task_stays = np.unique(np.concatenate([source.task_cohort(t)["stay_id"].to_numpy() for t in tasks]))
+        event_inputs = write_event_inputs(source, workdir / "event_inputs", task_stays, scaling)
+        for name, file in event_inputs["files"].items():  # one pass per input kind: vectors, each note, images
+            events = with_map_stages(ray.data.read_parquet(str(workdir / "event_inputs" / file)), meta,
+                                     config.inputs, augment=False)
+            events.map_batches(EmbedEvents, fn_constructor_kwargs=actor_args,
+                               batch_size=2048 if name == "vectors" else 64,
+                               **pool).write_parquet(str(target.events_folder(name)))
+        after_stay = [meta["modalities"].index(m) for m in source.after_stay]
+        embedded = target.events()
+        timelines = {}
+        for task in tasks:
+            table = assemble_timelines(embedded, source.task_cohort(task), after_stay)
+            target.write_timelines(task, table)
+            lengths = table["n_events"].to_numpy()
+            timelines[task] = {"stays": int(table.num_rows), "events": int(lengths.sum()),
+                               "median_events": float(np.median(lengths)) if len(lengths) else 0.0,
+                               "max_events": int(lengths.max(initial=0))}
+        record = {"encoders": "contrastive" if checkpoint else "scratch",
+                  "checkpoint": redact(encoders) if is_uri(encoders) else checkpoint,
+                  "seed": None if checkpoint else seed, "dataset": str(source.path.resolve()),
+                  "modalities": meta["modalities"], "modality_kinds": meta["modality_kinds"],
+                  "latent_dim": config.latent_dim, "tasks": {t: {"prediction_hours": source.windows[t],
+                                                                 "stays": stays[t], "timelines": timelines[t]}
+                                                             for t in tasks},
+                  "events": event_inputs["events"]}
+        target.write_record(record)
     log.info("embedded the task stays of %s with %s encoders into %s", source.path, record["encoders"], out)
     return record

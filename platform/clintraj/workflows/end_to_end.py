@@ -1,9 +1,10 @@
 """The main job's pipeline, end to end, once per dataset.
 
 raw eICU or MIMIC-IV (+ MIMIC-CXR-JPG + MIMIC-IV-Note; synthetic by default, written once
-under the work folder)
+under the work folder), or any MEDS dataset (`data.meds`)
   -> cohort, splits and task cohorts (`data.prepare`)
-  -> MGA pretraining of the modality encoders (Ray Train)
+  -> MGA pretraining of the modality encoders (Ray Train; a Ray Tune sweep when the config has
+     a pretraining search space for the dataset: the best trial's checkpoint is embedded with)
   -> static and per-event embeddings by the contrastive and the scratch encoders (Ray Data)
   -> static MLP / LSTM baselines per task and initialisation (Ray Tune over Ray Train)
   -> the backbone sweep: (Q)LoRA fine-tuning of the decoders on the event timelines
@@ -20,26 +21,30 @@ trial, one backbone) and `cluster` (the six decoders' real weights, one GPU per 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 
-from clintraj.config import fingerprint
+from clintraj.config import fingerprint, from_dict, to_dict
+from clintraj.console import stage
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data.prepare import PrepareConfig, log_dataset, prepare
 from clintraj.data.synthetic import generate
 from clintraj.models.backbones import PAPER_BACKBONES
 from clintraj.reporting.page import build_and_log
+from clintraj.reporting.summary import DATA_SOURCE_TAG
 from clintraj.storage import join
 from clintraj.tasks import DATASET_TASKS as TASKS, window_text
 from clintraj.tracking import Tracking
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.training.sequential import SequentialTrainConfig
 from clintraj.training.static import StaticTrainConfig
-from clintraj.tuning import SearchSpace
-from clintraj.workflows import embed, pretrain, static_baselines, sweep_backbones
+from clintraj.tuning import SearchSpace, check_params
+from clintraj.workflows import embed, pretrain, static_baselines, sweep_backbones, sweep_pretrain
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,9 @@ class EndToEndConfig:
     tasks: list[str] | None = None  # static baselines; None: each dataset's two tasks (tasks.DATASET_TASKS)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    # dataset -> a pretraining search space over `pretrain` (search_spaces/pretrain_<dataset>.yaml on a
+    # cluster); a dataset without one pretrains once with `pretrain`
+    pretrain_search: dict[str, SearchSpace] = field(default_factory=dict)
     static: StaticTrainConfig = field(default_factory=StaticTrainConfig)
     static_search: SearchSpace = field(default_factory=_static_space)
     sequential_tasks: list[str] | None = None  # the backbone sweep's; None: each dataset's two tasks
@@ -111,8 +119,17 @@ def ensure_dataset(raw: Path, workdir: Path, config: PrepareConfig) -> Path:
     return out
 
 
+def data_source(config: EndToEndConfig, name: str, raw: Path | None, dataset: Path | None) -> str:
+    """Where a dataset's data came from, in words, for the report's summary."""
+    if dataset is not None:
+        return "a prepared dataset folder (--data)"
+    if raw is not None:
+        return "real: raw files (--raw)"
+    return f"synthetic: {config.stays_of(name)} generated stays, seed {config.seed}"
+
+
 def prepared_dataset(folder: Path) -> str:
-    """Which dataset (eicu, mimic) a folder written by `data.prepare` holds."""
+    """Which dataset (eicu, mimic, meds) a folder written by `data.prepare` holds."""
     return Dataset(folder).name
 
 
@@ -121,9 +138,15 @@ def check(config: EndToEndConfig) -> None:
     unknown = sorted(set(config.datasets) - set(TASKS))
     if unknown or not config.datasets:
         raise ValueError(f"datasets must be some of {sorted(TASKS)}, got {config.datasets}")
-    strays = sorted(set(config.synthetic_stays) - set(TASKS))
-    if strays:
-        raise ValueError(f"synthetic_stays names {strays}; the datasets are {sorted(TASKS)}")
+    for key in ("synthetic_stays", "pretrain_search"):
+        strays = sorted(set(getattr(config, key)) - set(TASKS))
+        if strays:
+            raise ValueError(f"{key} names {strays}; the datasets are {sorted(TASKS)}")
+    spaces = {"static_search": (config.static_search, StaticTrainConfig),
+              "backbone_search": (config.backbone_search, SequentialTrainConfig),
+              **{f"pretrain_search.{name}": (space, PretrainConfig) for name, space in config.pretrain_search.items()}}
+    for key, (space, config_cls) in spaces.items():
+        check_params(space, config_cls, f"the config's {key}")
     offered = {task for name in config.datasets for task in TASKS[name]}
     missing = sorted(set((config.tasks or []) + (config.sequential_tasks or [])) - offered)
     if missing:
@@ -154,7 +177,9 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
     check(config)
     if (raw is not None or dataset is not None) and len(config.datasets) != 1:
         raise ValueError(f"an input folder holds one dataset and the config runs {config.datasets}: "
-                         "say which with --dataset eicu or --dataset mimic")
+                         "say which with --dataset eicu, mimic or meds")
+    if raw is None and dataset is None and "meds" in config.datasets:
+        raise ValueError("there is no synthetic MEDS dataset: give a MEDS folder (--raw) or a prepared one (--data)")
     workdir = Path(workdir).resolve()
     if config.sequential.weights == "tiny" and not config.sequential.tiny_root:
         config.sequential.tiny_root = str(workdir / "tiny-backbones")  # beside the runs that used them
@@ -169,8 +194,9 @@ def run(config: EndToEndConfig, workdir: Path, tracking: Tracking, raw: Path | N
                                                         join(storage, name) if storage else None)
         statics.append(static.assign(dataset=name))
         sequentials.append(sequential.assign(dataset=name))
-    report = build_and_log(tracking, config.experiment, workdir / "report")
-    log.info("report: %s", report)
+    with stage("the report: the paper's tables beside ours, figures") as notes:
+        report = build_and_log(tracking, config.experiment, workdir / "report")
+        notes.append(str(report))
     return Results(pd.concat(statics, ignore_index=True), pd.concat(sequentials, ignore_index=True), windows)
 
 
@@ -179,32 +205,114 @@ def run_dataset(name: str, static_tasks: list[str], sequential_tasks: list[str],
                 storage: str | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """One dataset's stages, from raw files (or a prepared dataset) to the backbone sweep; the
     results and the dataset's windows."""
+    from mlflow.tracking import MlflowClient
+
     prepare_config = replace(config.prepare, dataset=name)
-    if dataset is None:
-        raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
-        dataset = ensure_dataset(raw, workdir, prepare_config)
-    dataset = Path(dataset).resolve()
-    prepared = Dataset(dataset)
-    if prepared.name != name:
-        raise ValueError(f"{dataset} holds {prepared.name}, not {name}: name it with --dataset {prepared.name}")
-    prepared.check_windows(prepare_config.prediction_hours, "the config's prepare.prediction_hours")
-    tasks = list(dict.fromkeys([*static_tasks, *sequential_tasks]))
-    for task in tasks:
-        log.info("%s %s: predicts at %s", name, task, window_text(prepared.windows[task]))
+    with stage(f"{name}: raw files -> cohort, splits and task windows") as notes:
+        source = data_source(config, name, raw, dataset)
+        if dataset is None:
+            raw = Path(raw) if raw else ensure_synthetic_raw(workdir, config.stays_of(name), config.seed, name)
+            dataset = ensure_dataset(raw, workdir, prepare_config)
+        dataset = Path(dataset).resolve()
+        prepared = Dataset(dataset)
+        if prepared.name != name:
+            raise ValueError(f"{dataset} holds {prepared.name}, not {name}: name it with --dataset {prepared.name}")
+        prepared.check_windows(prepare_config.prediction_hours, "the config's prepare.prediction_hours")
+        tasks = list(dict.fromkeys([*static_tasks, *sequential_tasks]))
+        notes += [f"{len(prepared.stays())} stays"] + [
+            f"{task} {len(prepared.task_cohort(task))} stays at {window_text(prepared.windows[task])}" for task in tasks]
     stages = workdir / name
-    log_dataset(dataset, tracking, config.experiment)
-    summary = pretrain.run(dataset, stages / "pretrain", config.pretrain, tracking, config.experiment,
-                           storage=storage)
-    log.info("%s pretraining: best epoch %d, test mean Recall@10 %.3f (random %.3f)", name, summary["best_epoch"],
-             summary["retrieval"]["mean"]["recall_at_10"], summary["retrieval"]["mean"]["random_at_10"])
-    embeddings = {"contrastive": stages / "embeddings" / "contrastive", "scratch": stages / "embeddings" / "scratch"}
-    embed.run(dataset, embeddings["contrastive"], summary["checkpoint"], stages / "embed", tasks=tasks)
-    embed.run(dataset, embeddings["scratch"], "scratch", stages / "embed", config.pretrain, seed=config.seed,
-              tasks=tasks)
-    static = static_baselines.run(dataset, embeddings, static_tasks, stages / "static", config.static,
-                                  config.static_search, tracking, config.experiment, resume=resume,
-                                  storage=storage) if static_tasks else pd.DataFrame()
-    sequential = sweep_backbones.run(dataset, embeddings, sequential_tasks, stages / "sequential", config.sequential,
-                                     config.backbone_search, tracking, config.experiment, static_results=static,
-                                     resume=resume, storage=storage) if sequential_tasks else pd.DataFrame()
+    dataset_key = fingerprint(prepared.report)
+
+    def dataset_run() -> dict:
+        run_id = log_dataset(dataset, tracking, config.experiment)
+        MlflowClient(tracking.uri).set_tag(run_id, DATA_SOURCE_TAG, source)
+        return {"run_id": run_id}
+
+    once(stages / f"dataset-{dataset_key}.json", dataset_run)
+    space = config.pretrain_search.get(name)
+    key = fingerprint({"dataset": dataset_key, "pretrain": to_dict(config.pretrain),
+                       "search": to_dict(space) if space else None})
+    with stage(f"{name}: MGA pretraining") as notes:
+        summary = once(stages / f"pretrain-{key}" / "result.json", lambda: pretrain_encoders(
+            name, dataset, config, space, stages / f"pretrain-{key}", tracking, resume, keyed(storage, "pretrain", key)),
+            notes)
+        retrieval = summary["retrieval"]["mean"]
+        notes.append(f"test Recall@10 {retrieval['recall_at_10']:.3f} (random {retrieval['random_at_10']:.3f})")
+    chosen = from_dict(PretrainConfig, summary["config"], "the pretraining summary")  # the scratch twin's shape
+    encoders = {"contrastive": {"encoders": summary["checkpoint"]},
+                "scratch": {"encoders": "scratch", "config": to_dict(chosen), "seed": config.seed}}
+    embeddings = {init: stages / f"embeddings-{init}-{fingerprint({'dataset': dataset_key, 'tasks': tasks, **how})}"
+                  for init, how in encoders.items()}
+    with stage(f"{name}: embedding each task's stays and events, contrastive and scratch encoders") as notes:
+        for init, folder in embeddings.items():
+            if (folder / "embeddings.json").is_file():  # complete: written to a staging folder, renamed when done
+                notes.append(f"{init} reused")
+            else:
+                embed.run(dataset, folder, encoders[init]["encoders"], stages / "embed", chosen, seed=config.seed,
+                          tasks=tasks)
+    inputs = {"embeddings": {init: folder.name for init, folder in embeddings.items()}}
+    static = pd.DataFrame()
+    if static_tasks:
+        key = fingerprint({**inputs, "tasks": static_tasks, "static": to_dict(config.static),
+                           "search": to_dict(config.static_search)})
+        with stage(f"{name}: static baselines") as notes:
+            static = once(stages / f"static-{key}" / "result.parquet", lambda: static_baselines.run(
+                dataset, embeddings, static_tasks, stages / f"static-{key}", config.static, config.static_search,
+                tracking, config.experiment, resume=resume, storage=keyed(storage, "static", key)), notes)
+    sequential = pd.DataFrame()
+    if sequential_tasks:
+        key = fingerprint({**inputs, "tasks": sequential_tasks, "sequential": to_dict(config.sequential),
+                           "search": to_dict(config.backbone_search)})
+        with stage(f"{name}: backbone sweep") as notes:
+            sequential = once(stages / f"sequential-{key}" / "result.parquet", lambda: sweep_backbones.run(
+                dataset, embeddings, sequential_tasks, stages / f"sequential-{key}", config.sequential,
+                config.backbone_search, tracking, config.experiment, static_results=static, resume=resume,
+                storage=keyed(storage, "sequential", key)), notes)
     return static, sequential, {task: prepared.windows[task] for task in tasks}
+
+
+def pretrain_encoders(name: str, dataset: Path, config: EndToEndConfig, space: SearchSpace | None, workdir: Path,
+                      tracking: Tracking, resume: bool, storage: str | None) -> dict:
+    """One pretraining run, or the dataset's pretraining sweep when the config has a space for it;
+    either way the summary of the checkpoint to embed with (its config and test scores)."""
+    if space is None:
+        return pretrain.run(dataset, workdir, config.pretrain, tracking, config.experiment, storage=storage)
+    summary = sweep_pretrain.run(dataset, workdir, config.pretrain, space, tracking, config.experiment,
+                                 name="pretrain-sweep", resume=resume, storage=storage)
+    if "checkpoint" not in summary:
+        raise RuntimeError(f"{name}: no trial of the pretraining sweep saved a checkpoint "
+                           f"({summary['errors']} of {summary['trials']} trials failed)")
+    log.info("%s pretraining sweep: %d trials, the best by %s: %s", name, summary["trials"], space.metric,
+             summary["best_config"])
+    return summary
+
+
+def keyed(storage: str | None, stage_name: str, key: str) -> str | None:
+    """A stage's run storage under cluster storage, named after its inputs and config like its folder."""
+    return join(storage, f"{stage_name}-{key}") if storage else None
+
+
+def once(record: Path, compute: Callable[[], Any], notes: list | None = None) -> Any:
+    """A finished stage's result, read back from `record` (a stage folder's result.json or
+    result.parquet, written when the stage finished: the folder is named after the stage's inputs
+    and config); else `compute()`'s, recorded. A rerun (or `--resume`) never redoes a finished stage."""
+    parquet = record.suffix == ".parquet"
+    if record.is_file():
+        if notes is not None:
+            notes.append("reused the finished stage")
+        return pd.read_parquet(record) if parquet else json.loads(record.read_text())
+    result = compute()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(f".{record.name}.partial")
+    if parquet:
+        result.to_parquet(partial, index=False)
+    else:
+        partial.write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+    partial.rename(record)
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as numbers, anything else JSON cannot hold as text."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -26,6 +26,7 @@ from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.sequences import Sequences
 from clintraj.data import windows
 from clintraj.evaluation import attention as attn
+from clintraj import disclosure
 from clintraj.storage import stage_in
 from clintraj.training import decoder
 
@@ -54,7 +55,7 @@ def explain_stay(checkpoints: dict[str, Path], sequences: Path, stay_id: int, re
     split = Sequences(sequences).split("test")
     where = np.flatnonzero(split["stay_id"] == stay_id)
     if not len(where):
-        raise ValueError(f"stay {stay_id} is not in the test split of {sequences}")
+        raise ValueError(f"the stay asked for is not in the test split of {sequences}")
     row = attn.stay_row(split, int(where[0]))
     if names.index(remove) not in np.asarray(row["modality"][0]):
         raise ValueError(f"the stay has no {remove} event to remove")
@@ -230,6 +231,8 @@ def run(tracking, run_id: str, compare_run_id: str | None, remove: str, out: Pat
         results["cohort"] = summarise(frames)
         (out / "cohort_summary.json").write_text(json.dumps(results["cohort"], indent=2) + "\n")
         cohort_figure(frames, remove, out / "cohort.png")
+    # the stay's events table (its notes, image paths, times) is for the output folder only
+    local_only = tuple(str(p.relative_to(out)) for p in out.glob("stay/stay*_events.csv"))
     for run in runs:
-        client.log_artifacts(run.info.run_id, str(out), "interpretation")
+        disclosure.log_artifacts(client, run.info.run_id, out, "interpretation", local_only=local_only)
     return results

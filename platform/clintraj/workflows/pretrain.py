@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from clintraj.artifacts.dataset import Dataset
-from clintraj.config import flatten, to_dict
-from clintraj.data.stay_inputs import build_stay_table, collate
-from clintraj.storage import join, stage_root, uri_of
+from clintraj import disclosure, names
+from clintraj.config import fingerprint, flatten, to_dict
+from clintraj.data.stay_inputs import StayCollate, build_stay_table
+from clintraj.storage import join, read_text, stage_root, uri_of, write_text
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
 
@@ -63,7 +64,7 @@ def embed_split(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainCo
     ds = pretrain.datasets(inputs_dir, meta, config, splits=(split,))[split]
     zs, presents, ids = [], [], []
     with torch.no_grad():
-        for batch in ds.iter_torch_batches(batch_size=256, collate_fn=lambda b: collate(b, meta["feature_dims"])):
+        for batch in ds.iter_torch_batches(batch_size=256, collate_fn=StayCollate(meta["feature_dims"])):
             h, present = embed(model, batch)
             zs.append(torch.nn.functional.normalize(h, dim=-1).cpu().numpy())
             presents.append(present.cpu().numpy())
@@ -95,37 +96,57 @@ def _markdown(table) -> str:
     return "\n".join([header, rule, *rows]) + "\n"
 
 
+def test_and_log(checkpoint: str, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, out: Path) -> dict:
+    """`evaluate` the encoders of a checkpoint (a folder or a URI) on the test split and log the
+    scores, their files and the checkpoint's location to the active MLflow run."""
+    import mlflow
+    from ray.train import Checkpoint
+
+    with Checkpoint(checkpoint).as_directory() as directory:
+        model = pretrain.load_model(Path(directory), meta, config)
+    scores = evaluate(model, inputs_dir, meta, config, out)
+    mlflow.log_metrics({**{f"test_silhouette_{m}": v for m, v in scores["silhouette_per_modality"].items()
+                           if np.isfinite(v)},
+                        "test_silhouette": scores["silhouette"],
+                        **{f"test_{k}": v for k, v in scores["retrieval"]["mean"].items()}})
+    run_id = mlflow.active_run().info.run_id
+    disclosure.log_artifacts(mlflow.tracking.MlflowClient(), run_id, out, "evaluation")
+    mlflow.set_tag("best_checkpoint", disclosure.value(checkpoint))
+    return scores
+
+
 def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking: Tracking,
         experiment: str, image_root: Path | None = None, storage: str | Path | None = None) -> dict:
     """Pretrain; checkpoints go to <storage>/pretrain (a folder or a URI) when `storage` is set,
-    else under `workdir`. The summary names the best checkpoint as a path or a URI."""
+    else under `workdir`. The summary names the best checkpoint as a path or a URI.
+
+    The Ray Train run is named after its dataset and config, so the same pretraining started again
+    (after a crash, or a killed job) resumes from its last checkpoint, under the MLflow run it had."""
     import mlflow
 
     workdir = Path(workdir).resolve()
     ray_results = join(stage_root(storage, "pretrain", workdir), "ray_results")
+    name = f"mga-{fingerprint({'dataset': Dataset(dataset).report, 'config': to_dict(config)})}"
     inputs_dir, meta = prepare_inputs(Path(dataset), workdir, config, image_root)
     mlflow.set_tracking_uri(tracking.uri)
-    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name=f"mga-{meta['dataset']}") as run:
+    marker = join(ray_results, f"{name}.mlflow_run")
+    previous = (read_text(marker) or "").strip() or None
+    with mlflow.start_run(run_id=previous, experiment_id=tracking.experiment(experiment),
+                          run_name=None if previous else names.stage_run("pretrain", meta["dataset"])) as run:
+        write_text(marker, run.info.run_id)
         mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain", "objective": "mga",
                          "missing_tokens_in_context": str(config.missing_tokens_in_context)})
-        mlflow.log_params({k: v for k, v in flatten(to_dict(config)).items() if not isinstance(v, list)})
-        result = pretrain.trainer(inputs_dir, meta, config, ray_results, f"mga-{run.info.run_id}",
+        mlflow.log_params(disclosure.values({k: v for k, v in flatten(to_dict(config)).items()
+                                             if not isinstance(v, list)}))
+        result = pretrain.trainer(inputs_dir, meta, config, ray_results, name,
                                   tracking_uri=tracking.uri, mlflow_run_id=run.info.run_id).fit()
         checkpoint, best = pretrain.best_checkpoint(result)
         location = uri_of(checkpoint.filesystem, checkpoint.path)
-        with checkpoint.as_directory() as directory:
-            model = pretrain.load_model(Path(directory), meta, config)
-        scores = evaluate(model, inputs_dir, meta, config, workdir / "evaluation")
+        scores = test_and_log(location, inputs_dir, meta, config, workdir / "evaluation")
         summary = {"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"]),
                    "checkpoint": location, "meta": meta, "config": to_dict(config), **scores}
-        mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
-                            **{f"test_silhouette_{m}": v for m, v in scores["silhouette_per_modality"].items()
-                               if np.isfinite(v)},
-                            "test_silhouette": scores["silhouette"],
-                            **{f"test_{k}": v for k, v in scores["retrieval"]["mean"].items()}})
-        mlflow.log_artifacts(str(workdir / "evaluation"), "evaluation")
-        mlflow.set_tag("best_checkpoint", location)
+        mlflow.log_metrics({"best_val_loss": best["val_loss"], "best_epoch": best["epoch"]})
         (workdir / "pretrain_result.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        mlflow.log_artifact(str(workdir / "pretrain_result.json"))
+        disclosure.log_artifact(mlflow.tracking.MlflowClient(), run.info.run_id, workdir / "pretrain_result.json")
         summary["run_id"] = run.info.run_id
     return summary

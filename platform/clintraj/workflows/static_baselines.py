@@ -3,9 +3,9 @@
 The grid is initialisation (contrastive / scratch embeddings) x task x the
 search space's own axes (architecture, optimiser settings). Each trial is a
 Tune function trainable that opens its MLflow child run (tagged dataset,
-task, architecture, initialisation), fits one static `TorchTrainer` whose
-epochs reach Tune through `TuneReportCallback` and MLflow through
-`MlflowEpochLogger`, then scores the test split from the best checkpoint.
+task, architecture, initialisation), fits one static run whose epochs reach
+Tune and MLflow (`MlflowEpochLogger`), then scores the test split from the
+best checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clintraj import disclosure, names
 from clintraj.config import from_dict, to_dict
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
@@ -23,7 +24,7 @@ from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import static
-from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
+from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, trial_run, tuner
 
 log = logging.getLogger(__name__)
 
@@ -56,31 +57,35 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
     def trial(sampled: dict) -> None:
         from mlflow.tracking import MlflowClient
         from ray import tune
-        from ray.tune.integration.ray_train import TuneReportCallback
 
         initialisation = sampled["initialisation"]
         overrides = {k: v for k, v in sampled.items() if k != "initialisation"}
         config = from_dict(static.StaticTrainConfig, {**vars(base), **overrides}, "search space sample")
-        name = f"{config.architecture}-{initialisation}-{config.task}-{tune.get_context().get_trial_id()}"
+        trial_id = tune.get_context().get_trial_id()
+        name = f"{config.architecture}-{initialisation}-{config.task}-{trial_id}"  # its folders'
+        run_name = names.trial_run(names.model(config.architecture), initialisation, config.task, dataset_name,
+                                   trial_id)
         client = MlflowClient(tracking.uri)
         hours = windows[config.task]
-        run = client.create_run(experiment_id, run_name=name, tags={
+        run_id = trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "architecture": config.architecture, "initialisation": initialisation, "stage": "static-baseline",
-            "window": window_text(hours)})
-        run_id = run.info.run_id
-        for key, value in {**vars(config), "embeddings": embeddings[initialisation],
-                           "prediction_hours": window_param(hours)}.items():
+            "window": window_text(hours), "trial_id": trial_id})
+        for key, value in disclosure.values({**vars(config), "embeddings": embeddings[initialisation],
+                                             "prediction_hours": window_param(hours)}).items():
             client.log_param(run_id, key, value)
         splits, modalities = task_splits(dataset, Path(embeddings[initialisation]), config.task)
         trainer, static_run = static.trainer(splits, config, workdir / name, name, modalities,
-                                             tracking.uri, run_id, callbacks=[TuneReportCallback()],
-                                             storage=join(ray_results, name, "ray_results"))
+                                             tracking.uri, run_id, storage=join(ray_results, name, "ray_results"),
+                                             tune=True)
         metrics = static.score(trainer.fit(), static_run, splits)
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and np.isfinite(value):
                 client.log_metric(run_id, key, float(value))
-        client.set_tag(run_id, "checkpoint", metrics["checkpoint"])
+        tested = {key: value for key, value in metrics.items() if key.startswith("test_")}
+        for key, why in task_named(config.task).undefined(splits["test"][1], tested).items():
+            client.set_tag(run_id, names.undefined_tag(key), why)  # e.g. no death in the test split
+        client.set_tag(run_id, "checkpoint", disclosure.value(metrics["checkpoint"]))
         client.set_terminated(run_id)
 
     return trial
@@ -107,7 +112,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
         trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results",
                            join(root, "ray_results"), tracking, experiment_id, parent.info.run_id, dataset_name,
                            source.windows)
-        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume).fit()
+        results = tuner(trial, param_grid, space, base, name, join(root, "tune"), resume,
+                        label=f"{dataset_name} static baselines").fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id,
                               ("task", "architecture", "initialisation"))
         mlflow.log_text(table.to_string(index=False), "results.txt")

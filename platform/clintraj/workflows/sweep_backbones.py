@@ -4,8 +4,8 @@ Before Tune starts, the driver writes each (initialisation, task) pair's
 timelines once (`data.sequences.task_sequences`). Each trial is a Tune function
 trainable (Ray Train V2's composition) that opens its MLflow child run
 (tagged backbone, init, task, dataset; every parameter), fits one
-sequential `TorchTrainer` whose epochs reach Tune via `TuneReportCallback`
-and MLflow via `MlflowEpochLogger` (the workers add per-step losses), then
+sequential run (in the trial's process with one CPU worker and no DeepSpeed)
+whose epochs reach Tune and MLflow (`MlflowEpochLogger`; the loop adds per-step losses), then
 scores the test predictions of the best epoch with bootstrap CIs, draws
 ROC/PR and calibration (or LoS) figures, and records where the adapter is.
 The parent run ends with the comparison table in the layout of the paper's
@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clintraj import names
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.sequences import Sequences
+from clintraj import disclosure
 from clintraj.config import from_dict, to_dict
 from clintraj.data.sequences import task_sequences
 from clintraj.evaluation import plots
@@ -30,7 +32,7 @@ from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import sequential
-from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, tuner
+from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, trial_run, tuner
 
 log = logging.getLogger(__name__)
 
@@ -61,45 +63,52 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
 
         from mlflow.tracking import MlflowClient
         from ray import tune
-        from ray.tune.integration.ray_train import TuneReportCallback
 
         init = sampled["initialisation"]
         overrides = {k: v for k, v in sampled.items() if k != "initialisation"}
         config = from_dict(sequential.SequentialTrainConfig, {**to_dict(base), **overrides}, "search space sample")
         folder = sequences[(init, config.task)]
-        name = f"{config.backbone}-{init}-{config.task}-{tune.get_context().get_trial_id()}"
+        trial_id = tune.get_context().get_trial_id()
+        name = f"{config.backbone}-{init}-{config.task}-{trial_id}"  # its folders'
+        run_name = names.trial_run(config.backbone, init, config.task, dataset_name, trial_id)
         client = MlflowClient(tracking.uri)
         info = Sequences(folder).info
-        run_id = client.create_run(experiment_id, run_name=name, tags={
+        run_id = trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "backbone": config.backbone, "initialisation": init, "stage": "sequential",
-            "window": window_text(info["prediction_hours"])}).info.run_id
-        for key, value in {**to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
-                           "dropped_events": info["dropped_events"],
-                           "prediction_hours": window_param(info["prediction_hours"])}.items():
+            "window": window_text(info["prediction_hours"]), "trial_id": trial_id})
+        for key, value in disclosure.values({
+                **to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
+                "dropped_events": info["dropped_events"],
+                "prediction_hours": window_param(info["prediction_hours"])}).items():
             client.log_param(run_id, key, value)
         try:
-            trainer, _ = sequential.trainer(folder, config, join(storage, name), name, tracking.uri, run_id,
-                                            callbacks=[TuneReportCallback()])
+            trainer, _ = sequential.trainer(folder, config, join(storage, name), name, tracking.uri, run_id, tune=True)
             finished = sequential.finished(trainer.fit())
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
-        metrics = {**score_trial(finished, Path(folder), config.task, config.seed),
+        scores = score_trial(finished, Path(folder), config.task, config.seed)
+        metrics = {**scores,
                    "best_epoch": finished["metrics"].get("best_epoch", float("nan")),
                    **{k: v for k, v in finished["metrics"].items() if k.startswith("robust_")}}
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and np.isfinite(value):
-                name = key if key == "best_epoch" or key.startswith("robust_") else f"test_{key}"
-                client.log_metric(run_id, name, float(value))
+                logged = key if key == "best_epoch" or key.startswith("robust_") else f"test_{key}"
+                client.log_metric(run_id, logged, float(value))
+        y, output = sequential.outputs(finished["predictions"])
+        for key, why in task_named(config.task).undefined(y, {f"test_{k}": v for k, v in scores.items()}).items():
+            client.set_tag(run_id, names.undefined_tag(key), why)  # e.g. no death in the test split
+        title = names.subject(dataset_name, config.task, config.backbone, init, window_text(info["prediction_hours"]))
         with tempfile.TemporaryDirectory() as scratch:
-            y, output = sequential.outputs(finished["predictions"])
-            for figure in plots.task_figures(config.task, y, output, Path(scratch), name):
-                client.log_artifact(run_id, str(figure), "figures")
-            finished["predictions"].to_parquet(Path(scratch) / "test_predictions.parquet")
-            client.log_artifact(run_id, str(Path(scratch) / "test_predictions.parquet"))
-        client.set_tag(run_id, "checkpoint", finished["checkpoint"])
-        client.set_tag(run_id, "adapter", str(join(finished["checkpoint"], "adapter")))
+            for figure in plots.task_figures(config.task, y, output, Path(scratch), title):
+                disclosure.log_artifact(client, run_id, figure, "figures")
+            # rows by their index in the test split in stay order (the sequences' test.parquet maps back)
+            predictions, _ = disclosure.by_index(finished["predictions"])
+            predictions.to_parquet(Path(scratch) / "test_predictions.parquet")
+            disclosure.log_artifact(client, run_id, Path(scratch) / "test_predictions.parquet")
+        client.set_tag(run_id, "checkpoint", disclosure.value(finished["checkpoint"]))
+        client.set_tag(run_id, "adapter", disclosure.value(join(finished["checkpoint"], "adapter")))
         client.set_terminated(run_id)
 
     return trial
@@ -126,7 +135,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
                          "embeddings": {k: str(v) for k, v in embeddings.items()}}, "sweep.json")
         trial = make_trial(sequences, base, join(root, "ray_results"), tracking, experiment_id, parent.info.run_id,
                            dataset_name)
-        results = tuner(trial, param_grid, space, base.epochs, name, join(root, "tune"), resume).fit()
+        results = tuner(trial, param_grid, space, base, name, join(root, "tune"), resume,
+                        label=f"{dataset_name} backbone sweep").fit()
         table = child_results(tracking.uri, experiment_id, parent.info.run_id, ("backbone", "initialisation", "task"))
         comparison = comparison_table(table, static_results)
         mlflow.log_text(markdown(comparison), "comparison.md")

@@ -41,8 +41,9 @@ Quarantine vs filtering: rows that are malformed or contradict the stay they nam
 unparseable date) are counted in the Quarantine by (table, reason) with their
 0-based data row in the file. Rows that are simply not ICU data of the cohort
 (other items, outpatient labs and notes, PA views, images outside the stay) are
-filtered and counted in the funnel's `detail`. Nothing here logs or raises with
-note text, ids or dates.
+filtered and counted in the funnel's `detail`. Every data row of every table read is
+counted once in the Quarantine's ledger, as used, filtered (by reason) or quarantined
+(`rawio.Quarantine.accounts`). Nothing here logs or raises with note text, ids or dates.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ from pathlib import Path
 import pandas as pd
 
 from clintraj.data.cohort import CohortTables
+from clintraj.data.mimic import tables as mt
 from clintraj.data.mimic.config import HOUR, MODALITIES, MODALITY_NAMES, MimicConfig
 from clintraj.data.mimic.cxr import cxr_modality, study_datetime
-from clintraj.data.mimic.demographics import demographics_table
-from clintraj.data.mimic.labels import load_phenotypes, mortality, phenotype_labels
+from clintraj.data.mimic.demographics import demographics_table, read_patients
+from clintraj.data.mimic.labels import OTHER_ADMISSION, expire_flags, load_phenotypes, mortality, phenotype_labels
 from clintraj.data.mimic.measurements import discretize, load_measurements, normal_values, time_series
 from clintraj.data.mimic.notes import clean_note_text, note_modality
 from clintraj.data.mimic.stays import cxr_linked_stays, load_stays, read_admissions
@@ -97,13 +99,16 @@ def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig |
     raw = Path(raw)
     quarantine = Quarantine()
     stays, funnel = load_stays(raw, quarantine)
+    valid = len(stays)
     stays = cxr_linked_stays(stays, cxr, config, funnel)
+    quarantine.count_filtered(mt.ICUSTAYS.path, "subject without a row in the MIMIC-CXR metadata", valid - len(stays))
     stays["unit_hours"] = (stays["outtime"] - stays["intime"]) / HOUR
     admissions = read_admissions(raw, quarantine)
     stays["dischtime"] = parse_datetime(admissions["dischtime"].reindex(stays["hadm_id"]).reset_index(drop=True)
                                         ).set_axis(stays.index)
-    stays["died"] = mortality(stays, admissions, quarantine)
-    stays = pd.concat([stays, phenotype_labels(raw, stays, config, quarantine)], axis=1)
+    stays["died"] = mortality(stays, admissions)
+    phenotypes, diagnoses = phenotype_labels(raw, stays, config, quarantine)
+    stays = pd.concat([stays, phenotypes], axis=1)
 
     events, details = {}, {}
     events["time_series"], details["time_series"] = time_series(raw, stays, config, quarantine)
@@ -116,7 +121,8 @@ def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig |
             events[name] = _absent(name)
         else:
             events[name], details[name] = note_modality(notes, name, stays, config, quarantine)
-    static = {"demographics": demographics_table(raw, stays, admissions, config, quarantine)}
+    patients = read_patients(raw, quarantine)
+    static = {"demographics": demographics_table(stays, admissions, patients, config)}
     events["demographics"] = pd.DataFrame({"stay_id": static["demographics"]["stay_id"], "time_hours": 0.0})
 
     missing_source = {"cxr": cxr is None, "discharge_note": notes is None, "radiology_note": notes is None}
@@ -131,7 +137,32 @@ def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig |
                        "stays_with_modality": int(has[name].sum()), "detail": details.get(name, {})})
     present = pd.concat(has, axis=1).any(axis=1)
     funnel.append({"step": "no modality present", "removed": int((~present).sum()), "remaining": int(present.sum())})
+    quarantine.count_filtered(mt.ICUSTAYS.path, "no modality present", (~present).sum())
+    _account_stay_tables(stays[present], admissions, patients, diagnoses, quarantine)
     return _cohort_tables(stays[present], events, static, funnel, quarantine)
+
+
+def _account_stay_tables(cohort: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFrame,
+                         diagnoses: pd.Series, quarantine: Quarantine) -> None:
+    """The ledger of the per-stay tables once the cohort is final: its icustays rows, and the
+    admissions, patients and diagnoses rows of its stays, are used (the others filtered); the
+    fields of used rows read as missing are entered (field-level)."""
+    quarantine.count_used(mt.ICUSTAYS.path, len(cohort))
+    hadms = cohort["hadm_id"].dropna().astype("int64").unique()
+    used = admissions.index.isin(hadms)
+    quarantine.count_used(mt.ADMISSIONS.path, used.sum())
+    quarantine.count_filtered(mt.ADMISSIONS.path, OTHER_ADMISSION, (~used).sum())
+    quarantine.add(mt.ADMISSIONS.path, "hospital_expire_flag not 0/1 (mortality label unknown)",
+                   admissions.loc[used & expire_flags(admissions).isna().to_numpy(), "row"], field_only=True)
+    used = patients.index.isin(cohort["subject_id"])
+    quarantine.count_used(mt.PATIENTS.path, used.sum())
+    quarantine.count_filtered(mt.PATIENTS.path, "patient of no cohort stay", (~used).sum())
+    unknown = (patients["anchor_age"].isna() | patients["anchor_year"].isna()).to_numpy()
+    quarantine.add(mt.PATIENTS.path, "anchor_age or anchor_year missing or not a number (age unknown)",
+                   patients.loc[used & unknown, "row"], field_only=True)
+    used = diagnoses.index.isin(hadms)
+    quarantine.count_used(mt.DIAGNOSES_ICD.path, diagnoses[used].sum())
+    quarantine.count_filtered(mt.DIAGNOSES_ICD.path, OTHER_ADMISSION, diagnoses[~used].sum())
 
 
 def _cohort_tables(stays: pd.DataFrame, events: dict, static: dict, funnel: list[dict],

@@ -26,6 +26,7 @@ class MimicConfig:
     use_labevents: bool = True  # glucose, O2 saturation and pH from hosp/labevents too (mimic3-benchmarks)
     bin_hours: float = 1.0  # discretisation step (paper: timestep = 1.0 h)
     fio2_percent_to_fraction: bool = True  # FiO2 > 1 is a percentage: divide by 100
+    valid_ranges: bool = True  # mimic3-benchmarks' bounds: outliers removed (quarantined), the rest clipped (`ranges`)
     cxr_views: tuple[str, ...] = ("AP",)
     cxr_require_file: bool = True  # an image counts only when its JPEG exists below the cxr root
     require_cxr_subject: bool = True  # cohort: stays of subjects in the CXR metadata (ignored when cxr is None)

@@ -44,11 +44,14 @@ def cxr_modality(root: Path, stays: pd.DataFrame, config: MimicConfig,
     windows = stays.set_index("stay_id")[["subject_id", "intime", "outtime"]]
     columns = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]
     detail, pairs = Counts(), []
-    chunks = stream_table(root, METADATA_FILE, columns, dtype="string", chunk_rows=config.chunk_rows)
+    chunks = stream_table(root, METADATA_FILE, columns, chunk_rows=config.chunk_rows)
     for _, chunk in tqdm(chunks, desc="MIMIC-CXR metadata", unit="chunk", disable=not config.progress):
         detail["images in the metadata"] += len(chunk)
+        quarantine.count_read(METADATA_FILE, len(chunk))
         subject = pd.to_numeric(chunk["subject_id"], errors="coerce")
-        chunk = chunk[subject.isin(windows["subject_id"])].assign(subject_id=subject)
+        cohort = subject.isin(windows["subject_id"])
+        quarantine.count_filtered(METADATA_FILE, "subject not in the cohort", (~cohort).sum())
+        chunk = chunk[cohort].assign(subject_id=subject)
         detail["images of cohort subjects (join on subject_id)"] += len(chunk)
         when = study_datetime(chunk["StudyDate"], chunk["StudyTime"])
         study = pd.to_numeric(chunk["study_id"], errors="coerce")
@@ -60,8 +63,12 @@ def cxr_modality(root: Path, stays: pd.DataFrame, config: MimicConfig,
         joined = images.merge(windows.reset_index(), on="subject_id")
         joined = joined[(joined["t"] > joined["intime"]) & (joined["t"] < joined["outtime"])]
         detail["(image, stay) pairs strictly inside the stay"] += len(joined)
+        inside = joined["row"].nunique()
+        quarantine.count_filtered(METADATA_FILE, "study time strictly inside no cohort stay", len(images) - inside)
         joined = joined[joined["view"].isin(config.cxr_views)]
         detail[f"of them with view {'/'.join(config.cxr_views)}"] += len(joined)
+        quarantine.count_filtered(METADATA_FILE, f"view not {'/'.join(config.cxr_views)}",
+                                  inside - joined["row"].nunique())
         pairs.append(joined)
     chosen = pd.concat(pairs, ignore_index=True).astype({"study_id": "int64"})
     chosen["path"] = [mt.cxr_image_path(s, st, d) for s, st, d in
@@ -72,6 +79,7 @@ def cxr_modality(root: Path, stays: pd.DataFrame, config: MimicConfig,
                        chosen.loc[~exists, "row"].drop_duplicates())
         detail["of them without their image file"] += int((~exists).sum())
         chosen = chosen[exists]
+    quarantine.count_used(METADATA_FILE, chosen["row"].nunique())
     chosen["time_hours"] = (chosen["t"] - chosen["intime"]) / HOUR
     events = chosen.sort_values(["stay_id", "time_hours", "dicom_id"], kind="stable")[list(CXR_EVENT_COLUMNS)]
     return events.reset_index(drop=True), dict(detail)

@@ -31,22 +31,25 @@ def age_groups(age: pd.Series, edges: tuple[int, ...]) -> pd.Series:
     return groups.astype("string")
 
 
-def demographics_table(raw: Path, stays: pd.DataFrame, admissions: pd.DataFrame, config: MimicConfig,
-                       quarantine: Quarantine) -> pd.DataFrame:
-    """stay_id + the eight raw static features (+ age in years), for stays where any is known.
-    Age = anchor_age + (admission year - anchor_year)."""
-    patients = read_table(raw, mt.PATIENTS.path, ["subject_id", "gender", "anchor_age", "anchor_year"],
-                          dtype="string")
+def read_patients(raw: Path, quarantine: Quarantine) -> pd.DataFrame:
+    """patients rows indexed by subject_id: gender, anchor_age, anchor_year (NaN where not a number)
+    and `row` (the file's data row). A row whose subject_id is missing or repeats an earlier row's
+    is quarantined."""
+    patients = read_table(raw, mt.PATIENTS.path, ["subject_id", "gender", "anchor_age", "anchor_year"])
+    quarantine.count_read(mt.PATIENTS.path, len(patients))
     subject = pd.to_numeric(patients["subject_id"], errors="coerce")
-    anchor_age = pd.to_numeric(patients["anchor_age"], errors="coerce")
-    anchor_year = pd.to_numeric(patients["anchor_year"], errors="coerce")
     bad = subject.isna() | subject.duplicated(keep="first")
     quarantine.add(mt.PATIENTS.path, "subject_id missing, not a number or repeated", patients.index[bad])
-    quarantine.add(mt.PATIENTS.path, "anchor_age or anchor_year missing or not a number",
-                   patients.index[~bad & (anchor_age.isna() | anchor_year.isna())])
-    patients = pd.DataFrame({"gender": patients["gender"], "anchor_age": anchor_age, "anchor_year": anchor_year},
-                            index=patients.index)[~bad].set_axis(subject[~bad].astype("int64"))
+    kept = pd.DataFrame({"gender": patients["gender"], "row": patients.index,
+                         **{c: pd.to_numeric(patients[c], errors="coerce") for c in ("anchor_age", "anchor_year")}},
+                        index=patients.index)[~bad]
+    return kept.set_axis(subject[~bad].astype("int64"))
 
+
+def demographics_table(stays: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFrame,
+                       config: MimicConfig) -> pd.DataFrame:
+    """stay_id + the eight raw static features (+ age in years), for stays where any is known.
+    Age = anchor_age + (admission year - anchor_year)."""
     admission = admissions.reindex(stays["hadm_id"].fillna(-1).astype("int64"))
     patient = patients.reindex(stays["subject_id"])
     year = parse_datetime(admission["admittime"]).dt.year.to_numpy()

@@ -16,6 +16,8 @@ from clintraj.data.mimic.config import MimicConfig
 from clintraj.data.rawio import Quarantine, stream_table
 from clintraj.tasks import PHENOTYPE_PREFIX
 
+OTHER_ADMISSION = "admission of no cohort stay"
+
 
 def load_phenotypes() -> dict[str, dict[str, list[str]]]:
     """{phenotype: {"icd9": [...], "icd10": [...]}} of the 25 benchmark HCUP CCS groups,
@@ -33,18 +35,23 @@ def normalise_icd(code: pd.Series) -> pd.Series:
     return code.astype("string").str.strip().str.replace(".", "", regex=False).str.upper()
 
 
-def mortality(stays: pd.DataFrame, admissions: pd.DataFrame, quarantine: Quarantine) -> pd.Series:
-    """hospital_expire_flag of each stay's admission as 0.0 / 1.0; NA when unknown."""
+def expire_flags(admissions: pd.DataFrame) -> pd.Series:
+    """hospital_expire_flag of each admission as 0.0 / 1.0; NA when it is not 0/1."""
     flag = pd.to_numeric(admissions["hospital_expire_flag"], errors="coerce")
-    bad = ~flag.isin([0, 1])
-    quarantine.add(mt.ADMISSIONS.path, "hospital_expire_flag not 0/1", admissions.loc[bad, "row"])
-    return stays["hadm_id"].map(flag.where(~bad)).astype("Float64")
+    return flag.where(flag.isin([0, 1])).astype("Float64")
 
 
-def phenotype_labels(raw: Path, stays: pd.DataFrame, config: MimicConfig, quarantine: Quarantine) -> pd.DataFrame:
+def mortality(stays: pd.DataFrame, admissions: pd.DataFrame) -> pd.Series:
+    """hospital_expire_flag of each stay's admission as 0.0 / 1.0; NA when unknown."""
+    return stays["hadm_id"].map(expire_flags(admissions)).astype("Float64")
+
+
+def phenotype_labels(raw: Path, stays: pd.DataFrame, config: MimicConfig,
+                     quarantine: Quarantine) -> tuple[pd.DataFrame, pd.Series]:
     """One `pheno:<name>` column per phenotype: 1.0 when a diagnosis of the stay's admission is
     in the group (its ICD-9 or ICD-10 list, by icd_version), 0.0 when none is, NA when the
-    admission has no diagnoses rows (the label is unknown, not negative)."""
+    admission has no diagnoses rows (the label is unknown, not negative); and the admissions'
+    well-formed diagnoses rows (hadm_id -> rows)."""
     phenotypes = load_phenotypes()
     definitions = pd.DataFrame(
         [(version, code, k) for k, name in enumerate(phenotypes)
@@ -52,11 +59,14 @@ def phenotype_labels(raw: Path, stays: pd.DataFrame, config: MimicConfig, quaran
         columns=["icd_version", "icd_code", "phenotype"],
     ).astype({"icd_code": "string"})
     hadms = stays["hadm_id"].dropna().astype("int64").unique()
-    hits, coded = [], []
-    chunks = stream_table(raw, mt.DIAGNOSES_ICD.path, ["hadm_id", "icd_code", "icd_version"], dtype="string",
-                          chunk_rows=config.chunk_rows)
+    hits, per_admission = [], []
+    file = mt.DIAGNOSES_ICD.path
+    chunks = stream_table(raw, file, ["hadm_id", "icd_code", "icd_version"], chunk_rows=config.chunk_rows)
     for _, chunk in tqdm(chunks, desc="MIMIC diagnoses", unit="chunk", disable=not config.progress):
+        quarantine.count_read(file, len(chunk))
         hadm = pd.to_numeric(chunk["hadm_id"], errors="coerce")
+        quarantine.add(file, "hadm_id missing or not a number", chunk.index[hadm.isna()])
+        quarantine.count_filtered(file, OTHER_ADMISSION, (hadm.notna() & ~hadm.isin(hadms)).sum())
         chunk = chunk[hadm.isin(hadms)]
         rows = pd.DataFrame({"hadm_id": hadm[chunk.index].astype("int64"),
                              "icd_version": pd.to_numeric(chunk["icd_version"], errors="coerce"),
@@ -64,9 +74,10 @@ def phenotype_labels(raw: Path, stays: pd.DataFrame, config: MimicConfig, quaran
         bad = ~rows["icd_version"].isin([9, 10]) | rows["icd_code"].fillna("").eq("")
         quarantine.add(mt.DIAGNOSES_ICD.path, "icd_version not 9/10 or icd_code missing", rows.index[bad])
         rows = rows[~bad].astype({"icd_version": "int64"})
-        coded.append(rows["hadm_id"].unique())
+        per_admission.append(rows["hadm_id"].value_counts())
         hits.append(rows.merge(definitions, on=["icd_version", "icd_code"])[["hadm_id", "phenotype"]])
-    coded_hadms = np.unique(np.concatenate(coded)) if coded else np.array([], dtype="int64")
+    per_admission = pd.concat(per_admission).groupby(level=0).sum().sort_index()
+    coded_hadms = per_admission.index.to_numpy("int64")
     matrix = np.zeros((len(coded_hadms), len(phenotypes)))
     if hits:
         hit = pd.concat(hits)
@@ -75,4 +86,4 @@ def phenotype_labels(raw: Path, stays: pd.DataFrame, config: MimicConfig, quaran
     position = pd.Index(coded_hadms).get_indexer(stays["hadm_id"].fillna(-1).astype("int64"))
     labels = wide.iloc[np.maximum(position, 0)].astype("Float64").set_axis(stays.index)
     labels[position < 0] = pd.NA
-    return labels
+    return labels, per_admission

@@ -8,7 +8,9 @@ measurements (categorical variables: the last one). Carry-forward within the
 stay; a variable not yet measured (before its first value, or never) takes its
 mimic3-benchmarks normal value (`tables.NORMAL_VALUES`). Units: F -> C,
 lb -> kg, in -> cm; FiO2 in percent -> fraction and O2 saturation as a
-fraction -> percent, as mimic3-benchmarks' preprocessing does. GCS: MIMIC-IV
+fraction -> percent, as mimic3-benchmarks' preprocessing does; then its bounds
+(`ranges`, `MimicConfig.valid_ranges`): a value beyond a variable's outlier bounds is
+quarantined, one beyond its valid range clipped to it (counted). GCS: MIMIC-IV
 keeps the score in valuenum (used first; the text answer through
 `GCS_TEXT_TO_NUMERIC` when valuenum is blank); the total is the sum of eye,
 verbal and motor when the three are charted at the same time. Both event tables
@@ -36,6 +38,7 @@ from tqdm.auto import tqdm
 
 from clintraj.data.mimic import tables as mt
 from clintraj.data.mimic.config import Counts, MimicConfig
+from clintraj.data.mimic.ranges import within_ranges
 from clintraj.data.rawio import Quarantine, csv_batches, to_datetimes, to_floats, to_integers
 
 STAND_IN_COLUMNS = {"stay_id_inferred": "stay_id"}  # the _derived chartevents stand-in -> chartevents names
@@ -166,7 +169,7 @@ class _ItemRows:
     batch: pa.RecordBatch  # its rows of the items (of cohort stays or subjects)
     columns: _Columns  # row, at (the row in `batch`), itemid, code, t, value, and stay + blank + pos or subject
     reasons: dict[str, np.ndarray]  # the rows without a value, by quarantine reason
-    other_stays: int = 0  # rows dropped: of a stay outside the cohort (with a parseable charttime)
+    other_stays: int = 0  # rows dropped: of a stay (with a parseable charttime) or a subject outside the cohort
 
 
 def _item_rows(start: int, batch: pa.RecordBatch, itemids: pa.Array, stays: tuple[str, np.ndarray] | None = None,
@@ -194,6 +197,7 @@ def _item_rows(start: int, batch: pa.RecordBatch, itemids: pa.Array, stays: tupl
     if subjects is not None:
         extra["subject"] = to_integers(batch.column("subject_id"))
         keep = np.isin(extra["subject"], subjects)
+        other_stays = int((~keep).sum())
     if keep is not None and not keep.all():
         batch, item, t, positions = batch.filter(keep), item.filter(keep), t[keep], positions[keep]
         extra = {name: column[keep] for name, column in extra.items()}
@@ -246,6 +250,7 @@ def chart_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, qu
         detail["chartevents rows read"] += rows.read
         detail["chartevents rows of the variables' items"] += len(chunk["row"]) + rows.other_stays
         detail["chartevents rows of stays outside the cohort"] += rows.other_stays
+        _count_read(rows, _CHART, "stay not in the cohort", quarantine)
         # each check on the rows that passed the ones before
         row, t, stay, pos = chunk["row"], chunk["t"], chunk["stay"], chunk["pos"]
         parsed = ~np.isnat(t)
@@ -283,15 +288,27 @@ def lab_measurements(raw: Path, windows: pd.DataFrame, config: MimicConfig, quar
         chunk = rows.columns
         row, t = chunk["row"], chunk["t"]
         detail["labevents rows of the variables' items for cohort subjects"] += len(row)
+        _count_read(rows, _LAB, "subject not in the cohort", quarantine)
         parsed = ~np.isnat(t)
         quarantine.add(_LAB, "charttime missing or unparseable", row[~parsed])
         stay, count = np.full(len(t), -1), np.zeros(len(t), dtype="int64")
         stay[parsed], count[parsed] = assign_stays(chunk["subject"][parsed], t[parsed], windows)
-        detail["labevents rows outside every ICU stay (not ICU data)"] += int((parsed & (count == 0)).sum())
+        outside = int((parsed & (count == 0)).sum())
+        detail["labevents rows outside every ICU stay (not ICU data)"] += outside
+        quarantine.count_filtered(_LAB, "charttime in no ICU stay of the subject (not ICU data)", outside)
         quarantine.add(_LAB, "charttime in several ICU stays of the subject", row[count > 1])
         pos = _positions(ids, stay)
         parts.append(_measurements(rows, pos, count == 1, intime, 1, _LAB, quarantine))
     return parts
+
+
+def _count_read(rows: _ItemRows, table: str, other: str, quarantine: Quarantine) -> None:
+    """A batch's rows in the ledger: read; filtered when of another item, or (`other`) of
+    another stay or subject."""
+    quarantine.count_read(table, rows.read)
+    quarantine.count_filtered(table, "itemid not one of the 17 variables' items",
+                              rows.read - len(rows.columns["row"]) - rows.other_stays)
+    quarantine.count_filtered(table, other, rows.other_stays)
 
 
 def _runs(*keys: np.ndarray) -> np.ndarray:
@@ -388,6 +405,12 @@ def load_measurements(raw: Path, stays: pd.DataFrame, config: MimicConfig,
     rows = rows.where(_time_order(rows))
     rows = _drop_duplicates(rows, quarantine)
     rows["value"] = convert_units(rows["itemid"], rows["code"], rows["value"], config)
+    if config.valid_ranges:
+        keep, rows["value"] = within_ranges(rows["code"], rows["value"], rows["row"], rows["source"], (_CHART, _LAB),
+                                            quarantine, detail)
+        rows = rows if keep.all() else rows.where(keep)
+    for source, table in ((0, _CHART), (1, _LAB)):
+        quarantine.count_used(table, (rows["source"] == source).sum())
     rows = _Columns.concat([gcs_totals(rows), rows])  # first: a total goes before the rows of its time
     rows = rows.where(_time_order(rows))
     hours = rows["offset"] / 3.6e9

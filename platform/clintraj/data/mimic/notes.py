@@ -74,14 +74,16 @@ def note_modality(root: Path, name: str, stays: pd.DataFrame, config: MimicConfi
     keys = stays[["subject_id", "hadm_id"]].dropna().drop_duplicates()
     admissions = pd.MultiIndex.from_arrays([keys["subject_id"].astype("int64"), keys["hadm_id"].astype("int64")])
     detail, notes = Counts(), []
-    chunks = stream_table(root, relative, ["subject_id", "hadm_id", "charttime", "text"], dtype="string",
+    chunks = stream_table(root, relative, ["subject_id", "hadm_id", "charttime", "text"],
                           chunk_rows=config.chunk_rows)
     for _, chunk in tqdm(chunks, desc=f"MIMIC {name}", unit="chunk", disable=not config.progress):
         detail["notes read"] += len(chunk)
+        quarantine.count_read(relative, len(chunk))
         detail["notes without hadm_id (not linked to an admission)"] += int(chunk["hadm_id"].isna().sum())
         subject = pd.to_numeric(chunk["subject_id"], errors="coerce").fillna(-1).astype("int64")
         hadm = pd.to_numeric(chunk["hadm_id"], errors="coerce").fillna(-1).astype("int64")
         linked = pd.MultiIndex.from_arrays([subject, hadm]).isin(admissions)
+        quarantine.count_filtered(relative, "not a note of a cohort admission", (~linked).sum())
         chunk, subject, hadm = chunk[linked], subject[linked], hadm[linked]
         detail["notes of cohort admissions"] += len(chunk)
         time = parse_datetime(chunk["charttime"])
@@ -95,6 +97,7 @@ def note_modality(root: Path, name: str, stays: pd.DataFrame, config: MimicConfi
     repeated = notes.duplicated(["subject_id", "hadm_id", "t", "text"], keep="first")
     quarantine.add(relative, "duplicate row (same admission, charttime and text)", notes.loc[repeated, "row"])
     notes = notes[~repeated]
+    quarantine.count_used(relative, len(notes))
     notes["note_index"] = notes.groupby(["subject_id", "hadm_id"]).cumcount()
     notes["repeat"] = notes.duplicated(["subject_id", "hadm_id", "text"], keep="first")
     detail["notes repeating an earlier text of their admission (an event, not repeated in the text)"] += int(

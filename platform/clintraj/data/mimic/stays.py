@@ -18,7 +18,8 @@ from clintraj.data.rawio import Quarantine, csv_batches, parse_datetime, read_ta
 def load_stays(raw: Path, quarantine: Quarantine) -> tuple[pd.DataFrame, list[dict]]:
     """Valid ICU stays (stay_id, subject_id, hadm_id, intime, outtime) and the funnel so far."""
     relative = mt.ICUSTAYS.path
-    icu = read_table(raw, relative, ["subject_id", "hadm_id", "stay_id", "intime", "outtime"], dtype="string")
+    icu = read_table(raw, relative, ["subject_id", "hadm_id", "stay_id", "intime", "outtime"])
+    quarantine.count_read(relative, len(icu))
     stays = pd.DataFrame({
         "stay_id": pd.to_numeric(icu["stay_id"], errors="coerce").astype("Int64"),
         "subject_id": pd.to_numeric(icu["subject_id"], errors="coerce").astype("Int64"),
@@ -64,7 +65,8 @@ def read_admissions(raw: Path, quarantine: Quarantine) -> pd.DataFrame:
     """admissions rows indexed by hadm_id, with `row` (the file's data row). A row whose
     hadm_id is missing or repeats an earlier row's is quarantined."""
     columns = ["hadm_id", "admittime", "dischtime", *DEMOGRAPHIC_COLUMNS[:6], "hospital_expire_flag"]
-    admissions = read_table(raw, mt.ADMISSIONS.path, columns, dtype="string")
+    admissions = read_table(raw, mt.ADMISSIONS.path, columns)
+    quarantine.count_read(mt.ADMISSIONS.path, len(admissions))
     hadm = pd.to_numeric(admissions["hadm_id"], errors="coerce")
     bad = hadm.isna() | hadm.duplicated(keep="first")
     quarantine.add(mt.ADMISSIONS.path, "hadm_id missing, not a number or repeated", admissions.index[bad])

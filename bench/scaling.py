@@ -1,0 +1,166 @@
+"""Does scaling out still pay? MGA pretraining on 2 Ray Train workers against 1, on this machine.
+
+The demo's pretraining (`configs/demo.yaml`: latent 32, batch 128 per worker, 48 time steps) on
+synthetic eICU (`--stays`, default 3000, the demo's size), through `training.pretrain`'s own
+loop on a `TorchTrainer`: 1 worker, then 2 (DDP over gloo, each worker its shard of every
+split), each worker with 0.5 CPU and so one torch thread (Ray sets OMP_NUM_THREADS=1; each
+worker checks and records it). `--rounds` rounds alternate the order, and a run's first epoch
+is left out (the pipeline's and the model's start-up), so the figures are steady-state epochs.
+
+Per epoch the loop reports `train_samples_per_s` (stays trained on by all workers / the
+training pass's wall time) and `data_wait_share` (rank 0's time blocked on its next batch / the
+training pass); a controller callback stamps each report, so an epoch's wall time splits into
+the training pass and the rest (validation over each worker's shard, the all-reduce of the
+sums, rank 0's checkpoint, the report). Samples/s of the training pass is the headline: the
+best epoch of each setting over the rounds (others' load only ever slows an epoch), medians
+beside it.
+
+Setup (cached under `--workdir`, default `bench/.cache`): `data.synthetic.generate` ->
+`data.prepare` -> the pretraining stay table (`workflows.pretrain.prepare_inputs`).
+
+    .venv/bin/python bench/scaling.py                   # 2 rounds x (1, 2 workers) x 6 epochs (~6 min)
+    .venv/bin/python bench/scaling.py --rounds 1 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+
+from clintraj.config import from_dict, load, recipe, to_dict  # noqa: E402
+from clintraj.training import pretrain  # noqa: E402
+
+
+def setup(workdir: Path, stays: int, config: pretrain.PretrainConfig) -> tuple[Path, dict]:
+    """The pretraining inputs (stay table and its description), built once."""
+    from clintraj.data.prepare import PrepareConfig, prepare
+    from clintraj.data.synthetic import generate
+    from clintraj.workflows.pretrain import prepare_inputs
+
+    base = workdir / "scaling" / f"eicu-{stays}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    ignore = workdir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    if not (base / "data").is_dir():
+        print(f"building {stays} synthetic eICU stays under {base} ...", flush=True)
+        generate("eicu", base / "raw", n_stays=stays, seed=0, progress=False)
+        prepare(base / "raw", base / "data", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 500}}))
+    return prepare_inputs(base / "data", base / "work", config, None)
+
+
+def threads_checked(record: str):
+    """The pretraining loop, after writing this worker's torch intra-op threads to `record`."""
+
+    def loop(args: dict) -> None:
+        import torch
+
+        from clintraj.training.loop import rank_and_world
+
+        rank, _ = rank_and_world()
+        with open(f"{record}.{rank}", "w") as handle:
+            handle.write(str(torch.get_num_threads()))
+        pretrain.train_loop(args)
+
+    return loop
+
+
+def epoch_stamps(path: Path):
+    """A Train controller callback appending rank 0's report and its time to `path` (JSON lines)."""
+    from ray.train import UserCallback
+
+    class Stamps(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            with open(path, "a") as handle:
+                handle.write(json.dumps({**metrics[0], "at": time.time()}) + "\n")
+
+    return Stamps()
+
+
+def run(workers: int, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, workdir: Path) -> list[dict]:
+    """The steady-state epochs (all but the first) of one run: its reports, with epoch wall seconds."""
+    from clintraj.training.loop import make_trainer
+
+    config = from_dict(pretrain.PretrainConfig, {**to_dict(config), "num_workers": workers})
+    name = f"scaling-{workers}w-{os.getpid()}-{time.time_ns()}"
+    stamps, record = workdir / f"{name}.jsonl", str(workdir / f"{name}.threads")
+    started = time.time()
+    make_trainer(threads_checked(record), pretrain.PretrainRun(config, meta), name=name, storage=workdir / "ray",
+                 datasets=pretrain.datasets(inputs_dir, meta, config), workers=workers,
+                 cpus_per_worker=config.cpus_per_worker, use_gpu=False, keep=1,
+                 callbacks=[epoch_stamps(stamps)]).fit()
+    threads = {Path(f"{record}.{rank}").read_text() for rank in range(workers)}
+    if threads != {"1"}:
+        raise RuntimeError(f"workers ran {threads} torch threads, not 1")
+    reports = [json.loads(line) for line in stamps.read_text().splitlines()]
+    previous = started
+    for report in reports:
+        report["epoch_s"], previous = report["at"] - previous, report["at"]
+    return reports[1:]
+
+
+def summary(epochs: list[dict], train_stays: int) -> dict:
+    rates = [e["train_samples_per_s"] for e in epochs]
+    train_s = [train_stays / e["train_samples_per_s"] for e in epochs]
+    return {"epochs": len(epochs), "best": max(rates), "median": statistics.median(rates),
+            "train_s": statistics.median(train_s), "epoch_s": statistics.median(e["epoch_s"] for e in epochs),
+            "wait": statistics.median(e["data_wait_share"] for e in epochs),
+            "epoch_rate": max(train_stays / e["epoch_s"] for e in epochs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stays", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    from clintraj.runtime import init_ray, shutdown_ray
+    from clintraj.workflows.end_to_end import EndToEndConfig
+
+    demo = load(EndToEndConfig, recipe("demo")).pretrain
+    config = from_dict(pretrain.PretrainConfig, {**to_dict(demo), "epochs": args.epochs, "patience": args.epochs,
+                                                 "cpus_per_worker": 0.5, "max_failures": 0})
+    inputs_dir, meta = setup(args.workdir.resolve(), args.stays, config)
+    train_stays = pq.read_table(inputs_dir / "train", columns=["stay_id"]).num_rows
+    scratch = args.workdir.resolve() / "scaling" / "runs"
+    scratch.mkdir(parents=True, exist_ok=True)
+    init_ray(num_cpus=4)
+    epochs: dict[int, list[dict]] = {1: [], 2: []}
+    start = time.perf_counter()
+    try:
+        for round_ in range(args.rounds):
+            for workers in ((1, 2) if round_ % 2 == 0 else (2, 1)):
+                epochs[workers] += run(workers, inputs_dir, meta, config, scratch)
+                print(f"round {round_}, {workers} worker(s): done", flush=True)
+    finally:
+        shutdown_ray()
+    table = {workers: summary(rows, train_stays) for workers, rows in epochs.items()}
+    print()
+    print(f"MGA pretraining, {train_stays} training stays, batch {config.batch_size} per worker, latent "
+          f"{config.latent_dim}; {args.rounds} round(s) x {args.epochs} epochs, the first of each run left out "
+          f"({time.perf_counter() - start:.0f} s)")
+    print(f"   {'workers':>7} {'epochs':>6} {'samples/s best':>14} {'median':>7} {'train s':>7} {'epoch s':>7} "
+          f"{'rest s':>6} {'data wait':>9} {'epoch samples/s':>15}")
+    for workers, row in table.items():
+        print(f"   {workers:>7} {row['epochs']:>6} {row['best']:>14,.0f} {row['median']:>7,.0f} {row['train_s']:>7.2f} "
+              f"{row['epoch_s']:>7.2f} {row['epoch_s'] - row['train_s']:>6.2f} {row['wait'] * 100:>8.1f}% "
+              f"{row['epoch_rate']:>15,.0f}")
+    one, two = table[1], table[2]
+    print(f"   2 / 1 workers: training samples/s {two['best'] / one['best']:.2f}x (median "
+          f"{two['median'] / one['median']:.2f}x), whole epochs {two['epoch_rate'] / one['epoch_rate']:.2f}x")
+    print(f"headline: pretraining samples/s, 2 workers / 1 = {two['best'] / one['best']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
