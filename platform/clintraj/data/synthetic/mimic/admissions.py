@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from clintraj.data.synthetic.latent import CARDIAC, INFECTION, PHENOTYPES, RESPIRATORY, sigmoid
+from clintraj.data.synthetic.latent import CARDIAC, INFECTION, PHENOTYPES, RESPIRATORY, SEVERITY, sigmoid
 from clintraj.data.synthetic.mimic import phenotypes as ph
 from clintraj.data.synthetic.mimic.helpers import (
     DAY, HOUR, categorical, floor_minute, fmt_date, fmt_datetime, pick, provider_ids,
@@ -57,14 +57,18 @@ FILLER_ICD_CODES: dict[int, tuple[str, ...]] = {
 }
 
 # --- admissions vocabularies (values as they appear in MIMIC-IV) ------------------
-# (value, share among unplanned admissions, share among admissions for an operation)
+# (value, share among unplanned admissions, share among admissions for an operation, log-odds per
+# unit of the stay's severity): the sickest come through the emergency room or from another
+# hospital, observation and elective admissions are the well ones.
 _ADMISSION_TYPES = (
-    ("EW EMER.", 0.55, 0.02), ("URGENT", 0.15, 0.15), ("OBSERVATION ADMIT", 0.13, 0.02), ("EU OBSERVATION", 0.09, 0.0),
-    ("SURGICAL SAME DAY ADMISSION", 0.0, 0.5), ("DIRECT EMER.", 0.08, 0.01), ("ELECTIVE", 0.0, 0.3),
+    ("EW EMER.", 0.55, 0.02, 0.5), ("URGENT", 0.15, 0.15, 0.2), ("OBSERVATION ADMIT", 0.13, 0.02, -0.9),
+    ("EU OBSERVATION", 0.09, 0.0, -0.9), ("SURGICAL SAME DAY ADMISSION", 0.0, 0.5, -0.5),
+    ("DIRECT EMER.", 0.08, 0.01, 0.6), ("ELECTIVE", 0.0, 0.3, -0.7),
 )
 _ADMISSION_LOCATIONS = (
-    ("EMERGENCY ROOM", 0.66, 0.03), ("PHYSICIAN REFERRAL", 0.1, 0.6), ("TRANSFER FROM HOSPITAL", 0.15, 0.15),
-    ("CLINIC REFERRAL", 0.03, 0.07), ("PROCEDURE SITE", 0.02, 0.15), ("WALK-IN/SELF REFERRAL", 0.04, 0.0),
+    ("EMERGENCY ROOM", 0.66, 0.03, 0.3), ("PHYSICIAN REFERRAL", 0.1, 0.6, -0.5),
+    ("TRANSFER FROM HOSPITAL", 0.15, 0.15, 0.7), ("CLINIC REFERRAL", 0.03, 0.07, -0.6),
+    ("PROCEDURE SITE", 0.02, 0.15, -0.3), ("WALK-IN/SELF REFERRAL", 0.04, 0.0, -0.6),
 )
 _TRANSFERRED = {"AMI": 1.2, "stroke": 1.2}  # log-odds: sent on for a catheter lab or a stroke unit
 _DISCHARGE_LOCATIONS = (
@@ -103,11 +107,12 @@ def patients_table(stays: Stays) -> pd.DataFrame:
 
 
 def _by_admission(rng, stays: Stays, options, tilt: np.ndarray | None = None) -> np.ndarray:
-    """One of `options` ((value, unplanned share, surgical share), ...) per stay; `tilt` (n, options)
-    multiplies the shares."""
-    shares = np.array([[unplanned, surgical] for _, unplanned, surgical in options])
+    """One of `options` ((value, unplanned share, surgical share, per severity), ...) per stay; `tilt`
+    (n, options) multiplies the shares."""
+    shares = np.array([[unplanned, surgical] for _, unplanned, surgical, _ in options])
     weights = shares[:, stays.surgical.astype(int)].T
-    values = np.array([value for value, _, _ in options], dtype=object)
+    weights = weights * np.exp(np.outer(stays.latent[:, SEVERITY], [acuity for *_, acuity in options]))
+    values = np.array([value for value, *_ in options], dtype=object)
     return values[categorical(rng, weights if tilt is None else weights * tilt)]
 
 
@@ -125,7 +130,7 @@ def admissions_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
     n = stays.n
     transfer = np.exp(stays.phenotypes @ ph.weights(_TRANSFERRED))
     tilt = np.ones((n, len(_ADMISSION_LOCATIONS)))
-    tilt[:, [v for v, _, _ in _ADMISSION_LOCATIONS].index("TRANSFER FROM HOSPITAL")] = transfer
+    tilt[:, [value for value, *_ in _ADMISSION_LOCATIONS].index("TRANSFER FROM HOSPITAL")] = transfer
     location = _by_admission(rng, stays, _ADMISSION_LOCATIONS, tilt)
     from_ed = location == "EMERGENCY ROOM"
     edregtime = np.where(from_ed, stays.admittime - floor_minute(rng.uniform(1, 8, n) * HOUR), -1)

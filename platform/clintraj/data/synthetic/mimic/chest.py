@@ -47,7 +47,7 @@ def chest_findings(stays: Stays, rng: np.random.Generator) -> ChestFindings:
     pleural = has("pleural")
     pneumothorax = (pleural > 0) & (rng.random(n) < 0.35)
     return ChestFindings(
-        opacity=(z[:, RESPIRATORY] + 0.6 * z[:, INFECTION] + 0.3 * z[:, SEVERITY] + 0.5 * ventilated
+        opacity=(z[:, RESPIRATORY] + 0.6 * z[:, INFECTION] + 0.6 * z[:, SEVERITY] + 0.5 * ventilated
                  + 1.3 * has("pneumonia") + 0.5 * has("respiratory failure") + 0.4 * has("lower respiratory")),
         heart=z[:, CARDIAC] + 1.2 * has("CHF") + 0.3 * has("CAD") + 0.3 * has("dysrhythmia")
         + 0.3 * has("hypertension complicated"),
@@ -60,7 +60,7 @@ def chest_findings(stays: Stays, rng: np.random.Generator) -> ChestFindings:
         habitus=stays.effects["weight"] / SIGNALS["weight"].stay_sd,
         devices={
             "endotracheal_tube": stays.ventilated,
-            "central_line": drawn(-1.8 + 2.0 * has("shock") + 1.0 * has("sepsis") + 0.8 * z[:, SEVERITY]),
+            "central_line": drawn(-1.8 + 2.0 * has("shock") + 1.0 * has("sepsis") + 1.3 * z[:, SEVERITY]),
             "enteric_tube": drawn(-2.6 + 1.8 * ventilated + 1.5 * has("GI bleed")),
             "chest_tube": drawn(-4.5 + 3.5 * pneumothorax + 1.5 * has("surgical complication") + 1.0 * pleural),
             "pacemaker": drawn(-4.5 + 5.0 * has("conduction") + 1.5 * has("dysrhythmia")),

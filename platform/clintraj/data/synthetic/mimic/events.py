@@ -19,7 +19,7 @@ def _signal(stays: Stays, name: str, stay: np.ndarray, hours: np.ndarray, rng: n
     los = stays.los_hours[stay]
     died = stays.died[stay]
     progress = np.clip(hours / los, 0, 1)
-    course = np.where(died, 1.0 + 0.4 * progress, 1.2 - 0.5 * progress)  # dying stays worsen, the others resolve
+    course = np.where(died, 1.2 + 0.4 * progress, 1.2 - 0.5 * progress)  # dying stays worsen, the others resolve
     dying = died * np.exp(-np.clip(los - hours, 0, None) / 12.0)
     level = sig.normal + (stays.latent[stay] @ np.array(sig.loadings)) * course + stays.effects[name][stay]
     return np.clip(level + sig.dying * dying + rng.normal(0, sig.noise_sd, len(stay)), sig.low, sig.high)
