@@ -3,9 +3,12 @@
 A linear model on the raw inputs of a task's window (the prepared dataset's task tables: the
 time-series summaries, demographics, the radiology reports' words and the latest chest film's
 pixels) predicts in-hospital mortality from the first 48 h of the ICU stay and the 25
-phenotypes from the ICU stay, each modality on its own above chance; the report and the film of
-a stay describe the same chest. Fitted on each task's training split, scored on its validation
-and test splits together (a small cohort: the demo's sizes are in the README)."""
+phenotypes from the ICU stay (each modality alone above chance; for mortality the time series
+and the admission alone); the report and the film of a stay describe the same chest. Fitted on each task's training split, scored on its validation
+and test splits together with the platform's own bootstrap (`evaluate_task`). The issue's
+targets for the best model (mortality AUROC 0.75, phenotyping macro AUROC 0.70) hold for these
+raw-feature baselines already. Slow: generating and preparing 4,000 stays takes about half a
+minute here; fewer leave too few deaths (35 in validation + test here) for tight CIs."""
 
 from __future__ import annotations
 
@@ -22,11 +25,12 @@ from clintraj.config import from_dict
 from clintraj.data.features import ModalityScaler, modality_vectors
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
-from clintraj.metrics.prediction import bootstrap_ci
+from clintraj.metrics.prediction import evaluate_task
 from clintraj.tasks import TASKS
 
-STAYS = 2500
+STAYS = 4000
 MODALITIES = ("time_series", "demographics", "radiology_note", "cxr")
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +69,6 @@ def _features(dataset: Dataset, task: str, cohort: pd.DataFrame, modality: str, 
     return np.concatenate([x, present], axis=1)
 
 
-def _macro_auroc(y: np.ndarray, score: np.ndarray) -> float:
-    return float(np.mean([roc_auc_score(y[:, k], score[:, k]) for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]))
-
-
 def _probe(dataset: Dataset, task: str, modalities=MODALITIES) -> tuple[dict, int, int]:
     """Logistic regression on the task's training split, scored on validation + test: the AUROC
     (macro over the phenotypes) with its bootstrap CI, the evaluated stays and their positives."""
@@ -77,29 +77,37 @@ def _probe(dataset: Dataset, task: str, modalities=MODALITIES) -> tuple[dict, in
     x = np.concatenate([_features(dataset, task, cohort, m, fit) for m in modalities], axis=1)
     y = TASKS[task].targets(dataset.stays().set_index("stay_id").loc[cohort["stay_id"]])
     labels = y if y.ndim == 2 else y[:, None]
-    score = np.stack([LogisticRegression(C=0.1, max_iter=3000).fit(x[fit], column[fit]).decision_function(x[~fit])
-                      for column in labels.T], axis=1)
-    metric = _macro_auroc if y.ndim == 2 else roc_auc_score
-    ci = bootstrap_ci(metric, labels[~fit] if y.ndim == 2 else y[~fit], score if y.ndim == 2 else score[:, 0],
-                      n_boot=200)
+    logits = np.stack([LogisticRegression(C=0.1, max_iter=3000).fit(x[fit], column[fit]).decision_function(x[~fit])
+                       for column in labels.T], axis=1)
+    metrics = evaluate_task(task, y[~fit], logits.reshape(y[~fit].shape), labels[fit].mean(axis=0), n_boot=500)
+    ci = {"value": metrics["auroc"], "low": metrics["auroc_low"], "high": metrics["auroc_high"]}
     return ci, int((~fit).sum()), int(labels[~fit].sum())
 
 
+def _text(ci: dict) -> str:
+    return f"{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
 def test_mortality_is_predictable_from_the_first_48_hours(dataset):
+    """From what is charted in the first 48 h: all modalities together, and the time series and
+    the admission (demographics) alone."""
     assert dataset.windows["mortality"] == 48
     ci, stays, deaths = _probe(dataset, "mortality")
-    print(f"mortality AUROC {ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}] on {stays} stays, {deaths} deaths")
-    assert deaths >= 15
-    assert ci["value"] >= 0.78 and ci["low"] > 0.6
+    alone = {m: _probe(dataset, "mortality", [m])[0] for m in ("time_series", "demographics")}
+    print(f"mortality AUROC {_text(ci)} on {stays} stays, {deaths} deaths; "
+          + ", ".join(f"{m} {_text(c)}" for m, c in alone.items()))
+    assert deaths >= 30
+    assert ci["value"] >= 0.75 and ci["low"] > 0.65
+    assert alone["time_series"]["low"] > 0.6 and alone["demographics"]["value"] > 0.55
 
 
 def test_phenotypes_are_predictable_from_the_icu_stay_and_from_each_modality(dataset):
     assert dataset.windows["phenotyping"] is None
     ci, stays, _ = _probe(dataset, "phenotyping")
     alone = {m: _probe(dataset, "phenotyping", [m])[0] for m in MODALITIES}
-    print(f"phenotyping macro AUROC {ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}] on {stays} stays; "
-          + ", ".join(f"{m} {c['value']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" for m, c in alone.items()))
-    assert ci["value"] >= 0.72 and ci["low"] > 0.65
+    print(f"phenotyping macro AUROC {_text(ci)} on {stays} stays; "
+          + ", ".join(f"{m} {_text(c)}" for m, c in alone.items()))
+    assert ci["value"] >= 0.75 and ci["low"] > 0.7
     assert all(c["low"] > 0.5 for c in alone.values()), alone
 
 
