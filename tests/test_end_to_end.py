@@ -199,11 +199,11 @@ def check_runs_and_interpretation(workdir: Path, tmp_path: Path) -> None:
     assert {a.path for a in client.list_artifacts(trial.info.run_id, "figures")} == {
         "figures/roc_pr.png", "figures/reliability.png"}
     assert Path(trial.data.tags["adapter"], "adapter_config.json").is_file()
-    assert one.data.tags["attention_used"] == "sdpa" and "Flash Attention 2 off" in one.data.tags["capability_notes"]
-    assert one.data.params["quantization"] == "nf4" and one.data.params["backbone"] == "llama3-8b"
-    test_split = pd.read_parquet(Path(one.data.params["sequences"]) / "test.parquet")
+    assert trial.data.tags["attention_used"] == "sdpa" and "Flash Attention 2 off" in trial.data.tags["capability_notes"]
+    assert trial.data.params["quantization"] == "nf4" and trial.data.params["backbone"] == "llama3-8b"
+    test_split = pd.read_parquet(Path(trial.data.params["sequences"]) / "test.parquet")
     assert all((t <= 12 + 1e-4).all() for t in test_split["time_hours"])  # nothing after the prediction time
-    assert [m.step for m in client.get_metric_history(one.info.run_id, "robust_auroc_3")] == [0]
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "robust_auroc_3")] == [0]
     sweep = stage["backbone-sweep"][0]
     assert {"comparison.md", "comparison.csv", "sweep.json"} <= {a.path for a in client.list_artifacts(sweep.info.run_id)}
 
