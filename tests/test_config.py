@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from clintraj.config import ConfigError, flatten, load, to_dict
+from clintraj.models.backbones import PAPER_BACKBONES
 from clintraj.workflows.end_to_end import EndToEndConfig
 
 
@@ -52,6 +53,8 @@ def test_recipes_load_by_name_and_a_base_chains_relative_to_its_file(tmp_path):
     assert (cluster.sequential.weights, cluster.sequential.use_gpu) == ("hub", True)
     assert cluster.pretrain.epochs == paper.pretrain.epochs and cluster.sequential.epochs == paper.sequential.epochs
     assert len(cluster.backbone_search.params["backbone"]["grid"]) == 6
+    # the demo fills every backbone row of the paper's Tables 2 and 3
+    assert set(demo.backbone_search.params["backbone"]["grid"]) == set(PAPER_BACKBONES)
     write(tmp_path, "base: demo\nseed: 3\n", name="mine.yaml")
     chained = load(EndToEndConfig, write(tmp_path, "base: mine.yaml\nexperiment: x\n", name="theirs.yaml"))
     assert (chained.seed, chained.experiment, chained.pretrain.latent_dim) == (3, "x", 32)

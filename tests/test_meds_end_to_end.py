@@ -11,6 +11,8 @@ import pytest
 import yaml
 from meds_folders import synthetic_icu, write_meds
 
+from clintraj import names
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -45,7 +47,8 @@ def test_the_main_job_runs_on_a_meds_folder(tmp_path):
     logs = done.stdout + done.stderr
     assert done.returncode == 0, logs[-6000:]
     assert "MEDS dataset (no paper table)" in done.stdout and "| llama3-8b | contrastive |" in done.stdout
-    assert "What each task saw: mortality at 48 h after ICU admission." in done.stdout
+    heading = names.section("meds", "mortality", "48 h after ICU admission")  # one table per task
+    assert f"{heading}\n| model | initialisation | AUROC" in done.stdout
 
     dataset = Dataset(next((workdir / "datasets").iterdir()))
     assert dataset.name == "meds" and dataset.report["reading"]["splits"] == "meds"

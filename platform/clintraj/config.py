@@ -98,7 +98,7 @@ def from_dict(cls: type[T], values: dict, source: str = "<dict>") -> T:
     return _build(cls, values or {}, source)
 
 
-RECIPES = ("demo", "cluster")  # clintraj/configs/<name>.yaml
+RECIPES = ("demo", "cluster", "smollm2")  # clintraj/configs/<name>.yaml
 
 
 def recipe(name_or_path: str | Path) -> Path:

@@ -4,7 +4,7 @@ the same thing; code keeps the short keys (`eicu`, `los`, `test_auroc`) everywhe
 
 from __future__ import annotations
 
-DATASETS = {"eicu": "eICU", "mimic": "MIMIC-IV"}
+DATASETS = {"eicu": "eICU", "mimic": "MIMIC-IV", "meds": "MEDS"}
 TASKS = {"mortality": "in-hospital mortality", "los": "length of stay", "phenotyping": "phenotyping (25 conditions)"}
 MODELS = {"mlp": "MLP", "lstm": "LSTM", "mga": "MGA encoders"}
 METRICS = {"auroc": "AUROC", "auprc": "AUPRC", "ace": "ACE", "bss": "BSS", "mse": "MSE (h²)", "mae": "MAE (h)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -11,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from clintraj import console
+from clintraj.tracking import OWNER_TAG, owner_gone, owner_tags
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: s
     the driver's console only with `--verbose` (`clintraj.console`); it stays in Ray's session
     logs, which a local Ray started for a job keeps under `workdir` (they hold worker output):
     in workdir/ray while it runs when that path is short enough for Ray's sockets, else in a
-    short private folder whose logs `shutdown_ray` moves to workdir/logs/ray-<session>/.
+    short private folder whose logs `shutdown_ray` moves to workdir/logs/ray-<session>/ (a job
+    killed before it could is cleaned up after by the next job over the same work folder).
     With $CLINTRAJ_STRICT_WARNINGS set, our warnings are errors here and in every Ray worker.
     """
     import ray
@@ -131,9 +134,34 @@ def _session_root(workdir: Path) -> Path:
     if len(str(inside)) <= _MAX_TEMP_DIR:
         inside.mkdir(parents=True, exist_ok=True)
         return inside
+    _collect_orphans(workdir / "logs")
     private = Path(tempfile.mkdtemp(prefix="clintraj-ray-"))
+    (private / _OWNER).write_text(json.dumps({"logs": str(workdir / "logs"), **owner_tags()}))
     _moved_logs[str(private)] = workdir / "logs"
     return private
+
+
+_OWNER = "clintraj-owner.json"  # in a private folder: whose it is, where its logs go
+
+
+def _collect_orphans(logs: Path) -> None:
+    """Move into `logs` the session logs a killed job left in its private folder (it could not
+    move them itself), and remove that folder."""
+    for private in Path(tempfile.gettempdir()).glob("clintraj-ray-*"):
+        try:
+            owner = json.loads((private / _OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner["logs"] == str(logs) and owner_gone(owner[OWNER_TAG]):
+            _move_session_logs(private, logs)
+
+
+def _move_session_logs(private: Path, logs: Path) -> None:
+    for session in Path(private).glob("session_2*"):
+        if (session / "logs").is_dir():
+            logs.mkdir(parents=True, exist_ok=True)
+            shutil.move(session / "logs", logs / f"ray-{session.name}")
+    shutil.rmtree(private, ignore_errors=True)
 
 
 def shutdown_ray() -> None:
@@ -142,9 +170,5 @@ def shutdown_ray() -> None:
     if ray.is_initialized():
         ray.shutdown()
     for private, logs in list(_moved_logs.items()):
-        for session in Path(private).glob("session_2*"):
-            if (session / "logs").is_dir():
-                logs.mkdir(parents=True, exist_ok=True)
-                shutil.move(session / "logs", logs / f"ray-{session.name}")
-        shutil.rmtree(private, ignore_errors=True)
+        _move_session_logs(Path(private), logs)
         del _moved_logs[private]

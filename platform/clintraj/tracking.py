@@ -10,7 +10,9 @@ UI of MLflow 3.17 decides what an experiment opens on by its own GenAI / Model t
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -18,6 +20,34 @@ from urllib.parse import quote, urlencode
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI's "Machine learning"
 TRIAL_FILTER = "tags.task IS NOT NULL"  # the trial runs: one model, initialisation and task each
 UI_PORT = 5000
+# The process a run belongs to (the job's driver; a trial's run inherits its sweep's), so that a
+# run left RUNNING by a killed job is found and ended as KILLED by the next job over the store.
+OWNER_TAG = "clintraj.owner"
+
+log = logging.getLogger(__name__)
+_closed: set[tuple[str, str]] = set()  # (store, experiment) already cleared of abandoned runs here
+
+
+def owner_tags() -> dict[str, str]:
+    """This process as a run's owner: its host, pid and start time (a pid reused later is another
+    process)."""
+    import psutil
+
+    me = psutil.Process()
+    return {OWNER_TAG: f"{socket.gethostname()}:{me.pid}:{int(me.create_time())}"}
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether the owning process has ended; a process on another host is not ours to judge."""
+    import psutil
+
+    host, pid, started = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return False
+    try:
+        return int(psutil.Process(int(pid)).create_time()) != int(started)
+    except psutil.NoSuchProcess:
+        return True
 
 
 @dataclass(frozen=True)
@@ -46,7 +76,26 @@ class Tracking:
             return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
         if EXPERIMENT_KIND[0] not in found.tags:  # made before we tagged them, or by someone else
             client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
+        if (self.uri, found.experiment_id) not in _closed:
+            _closed.add((self.uri, found.experiment_id))
+            self.end_abandoned_runs(found.experiment_id)
         return found.experiment_id
+
+    def end_abandoned_runs(self, experiment_id: str) -> int:
+        """Mark KILLED the runs left RUNNING by a job whose process is gone (killed, or its machine
+        restarted); return how many. Runs without an owner, or owned elsewhere, are left as they are."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        ended = 0
+        for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=10_000):
+            owner = run.data.tags.get(OWNER_TAG)
+            if owner and owner_gone(owner):
+                client.set_terminated(run.info.run_id, "KILLED")
+                ended += 1
+        if ended:
+            log.warning("%d MLflow runs left RUNNING by a job that is gone: marked KILLED", ended)
+        return ended
 
     def ui_command(self) -> str:
         if not self.uri.startswith("sqlite:"):

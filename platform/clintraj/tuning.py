@@ -22,6 +22,7 @@ Each trial opens its MLflow child run under the sweep's parent run.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ import yaml
 from clintraj import names
 from clintraj.config import ConfigError, from_dict
 from clintraj.storage import join, read_text, storage_path, write_text
+from clintraj.tracking import OWNER_TAG, owner_tags
+
+log = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 
@@ -126,6 +130,27 @@ def tuner(trial, param_grid: dict, space: SearchSpace, base, name: str, storage:
                                   verbose=2 if console.verbose() else 0))
 
 
+def fit(tuner, what: str):
+    """Run a sweep. One whose every trial failed is an error naming the first trial's (the whole
+    traceback is in the job's log); a sweep some of whose trials failed goes on, saying how many."""
+    results = tuner.fit()
+    errors = results.errors
+    if errors and len(errors) == len(results):
+        raise RuntimeError(f"every trial of the {what} failed ({len(errors)}); the first: {first_line(errors[0])}")
+    if errors:
+        log.warning("%d of %d trials of the %s failed; the first: %s", len(errors), len(results), what,
+                    first_line(errors[0]))
+    return results
+
+
+def first_line(error: BaseException) -> str:
+    """What went wrong in a trial, in one line: the innermost cause Ray and Tune wrapped."""
+    while getattr(error, "cause", None) is not None or error.__cause__ is not None:
+        error = getattr(error, "cause", None) or error.__cause__
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300] if text else ''}"
+
+
 def trial_count(param_grid: dict, num_samples: int) -> int:
     """How many trials Tune makes of a param space: each grid's values crossed, times num_samples."""
     count = num_samples
@@ -135,16 +160,44 @@ def trial_count(param_grid: dict, num_samples: int) -> int:
     return count
 
 
-def trial_run(client, experiment_id: str, run_name: str, tags: dict) -> str:
-    """The id of a trial's MLflow child run (its parent: tags["mlflow.parentRunId"], its trial:
-    tags["trial_id"]): the run an earlier attempt of the trial opened (Tune retried the trial, or
-    a resumed sweep runs it again), reopened, else a new one."""
+def finished_trial(client, experiment_id: str, parent_run_id: str, trial_id: str) -> dict | None:
+    """The metrics a trial ended with when an earlier attempt finished it, else None. Tune saves a
+    sweep's state every few seconds, so a driver killed just after a trial finished restores that
+    trial as unfinished: its trial function then reports these and returns instead of training
+    again (the trial's run, checkpoints and figures stay those of the attempt that finished)."""
+    earlier = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                                                  f"and tags.trial_id = '{trial_id}' and attributes.status = 'FINISHED'")
+    return dict(earlier[0].data.metrics) if earlier else None
+
+
+@contextmanager
+def trial_run(client, experiment_id: str, run_name: str, tags: dict):
+    """A trial's MLflow child run (its parent: tags["mlflow.parentRunId"], its trial:
+    tags["trial_id"]), yielded by id: the run an earlier attempt of the trial opened (Tune retried
+    the trial, or a resumed sweep runs it again), reopened, else a new one. It inherits its
+    parent's owner (`tracking.OWNER_TAG`: the job's driver) and ends FINISHED when the block
+    completes, KILLED when Tune stops the trial, FAILED when it raises (a trial whose process is
+    killed outright is ended by `end_stopped_trials`, or by the next job: `Tracking.experiment`)."""
+    owner = client.get_run(tags["mlflow.parentRunId"]).data.tags.get(OWNER_TAG)
+    tags = {**tags, OWNER_TAG: owner} if owner else tags
     earlier = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{tags['mlflow.parentRunId']}' "
                                                   f"and tags.trial_id = '{tags['trial_id']}'")
     if earlier:
-        client.update_run(earlier[0].info.run_id, status="RUNNING")
-        return earlier[0].info.run_id
-    return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        run_id = earlier[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    else:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    try:
+        yield run_id
+    except (SystemExit, KeyboardInterrupt):  # Tune stops a trial (its scheduler) with sys.exit in its thread
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
 
 
 def child_results(tracking_uri: str, experiment_id: str, parent_run_id: str, tags: tuple[str, ...]):
@@ -177,7 +230,7 @@ def sweep_parent_run(tracking, experiment: str, name: str, dataset_name: str, st
     marker = join(storage, f"{name}.parent_run")
     recorded = read_text(marker) if resume else None
     previous = recorded.strip() if recorded else None
-    with mlflow.start_run(run_id=previous, experiment_id=experiment_id,
+    with mlflow.start_run(run_id=previous, experiment_id=experiment_id, tags=owner_tags(),
                           run_name=None if previous else names.stage_run(stage, dataset_name)) as parent:
         write_text(marker, parent.info.run_id)
         mlflow.set_tags({"dataset": dataset_name, "stage": stage})

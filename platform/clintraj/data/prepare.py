@@ -296,13 +296,14 @@ def log_dataset(out: Path, tracking, experiment: str) -> str:
     import mlflow
 
     from clintraj import disclosure
+    from clintraj.tracking import owner_tags
     from clintraj.names import stage_run
     from clintraj.tasks import window_param
 
     out = Path(out)
     report = Dataset(out).report
     mlflow.set_tracking_uri(tracking.uri)
-    with mlflow.start_run(experiment_id=tracking.experiment(experiment),
+    with mlflow.start_run(experiment_id=tracking.experiment(experiment), tags=owner_tags(),
                           run_name=stage_run("dataset", report["dataset"])) as run:
         mlflow.set_tags({"dataset": report["dataset"], "stage": "dataset"})
         mlflow.log_params({"seed": report["config"]["seed"], "stays": report["stays"],

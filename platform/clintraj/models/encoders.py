@@ -176,6 +176,21 @@ cardiac failure renal kidney liver sepsis shock infection antibiotics medication
 dose daily mg ml iv po given started continued stopped plan follow up exam examination
 impression findings consistent with likely possible no evidence of tube line catheter
 intubated extubated ventilation ventilator x ray radiograph ct scan portable ap view
+examination indication technique comparison pa lat eval position placement lead leads new
+endotracheal tracheostomy terminates approximately above below carina internal jugular central
+venous svc enteric courses diaphragm diaphragms stomach pacemaker wall atrium ventricle median
+sternotomy wires intact hyperinflated hyperinflation flattening copd opacity opacities patchy
+lobe lobes lower upper concerning congestion vascular pulmonary perihilar haziness cardiomegaly
+heart size enlarged moderately severely small large effusions atelectasis adjacent apical
+pneumothorax aorta calcified tortuous cardiopulmonary process silhouette cardiomediastinal
+within limits clear place there are has have in into
+sex service medicine surgery allergies known adverse drug reactions penicillins attending
+chief complaint major surgical invasive procedure none mr ms presents past medical social
+family contributory physical vs neuro pertinent results labs brief course disposition expired
+condition instructions hypertension hyperlipidemia diabetes mellitus type neuropathy coronary
+artery disease pci stage iii alcoholic cirrhosis complete block hypoxemic mechanical fall
+nstemi bleed gi stroke atrial fibrillation rvr septic injury intracerebral hemorrhage
+decompensated systolic respiratory egd nasogastric bypass graft line tube
 """.split()
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from clintraj import disclosure, names
 from clintraj.reporting import figures as report_figures, summary, tables
+from clintraj.tracking import owner_tags
 
 TITLES = {"table2": "Table 2: MIMIC-IV mortality and phenotyping", "table3": "Table 3: eICU mortality and length of stay",
           "calibration_mimic": "Appendix C: MIMIC-IV calibration", "calibration_eicu": "Appendix C: eICU calibration"}
@@ -160,7 +161,7 @@ def build_and_log(tracking, experiment: str, out: Path) -> Path:
 
     html_page = build(tracking.uri, experiment, out)
     mlflow.set_tracking_uri(tracking.uri)
-    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name="report") as run:
+    with mlflow.start_run(experiment_id=tracking.experiment(experiment), run_name="report", tags=owner_tags()) as run:
         mlflow.set_tag("stage", "report")
         disclosure.log_artifacts(mlflow.tracking.MlflowClient(), run.info.run_id, out, "report")
     return html_page

@@ -19,7 +19,7 @@ from clintraj import disclosure, names
 from clintraj.config import fingerprint, flatten, to_dict
 from clintraj.data.stay_inputs import StayCollate, build_stay_table
 from clintraj.storage import join, read_text, stage_root, uri_of, write_text
-from clintraj.tracking import Tracking
+from clintraj.tracking import Tracking, owner_tags
 from clintraj.training import pretrain
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def run(dataset: Path, workdir: Path, config: pretrain.PretrainConfig, tracking:
     mlflow.set_tracking_uri(tracking.uri)
     marker = join(ray_results, f"{name}.mlflow_run")
     previous = (read_text(marker) or "").strip() or None
-    with mlflow.start_run(run_id=previous, experiment_id=tracking.experiment(experiment),
+    with mlflow.start_run(run_id=previous, experiment_id=tracking.experiment(experiment), tags=owner_tags(),
                           run_name=None if previous else names.stage_run("pretrain", meta["dataset"])) as run:
         write_text(marker, run.info.run_id)
         mlflow.set_tags({"dataset": meta["dataset"], "stage": "pretrain", "objective": "mga",

@@ -24,7 +24,7 @@ from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import static
-from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, trial_run, tuner
+from clintraj.tuning import SearchSpace, child_results, finished_trial, fit, grid, sweep_parent_run, trial_run, tuner
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +67,28 @@ def make_trial(dataset: Path, embeddings: dict[str, str], base: static.StaticTra
                                    trial_id)
         client = MlflowClient(tracking.uri)
         hours = windows[config.task]
-        run_id = trial_run(client, experiment_id, run_name, tags={
+        if (done := finished_trial(client, experiment_id, parent_run_id, trial_id)) is not None:
+            tune.report(done)  # finished by an earlier attempt: not trained again
+            return
+        with trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "architecture": config.architecture, "initialisation": initialisation, "stage": "static-baseline",
-            "window": window_text(hours), "trial_id": trial_id})
-        for key, value in disclosure.values({**vars(config), "embeddings": embeddings[initialisation],
-                                             "prediction_hours": window_param(hours)}).items():
-            client.log_param(run_id, key, value)
-        splits, modalities = task_splits(dataset, Path(embeddings[initialisation]), config.task)
-        trainer, static_run = static.trainer(splits, config, workdir / name, name, modalities,
-                                             tracking.uri, run_id, storage=join(ray_results, name, "ray_results"),
-                                             tune=True)
-        metrics = static.score(trainer.fit(), static_run, splits)
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and np.isfinite(value):
-                client.log_metric(run_id, key, float(value))
-        tested = {key: value for key, value in metrics.items() if key.startswith("test_")}
-        for key, why in task_named(config.task).undefined(splits["test"][1], tested).items():
-            client.set_tag(run_id, names.undefined_tag(key), why)  # e.g. no death in the test split
-        client.set_tag(run_id, "checkpoint", disclosure.value(metrics["checkpoint"]))
-        client.set_terminated(run_id)
+            "window": window_text(hours), "trial_id": trial_id}) as run_id:
+            for key, value in disclosure.values({**vars(config), "embeddings": embeddings[initialisation],
+                                                 "prediction_hours": window_param(hours)}).items():
+                client.log_param(run_id, key, value)
+            splits, modalities = task_splits(dataset, Path(embeddings[initialisation]), config.task)
+            trainer, static_run = static.trainer(splits, config, workdir / name, name, modalities,
+                                                 tracking.uri, run_id, storage=join(ray_results, name, "ray_results"),
+                                                 tune=True)
+            metrics = static.score(trainer.fit(), static_run, splits)
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and np.isfinite(value):
+                    client.log_metric(run_id, key, float(value))
+            tested = {key: value for key, value in metrics.items() if key.startswith("test_")}
+            for key, why in task_named(config.task).undefined(splits["test"][1], tested).items():
+                client.set_tag(run_id, names.undefined_tag(key), why)  # e.g. no death in the test split
+            client.set_tag(run_id, "checkpoint", disclosure.value(metrics["checkpoint"]))
 
     return trial
 
@@ -112,8 +114,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
         trial = make_trial(Path(dataset).resolve(), embeddings, base, workdir / "ray_results",
                            join(root, "ray_results"), tracking, experiment_id, parent.info.run_id, dataset_name,
                            source.windows)
-        results = tuner(trial, param_grid, space, base, name, join(root, "tune"), resume,
-                        label=f"{dataset_name} static baselines").fit()
+        results = fit(tuner(trial, param_grid, space, base, name, join(root, "tune"), resume,
+                        label=f"{dataset_name} static baselines"), "static baselines")
         table = child_results(tracking.uri, experiment_id, parent.info.run_id,
                               ("task", "architecture", "initialisation"))
         mlflow.log_text(table.to_string(index=False), "results.txt")

@@ -32,7 +32,7 @@ from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.tasks import task as task_named, window_param, window_text
 from clintraj.training import sequential
-from clintraj.tuning import SearchSpace, child_results, grid, sweep_parent_run, trial_run, tuner
+from clintraj.tuning import SearchSpace, child_results, finished_trial, fit, grid, sweep_parent_run, trial_run, tuner
 
 log = logging.getLogger(__name__)
 
@@ -73,43 +73,41 @@ def make_trial(sequences: dict, base: sequential.SequentialTrainConfig, storage:
         run_name = names.trial_run(config.backbone, init, config.task, dataset_name, trial_id)
         client = MlflowClient(tracking.uri)
         info = Sequences(folder).info
-        run_id = trial_run(client, experiment_id, run_name, tags={
+        if (done := finished_trial(client, experiment_id, parent_run_id, trial_id)) is not None:
+            tune.report(done)  # finished by an earlier attempt: not trained again
+            return
+        with trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": dataset_name, "task": config.task,
             "backbone": config.backbone, "initialisation": init, "stage": "sequential",
-            "window": window_text(info["prediction_hours"]), "trial_id": trial_id})
-        for key, value in disclosure.values({
-                **to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
-                "dropped_events": info["dropped_events"],
-                "prediction_hours": window_param(info["prediction_hours"])}).items():
-            client.log_param(run_id, key, value)
-        try:
+            "window": window_text(info["prediction_hours"]), "trial_id": trial_id}) as run_id:
+            for key, value in disclosure.values({
+                    **to_dict(config), "sequences": str(folder), "truncated_stays": info["truncated_stays"],
+                    "dropped_events": info["dropped_events"],
+                    "prediction_hours": window_param(info["prediction_hours"])}).items():
+                client.log_param(run_id, key, value)
             trainer, _ = sequential.trainer(folder, config, join(storage, name), name, tracking.uri, run_id, tune=True)
             finished = sequential.finished(trainer.fit())
-        except BaseException:
-            client.set_terminated(run_id, "FAILED")
-            raise
-        scores = score_trial(finished, Path(folder), config.task, config.seed)
-        metrics = {**scores,
-                   "best_epoch": finished["metrics"].get("best_epoch", float("nan")),
-                   **{k: v for k, v in finished["metrics"].items() if k.startswith("robust_")}}
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and np.isfinite(value):
-                logged = key if key == "best_epoch" or key.startswith("robust_") else f"test_{key}"
-                client.log_metric(run_id, logged, float(value))
-        y, output = sequential.outputs(finished["predictions"])
-        for key, why in task_named(config.task).undefined(y, {f"test_{k}": v for k, v in scores.items()}).items():
-            client.set_tag(run_id, names.undefined_tag(key), why)  # e.g. no death in the test split
-        title = names.subject(dataset_name, config.task, config.backbone, init, window_text(info["prediction_hours"]))
-        with tempfile.TemporaryDirectory() as scratch:
-            for figure in plots.task_figures(config.task, y, output, Path(scratch), title):
-                disclosure.log_artifact(client, run_id, figure, "figures")
-            # rows by their index in the test split in stay order (the sequences' test.parquet maps back)
-            predictions, _ = disclosure.by_index(finished["predictions"])
-            predictions.to_parquet(Path(scratch) / "test_predictions.parquet")
-            disclosure.log_artifact(client, run_id, Path(scratch) / "test_predictions.parquet")
-        client.set_tag(run_id, "checkpoint", disclosure.value(finished["checkpoint"]))
-        client.set_tag(run_id, "adapter", disclosure.value(join(finished["checkpoint"], "adapter")))
-        client.set_terminated(run_id)
+            scores = score_trial(finished, Path(folder), config.task, config.seed)
+            metrics = {**scores,
+                       "best_epoch": finished["metrics"].get("best_epoch", float("nan")),
+                       **{k: v for k, v in finished["metrics"].items() if k.startswith("robust_")}}
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and np.isfinite(value):
+                    logged = key if key == "best_epoch" or key.startswith("robust_") else f"test_{key}"
+                    client.log_metric(run_id, logged, float(value))
+            y, output = sequential.outputs(finished["predictions"])
+            for key, why in task_named(config.task).undefined(y, {f"test_{k}": v for k, v in scores.items()}).items():
+                client.set_tag(run_id, names.undefined_tag(key), why)  # e.g. no death in the test split
+            title = names.subject(dataset_name, config.task, config.backbone, init, window_text(info["prediction_hours"]))
+            with tempfile.TemporaryDirectory() as scratch:
+                for figure in plots.task_figures(config.task, y, output, Path(scratch), title):
+                    disclosure.log_artifact(client, run_id, figure, "figures")
+                # rows by their index in the test split in stay order (the sequences' test.parquet maps back)
+                predictions, _ = disclosure.by_index(finished["predictions"])
+                predictions.to_parquet(Path(scratch) / "test_predictions.parquet")
+                disclosure.log_artifact(client, run_id, Path(scratch) / "test_predictions.parquet")
+            client.set_tag(run_id, "checkpoint", disclosure.value(finished["checkpoint"]))
+            client.set_tag(run_id, "adapter", disclosure.value(join(finished["checkpoint"], "adapter")))
 
     return trial
 
@@ -135,8 +133,8 @@ def run(dataset: Path, embeddings: dict[str, Path], tasks: list[str], workdir: P
                          "embeddings": {k: str(v) for k, v in embeddings.items()}}, "sweep.json")
         trial = make_trial(sequences, base, join(root, "ray_results"), tracking, experiment_id, parent.info.run_id,
                            dataset_name)
-        results = tuner(trial, param_grid, space, base, name, join(root, "tune"), resume,
-                        label=f"{dataset_name} backbone sweep").fit()
+        results = fit(tuner(trial, param_grid, space, base, name, join(root, "tune"), resume,
+                        label=f"{dataset_name} backbone sweep"), "backbone sweep")
         table = child_results(tracking.uri, experiment_id, parent.info.run_id, ("backbone", "initialisation", "task"))
         comparison = comparison_table(table, static_results)
         mlflow.log_text(markdown(comparison), "comparison.md")

@@ -17,7 +17,7 @@ from clintraj.config import flatten, from_dict, to_dict
 from clintraj.storage import join, stage_root
 from clintraj.tracking import Tracking
 from clintraj.training import pretrain
-from clintraj.tuning import SearchSpace, param_space, sweep_parent_run, trial_run, tuner
+from clintraj.tuning import SearchSpace, finished_trial, fit, param_space, sweep_parent_run, trial_run, tuner
 from clintraj.workflows.pretrain import prepare_inputs, test_and_log
 
 log = logging.getLogger(__name__)
@@ -35,15 +35,17 @@ def make_trial(inputs_dir: Path, meta: dict, base: pretrain.PretrainConfig, ray_
         trial_id = tune.get_context().get_trial_id()
         client = MlflowClient(tracking.uri)
         run_name = names.stage_run("pretrain", meta["dataset"], trial_id)
-        run_id = trial_run(client, experiment_id, run_name, tags={
+        if (done := finished_trial(client, experiment_id, parent_run_id, trial_id)) is not None:
+            tune.report(done)  # finished by an earlier attempt: not trained again
+            return
+        with trial_run(client, experiment_id, run_name, tags={
             "mlflow.parentRunId": parent_run_id, "dataset": meta["dataset"], "stage": "pretrain-trial",
-            "trial_id": trial_id, "missing_tokens_in_context": str(config.missing_tokens_in_context)})
-        for key, value in disclosure.values(flatten(to_dict(config))).items():
-            if not isinstance(value, list):
-                client.log_param(run_id, key, value)
-        pretrain.trainer(inputs_dir, meta, config, ray_results, f"trial-{trial_id}", tracking_uri=tracking.uri,
-                         mlflow_run_id=run_id, tune=True).fit()
-        client.set_terminated(run_id)
+            "trial_id": trial_id, "missing_tokens_in_context": str(config.missing_tokens_in_context)}) as run_id:
+            for key, value in disclosure.values(flatten(to_dict(config))).items():
+                if not isinstance(value, list):
+                    client.log_param(run_id, key, value)
+            pretrain.trainer(inputs_dir, meta, config, ray_results, f"trial-{trial_id}", tracking_uri=tracking.uri,
+                             mlflow_run_id=run_id, tune=True).fit()
 
     return trial
 
@@ -65,8 +67,8 @@ def run(dataset: Path, workdir: Path, base: pretrain.PretrainConfig, space: Sear
                           resume) as (parent, experiment_id):
         mlflow.log_dict({"base": to_dict(base), "search_space": to_dict(space)}, "sweep.json")
         trial = make_trial(inputs_dir, meta, base, ray_results, tracking, experiment_id, parent.info.run_id)
-        results = tuner(trial, param_space(space), space, base, name, join(root, "tune"), resume,
-                        label=f"{meta['dataset']} pretraining sweep").fit()
+        results = fit(tuner(trial, param_space(space), space, base, name, join(root, "tune"), resume,
+                        label=f"{meta['dataset']} pretraining sweep"), "pretraining sweep")
         end_stopped_trials(tracking, experiment_id, parent.info.run_id)
         best = results.get_best_result(space.metric, space.mode, scope="all")
         summary = {"best_config": best.config, "best_trial": (best.metrics or {}).get("trial_id"),

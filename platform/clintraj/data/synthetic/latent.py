@@ -96,6 +96,22 @@ LOS_NOISE = 0.35
 
 
 @dataclass(frozen=True)
+class Mortality:
+    """In-hospital death: logit = bias + loadings . latent + the effects of the stay's phenotypes
+    (`effects`: phenotype name -> logit shift; none by default)."""
+
+    bias: float = MORTALITY_BIAS
+    loadings: tuple[float, ...] = tuple(MORTALITY_LOADINGS)
+    effects: tuple[tuple[str, float], ...] = ()
+
+    def logit(self, latent: np.ndarray, phenotypes: np.ndarray) -> np.ndarray:
+        shift = np.zeros(len(PHENOTYPES))
+        for name, effect in self.effects:
+            shift[PHENOTYPES.index(name)] = effect
+        return self.bias + latent @ np.array(self.loadings) + phenotypes @ shift
+
+
+@dataclass(frozen=True)
 class Cohort:
     """Patients, their stays and the hidden state of every stay (row = stay)."""
 
@@ -116,8 +132,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def draw_cohort(rng: np.random.Generator, n_stays: int, readmission_rate: float = 0.2) -> Cohort:
-    """Draw `n_stays` stays; a share `readmission_rate` of stays are a patient's 2nd+ stay."""
+def draw_cohort(rng: np.random.Generator, n_stays: int, readmission_rate: float = 0.2,
+                mortality: Mortality = Mortality()) -> Cohort:
+    """Draw `n_stays` stays; a share `readmission_rate` of stays are a patient's 2nd+ stay. The
+    draws do not depend on `mortality`: the same seed gives the same latent state, length of
+    stay, phenotypes and traits whatever the mortality model."""
     if n_stays < 1:
         raise ValueError(f"n_stays must be >= 1, got {n_stays}")
     extra_stays = rng.geometric(1.0 - readmission_rate, size=n_stays) - 1
@@ -133,10 +152,11 @@ def draw_cohort(rng: np.random.Generator, n_stays: int, readmission_rate: float 
     patient_state = rng.normal(size=(n_patients, len(FACTORS)))
     latent = 0.7 * patient_state[patient_index] + 0.71 * rng.normal(size=(n_stays, len(FACTORS)))
 
-    died = rng.random(n_stays) < sigmoid(MORTALITY_BIAS + latent @ MORTALITY_LOADINGS)
+    death_draw = rng.random(n_stays)
     log_hours = LOS_LOG_HOURS_MEAN + latent @ LOS_LOADINGS + LOS_NOISE * rng.normal(size=n_stays)
     los_hours = np.clip(np.exp(log_hours), 2.0, 1500.0)
     phenotypes = rng.random((n_stays, len(PHENOTYPES))) < sigmoid(PHENOTYPE_BIAS + latent @ PHENOTYPE_LOADINGS.T)
+    died = death_draw < sigmoid(mortality.logit(latent, phenotypes))
     # drawn last: the same seed keeps the same latent state and labels as before traits existed
     traits = 0.8 * rng.normal(size=(n_patients, TRAITS))[patient_index] + 0.6 * rng.normal(size=(n_stays, TRAITS))
     return Cohort(patient_index, stay_number, latent, died, los_hours, phenotypes, traits)

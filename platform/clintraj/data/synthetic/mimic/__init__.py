@@ -32,11 +32,13 @@ from clintraj.data.synthetic import latent
 from clintraj.data.synthetic.mimic.admissions import (
     FILLER_ICD_CODES, PHENOTYPE_ICD_CODES, admissions_table, diagnoses_table, icustays_table, patients_table,
 )
+from clintraj.data.synthetic.mimic.chest import chest_findings
 from clintraj.data.synthetic.mimic.events import chartevents_table, labevents_table
 from clintraj.data.synthetic.mimic.images import IMAGE_SIZE, cxr_metadata_table, cxr_studies, write_images
 from clintraj.data.synthetic.mimic.notes import (
     LEAK_AFTER_HOURS, LEAK_TEXTS, discharge_table, leak_notes, radiology_table,
 )
+from clintraj.data.synthetic.mimic.phenotypes import MORTALITY
 from clintraj.data.synthetic.mimic.stays import Counters, IdPlan, Stays
 from clintraj.data.synthetic.writer import GzipCsvWriter
 
@@ -85,7 +87,7 @@ def generate(
         raise ValueError(f"chunk_stays must be >= 1, got {chunk_stays}")
     out = Path(out)
     profile = _presence_profile(presence)
-    cohort = latent.draw_cohort(np.random.default_rng([seed, _COHORT_STREAM]), n_stays)
+    cohort = latent.draw_cohort(np.random.default_rng([seed, _COHORT_STREAM]), n_stays, mortality=MORTALITY)
     present = latent.presence(np.random.default_rng([seed, _PRESENCE_STREAM]), n_stays, profile)
     ids = IdPlan.for_sizes(n_patients=int(cohort.patient_index[-1]) + 1, n_stays=n_stays)
     counters = Counters()
@@ -124,8 +126,9 @@ def _chunks(patient_index: np.ndarray, chunk_stays: int) -> Iterator[tuple[int, 
 
 def _chunk_tables(stays: Stays, rng: np.random.Generator, counters: Counters, out: Path) -> dict:
     """All rows of one chunk, keyed by table path. The call order fixes the draws."""
+    findings = chest_findings(stays, rng)
     studies = cxr_studies(stays, rng)
-    write_images(stays, studies, rng, out / "mimic-cxr-jpg")
+    write_images(stays, findings, studies, rng, out / "mimic-cxr-jpg")
     return {
         mt.PATIENTS.path: patients_table(stays),
         mt.ADMISSIONS.path: admissions_table(stays, rng),
@@ -134,6 +137,6 @@ def _chunk_tables(stays: Stays, rng: np.random.Generator, counters: Counters, ou
         mt.CHARTEVENTS.path: chartevents_table(stays, rng),
         mt.LABEVENTS.path: labevents_table(stays, rng, counters),
         mt.CXR_METADATA.path: cxr_metadata_table(stays, studies),
-        mt.DISCHARGE.path: discharge_table(stays, rng),
-        mt.RADIOLOGY.path: radiology_table(stays, rng),
+        mt.DISCHARGE.path: discharge_table(stays, findings, rng),
+        mt.RADIOLOGY.path: radiology_table(stays, findings, rng),
     }

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from clintraj.data.synthetic.latent import CARDIAC, INFECTION, PHENOTYPES, RESPIRATORY
+from clintraj.data.synthetic.latent import CARDIAC, INFECTION, PHENOTYPES, RESPIRATORY, SEVERITY, sigmoid
+from clintraj.data.synthetic.mimic import phenotypes as ph
 from clintraj.data.synthetic.mimic.helpers import (
     DAY, HOUR, categorical, floor_minute, fmt_date, fmt_datetime, pick, provider_ids,
 )
@@ -56,21 +57,26 @@ FILLER_ICD_CODES: dict[int, tuple[str, ...]] = {
 }
 
 # --- admissions vocabularies (values as they appear in MIMIC-IV) ------------------
+# (value, share among unplanned admissions, share among admissions for an operation, log-odds per
+# unit of the stay's severity): the sickest come through the emergency room or from another
+# hospital, observation and elective admissions are the well ones.
 _ADMISSION_TYPES = (
-    ("EW EMER.", 0.45), ("URGENT", 0.15), ("OBSERVATION ADMIT", 0.12), ("EU OBSERVATION", 0.08),
-    ("SURGICAL SAME DAY ADMISSION", 0.08), ("DIRECT EMER.", 0.06), ("ELECTIVE", 0.06),
+    ("EW EMER.", 0.55, 0.02, 0.5), ("URGENT", 0.15, 0.15, 0.2), ("OBSERVATION ADMIT", 0.13, 0.02, -0.9),
+    ("EU OBSERVATION", 0.09, 0.0, -0.9), ("SURGICAL SAME DAY ADMISSION", 0.0, 0.5, -0.5),
+    ("DIRECT EMER.", 0.08, 0.01, 0.6), ("ELECTIVE", 0.0, 0.3, -0.7),
 )
 _ADMISSION_LOCATIONS = (
-    ("EMERGENCY ROOM", 0.55), ("PHYSICIAN REFERRAL", 0.2), ("TRANSFER FROM HOSPITAL", 0.15),
-    ("CLINIC REFERRAL", 0.04), ("PROCEDURE SITE", 0.03), ("WALK-IN/SELF REFERRAL", 0.03),
+    ("EMERGENCY ROOM", 0.66, 0.03, 0.3), ("PHYSICIAN REFERRAL", 0.1, 0.6, -0.5),
+    ("TRANSFER FROM HOSPITAL", 0.15, 0.15, 0.7), ("CLINIC REFERRAL", 0.03, 0.07, -0.6),
+    ("PROCEDURE SITE", 0.02, 0.15, -0.3), ("WALK-IN/SELF REFERRAL", 0.04, 0.0, -0.6),
 )
+_TRANSFERRED = {"AMI": 1.2, "stroke": 1.2}  # log-odds: sent on for a catheter lab or a stroke unit
 _DISCHARGE_LOCATIONS = (
     ("HOME HEALTH CARE", 0.3), ("HOME", 0.27), ("", 0.12), ("SKILLED NURSING FACILITY", 0.15),
     ("REHAB", 0.07), ("CHRONIC/LONG TERM ACUTE CARE", 0.05), ("HOSPICE", 0.02), ("AGAINST ADVICE", 0.02),
 )
-_INSURANCE = (("Other", 0.5), ("Medicare", 0.4), ("Medicaid", 0.1))
 _LANGUAGE = (("ENGLISH", 0.92), ("?", 0.08))
-_MARITAL = (("SINGLE", 0.38), ("MARRIED", 0.32), ("WIDOWED", 0.15), ("DIVORCED", 0.1), ("", 0.05))
+_MARITAL = ("SINGLE", "MARRIED", "WIDOWED", "DIVORCED", "")
 _RACE = (
     ("WHITE", 0.62), ("BLACK/AFRICAN AMERICAN", 0.16), ("UNKNOWN", 0.06), ("HISPANIC/LATINO - PUERTO RICAN", 0.04),
     ("ASIAN", 0.04), ("OTHER", 0.03), ("WHITE - OTHER EUROPEAN", 0.02), ("UNABLE TO OBTAIN", 0.02),
@@ -100,16 +106,40 @@ def patients_table(stays: Stays) -> pd.DataFrame:
     )
 
 
+def _by_admission(rng, stays: Stays, options, tilt: np.ndarray | None = None) -> np.ndarray:
+    """One of `options` ((value, unplanned share, surgical share, per severity), ...) per stay; `tilt`
+    (n, options) multiplies the shares."""
+    shares = np.array([[unplanned, surgical] for _, unplanned, surgical, _ in options])
+    weights = shares[:, stays.surgical.astype(int)].T
+    weights = weights * np.exp(np.outer(stays.latent[:, SEVERITY], [acuity for *_, acuity in options]))
+    values = np.array([value for value, *_ in options], dtype=object)
+    return values[categorical(rng, weights if tilt is None else weights * tilt)]
+
+
+def _insurance_and_marital_status(rng, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Medicare from 65; widowed more often, single less, with age."""
+    medicare = rng.random(len(age)) < 0.04 + 0.9 * sigmoid((age - 65) / 1.5)
+    insurance = np.where(medicare, "Medicare", np.where(rng.random(len(age)) < 0.2, "Medicaid", "Other"))
+    decades = (age - 60) / 10
+    weights = np.stack([0.38 * np.exp(-0.5 * decades), np.full(len(age), 0.32), 0.1 * np.exp(0.9 * decades),
+                        np.full(len(age), 0.1), np.full(len(age), 0.05)], axis=1)
+    return insurance.astype(object), np.array(_MARITAL, dtype=object)[categorical(rng, weights)]
+
+
 def admissions_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
     n = stays.n
-    location = pick(rng, _ADMISSION_LOCATIONS, n)
+    transfer = np.exp(stays.phenotypes @ ph.weights(_TRANSFERRED))
+    tilt = np.ones((n, len(_ADMISSION_LOCATIONS)))
+    tilt[:, [value for value, *_ in _ADMISSION_LOCATIONS].index("TRANSFER FROM HOSPITAL")] = transfer
+    location = _by_admission(rng, stays, _ADMISSION_LOCATIONS, tilt)
     from_ed = location == "EMERGENCY ROOM"
     edregtime = np.where(from_ed, stays.admittime - floor_minute(rng.uniform(1, 8, n) * HOUR), -1)
     edouttime = np.where(from_ed, stays.admittime + floor_minute(rng.uniform(0, 1.5, n) * HOUR), -1)
+    insurance, marital_status = _insurance_and_marital_status(rng, stays.age)
     demographics = {
-        "insurance": pick(rng, _INSURANCE, n),
+        "insurance": insurance,
         "language": pick(rng, _LANGUAGE, n),
-        "marital_status": pick(rng, _MARITAL, n),
+        "marital_status": marital_status,
         "race": pick(rng, _RACE, n),
     }
     absent = ~stays.present["demographics"]
@@ -122,7 +152,7 @@ def admissions_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
             "admittime": fmt_datetime(stays.admittime),
             "dischtime": fmt_datetime(stays.dischtime),
             "deathtime": fmt_datetime(stays.deathtime),
-            "admission_type": pick(rng, _ADMISSION_TYPES, n),
+            "admission_type": _by_admission(rng, stays, _ADMISSION_TYPES),
             "admit_provider_id": provider_ids(rng, n),
             "admission_location": location,
             "discharge_location": np.where(stays.died, "DIED", pick(rng, _DISCHARGE_LOCATIONS, n)),
@@ -171,11 +201,11 @@ def icustays_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
     weights = np.stack(
         [
             1.0 + z[:, INFECTION].clip(0) + z[:, RESPIRATORY].clip(0),  # MICU
-            np.full(stays.n, 0.8),  # SICU
+            0.8 + 2.0 * stays.surgical,  # SICU
             np.full(stays.n, 0.8),  # MICU/SICU
             np.full(stays.n, 0.5),  # TSICU
-            np.full(stays.n, 0.2),  # Neuro SICU
-            0.3 + 0.8 * z[:, CARDIAC].clip(0),  # CVICU
+            0.2 + 3.0 * stays.phenotypes[:, ph.column("stroke")],  # Neuro SICU
+            0.3 + 0.8 * z[:, CARDIAC].clip(0) + 2.0 * stays.surgical * stays.phenotypes[:, ph.column("CAD")],  # CVICU
             0.2 + 1.0 * z[:, CARDIAC].clip(0),  # CCU
         ],
         axis=1,

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 
 from clintraj.data.synthetic.latent import CARDIAC, SEVERITY, sigmoid
+from clintraj.data.synthetic.mimic import phenotypes as ph
 from clintraj.data.synthetic.mimic.helpers import HOUR, ceil_minute, floor_minute, fmt_datetime, fmt_number, provider_ids
-from clintraj.data.synthetic.mimic.signals import SIGNALS
+from clintraj.data.synthetic.mimic.signals import MEAN_AGE, SIGNALS
 from clintraj.data.synthetic.mimic.stays import Counters, Stays
 
 
@@ -17,16 +18,19 @@ def _signal(stays: Stays, name: str, stay: np.ndarray, hours: np.ndarray, rng: n
     sig = SIGNALS[name]
     los = stays.los_hours[stay]
     died = stays.died[stay]
-    course = np.where(died, 1.0, 1.2 - 0.5 * np.clip(hours / los, 0, 1))
+    progress = np.clip(hours / los, 0, 1)
+    course = np.where(died, 1.2 + 0.4 * progress, 1.2 - 0.5 * progress)  # dying stays worsen, the others resolve
     dying = died * np.exp(-np.clip(los - hours, 0, None) / 12.0)
     level = sig.normal + (stays.latent[stay] @ np.array(sig.loadings)) * course + stays.effects[name][stay]
     return np.clip(level + sig.dying * dying + rng.normal(0, sig.noise_sd, len(stay)), sig.low, sig.high)
 
 
-def _event_times(rng, stays: Stays, mask: np.ndarray, per_day: float, minimum: int = 0):
-    """Irregular chart times (Poisson count, uniform times) for the stays in `mask`."""
+def _event_times(rng, stays: Stays, mask: np.ndarray, per_day, minimum: int = 0):
+    """Irregular chart times (Poisson count, uniform times) for the stays in `mask`; `per_day` a
+    number or one per stay."""
     candidates = np.flatnonzero(mask)
-    counts = minimum + rng.poisson(per_day * stays.los_hours[candidates] / 24)
+    rate = per_day[candidates] if np.ndim(per_day) else per_day
+    counts = minimum + rng.poisson(rate * stays.los_hours[candidates] / 24)
     stay = np.repeat(candidates, counts)
     hours = rng.uniform(0, stays.los_hours[stay])
     return stay, hours
@@ -60,7 +64,7 @@ def chartevents_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
         _temperature_events(stays, rng, has),
         _gcs_events(stays, rng, has),
         _capillary_refill_events(stays, rng, has),
-        _vital(stays, rng, has, "glucose", 225664, "", per_day=1.5),
+        _vital(stays, rng, has, "glucose", 225664, "", per_day=1.5 + 3.0 * _diabetic(stays)),  # fingersticks QID
         _fio2_events(stays, rng, has),
         _ph_chart_events(stays, rng, has),
         _weight_events(stays, rng, has),
@@ -86,6 +90,10 @@ def chartevents_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
             "warning": ((rng.random(n) < 0.01) & numeric).astype(int),
         }
     )
+
+
+def _diabetic(stays: Stays) -> np.ndarray:
+    return stays.phenotypes[:, [ph.column("diabetes"), ph.column("diabetes complicated")]].any(axis=1)
 
 
 def _vital(stays, rng, mask, name, itemid, uom, per_day, minimum=0) -> pd.DataFrame:
@@ -202,10 +210,10 @@ def _weight_events(stays, rng, mask) -> pd.DataFrame:
 
 def _height_events(stays, rng, mask) -> pd.DataFrame:
     """Height charted once, in cm and in inches at the same time."""
-    patient_cm = np.round(rng.normal(np.where(stays.patient_male, 176, 163), 7))
+    patient_cm = rng.normal(np.where(stays.patient_male, 176, 163), 7)  # older patients are shorter
     stay = np.flatnonzero(mask & (rng.random(stays.n) < 0.6))
     hours = rng.uniform(0, np.minimum(4, stays.los_hours[stay]))
-    cm = patient_cm[stays.patient[stay]]
+    cm = np.round(patient_cm[stays.patient[stay]] - 0.1 * (stays.age[stay] - MEAN_AGE))
     t = _charttime(stays, stay, hours)
     return pd.concat(
         [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,8 @@ import pandas as pd
 from PIL import Image
 
 from clintraj.data.mimic import tables as mt
-from clintraj.data.synthetic.latent import CARDIAC, sigmoid
+from clintraj.data.synthetic.latent import sigmoid
+from clintraj.data.synthetic.mimic.chest import ACUTE_DEVICES, ChestFindings
 from clintraj.data.synthetic.mimic.helpers import DAY, HOUR
 from clintraj.data.synthetic.mimic.stays import Stays
 
@@ -97,61 +98,126 @@ def cxr_metadata_table(stays: Stays, images: pd.DataFrame) -> pd.DataFrame:
 
 
 _AXIS = np.linspace(-1, 1, IMAGE_SIZE)
-_GRID_Y, _GRID_X = np.meshgrid(_AXIS, _AXIS, indexing="ij")
+_GRID_Y, _GRID_X = np.meshgrid(_AXIS, _AXIS, indexing="ij")  # y down, x to the image's right
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
     return ((_GRID_X - cx) / rx) ** 2 + ((_GRID_Y - cy) / ry) ** 2 < 1
 
 
-@dataclass(frozen=True)
-class _ChestView:
-    """What does not change between images of one view: body, lungs, diaphragm."""
-
-    background: np.ndarray
-    lungs: np.ndarray  # 0/1 float mask
-    diaphragm: np.ndarray
-    heart_x: float
-
-    @classmethod
-    def build(cls, body: np.ndarray, lungs: np.ndarray, heart_x: float) -> "_ChestView":
-        diaphragm = (_GRID_Y > 0.62) & body
-        background = np.where(body, 100.0, 15.0)
-        background[lungs] = 40.0
-        background[diaphragm] = 135.0
-        return cls(background, lungs.astype(float), diaphragm, heart_x)
+def _polyline(points, half_width: float = 0.025) -> np.ndarray:
+    """Pixels within `half_width` of the line through `points` ((x, y), ...)."""
+    near = np.zeros(_GRID_X.shape, bool)
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        dx, dy = x1 - x0, y1 - y0
+        t = np.clip(((_GRID_X - x0) * dx + (_GRID_Y - y0) * dy) / (dx * dx + dy * dy), 0, 1)
+        near |= np.hypot(_GRID_X - x0 - t * dx, _GRID_Y - y0 - t * dy) < half_width
+    return near
 
 
-_FRONTAL = _ChestView.build(
-    _ellipse(0, 0.05, 0.9, 1.05), _ellipse(-0.42, -0.05, 0.3, 0.6) | _ellipse(0.42, -0.05, 0.3, 0.6), heart_x=0.08
-)
-_LATERAL = _ChestView.build(_ellipse(0, 0.05, 0.75, 1.05), _ellipse(0.05, -0.05, 0.55, 0.65), heart_x=-0.25)
+# Where each device lies on a frontal film (the patient's right on the image's left) and how much
+# brighter it makes those pixels; the lateral view is drawn the same way (no task reads it).
+_DEVICES = {
+    "endotracheal_tube": (_polyline([(0.0, -1.0), (0.0, -0.38)], 0.03), 90.0),
+    "tracheostomy": (_polyline([(0.0, -0.9), (0.0, -0.65)], 0.05), 90.0),
+    "central_line": (_polyline([(-0.35, -1.0), (-0.2, -0.6), (-0.06, -0.25)]), 85.0),
+    "enteric_tube": (_polyline([(0.02, -1.0), (0.04, 0.2), (0.25, 0.85)]), 70.0),
+    "chest_tube": (_polyline([(0.8, 0.5), (0.45, -0.5)], 0.035), 80.0),
+    "pacemaker": (_polyline([(0.5, -0.6), (0.15, -0.2), (0.0, 0.3)])
+                  | (np.abs(_GRID_X - 0.5) < 0.09) & (np.abs(_GRID_Y + 0.6) < 0.06), 110.0),
+    "sternotomy": (np.any([_ellipse(0.0, y, 0.035, 0.035) for y in (-0.3, -0.15, 0.0, 0.15, 0.3)], axis=0), 120.0),
+}
 
 
-def _chest_image(rng: np.random.Generator, view: str, opacity: float, cardiac: float) -> np.ndarray:
-    """A crude chest radiograph: dark lungs that haze over and grow blobs with
-    `opacity`, a heart shadow that widens with `cardiac`, and noise."""
-    chest = _LATERAL if view in ("LATERAL", "LL") else _FRONTAL
-    heart = _ellipse(chest.heart_x, 0.35, 0.22 * (1 + 0.15 * np.clip(cardiac, -1.5, 3)), 0.22) & ~chest.diaphragm
-    image = np.where(heart, 165.0, chest.background)
-    severity = sigmoid(opacity - 0.5)
+def _gaussian(cx: float, cy: float, width: float) -> np.ndarray:
+    return np.exp(-((_GRID_X - cx) ** 2 + (_GRID_Y - cy) ** 2) / (2 * width**2))
+
+
+_EFFUSION_LEVEL = 0.35  # the fluid's upper edge when the dome is at 0.62
+_HILAR_HAZE = 45.0 * (_gaussian(-0.22, 0.0, 0.25) + _gaussian(0.22, 0.0, 0.25))
+
+
+@functools.cache
+def _lungs(lateral: bool, hyperinflated: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """(lung mask, pixels below the diaphragm's dome, its height) of a view; hyperinflated lungs are
+    longer."""
+    longer = 0.1 * hyperinflated
+    if lateral:
+        lungs = _ellipse(0.05, -0.05 + longer / 2, 0.55, 0.65 + longer)
+    else:
+        lungs = (_ellipse(-0.42, -0.05 + longer / 2, 0.3, 0.6 + longer)
+                 | _ellipse(0.42, -0.05 + longer / 2, 0.3, 0.6 + longer))
+    return lungs, _GRID_Y > 0.62 + longer, 0.62 + longer
+
+
+_AORTIC_KNOB = _ellipse(0.12, -0.32, 0.09, 0.07) & ~_ellipse(0.12, -0.32, 0.05, 0.035)
+_BREASTS = _ellipse(-0.45, 0.5, 0.32, 0.2) | _ellipse(0.45, 0.5, 0.32, 0.2)
+
+
+def _chest_image(rng: np.random.Generator, view: str, look: dict) -> np.ndarray:
+    """A crude chest radiograph of `look` (one image's share of its stay's `ChestFindings`): the
+    body's width follows the patient's build; the lungs haze over and grow blobs with the
+    opacity, are longer and darker when hyperinflated, white at the bases with effusions, hazy
+    around the hila with edema, empty at the right apex with a pneumothorax; the heart shadow
+    widens with its grade; devices are bright lines and boxes; a woman's breast shadows overlie
+    the lower lungs; a calcified aortic knob; and noise."""
+    lateral = view in ("LATERAL", "LL")
+    width = float(np.clip(0.9 + 0.06 * look["habitus"], 0.72, 1.0)) * (0.83 if lateral else 1.0)
+    body = _ellipse(0, 0.05, width, 1.05)
+    lungs, below_dome, dome = _lungs(lateral, bool(look["hyperinflation"]))
+    diaphragm = below_dome & body
+    image = np.where(body, 100.0 + 8.0 * np.clip(look["habitus"], -2, 2), 15.0)
+    image[lungs] = 40.0 - 12.0 * look["hyperinflation"]
+    image[diaphragm] = 135.0
+    heart_x = -0.25 if lateral else 0.08
+    heart = _ellipse(heart_x, 0.35, 0.22 * (1 + 0.15 * np.clip(look["heart"], -1.5, 3)), 0.22) & ~diaphragm
+    image[heart] = 165.0
+    if look["calcified_aorta"]:
+        image[_AORTIC_KNOB] += 60.0
+    if not look["male"]:
+        image[_BREASTS & body] += 20.0
+    severity = sigmoid(look["opacity"] - 0.5)
     shadow = np.full(image.shape, 50.0 * severity)
     for _ in range(rng.poisson(3.0 * severity)):
-        cx, cy, width = rng.uniform(-0.6, 0.6), rng.uniform(-0.1, 0.5), rng.uniform(0.08, 0.2)
-        rows, columns = np.exp(-((_AXIS - cy) ** 2) / (2 * width**2)), np.exp(-((_AXIS - cx) ** 2) / (2 * width**2))
-        shadow += 60.0 * np.outer(rows, columns)
-    image += shadow * chest.lungs + rng.normal(0, 6, image.shape)
+        cx, cy, spread = rng.uniform(-0.6, 0.6), rng.uniform(-0.1, 0.5), rng.uniform(0.08, 0.2)
+        shadow += 60.0 * _gaussian(cx, cy, spread)
+    if look["edema"]:
+        shadow += _HILAR_HAZE
+    if look["effusion"]:
+        shadow += 70.0 * (_GRID_Y > _EFFUSION_LEVEL + dome - 0.62)
+    image += shadow * lungs
+    if look["pneumothorax"]:
+        image[lungs & (_GRID_X < -0.3) & (_GRID_Y < -0.2)] = 20.0
+    for device, (mask, brightness) in _DEVICES.items():
+        if look[device]:
+            image[mask] += brightness
+    image += rng.normal(0, 6, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_images(stays: Stays, images: pd.DataFrame, rng: np.random.Generator, root: Path) -> None:
-    """One JPEG per metadata row; studies far from the stay reflect less of its state."""
-    opacity = stays.opacity
-    cardiac = stays.latent[:, CARDIAC]
-    noise = rng.normal(0, 0.3, len(images))
-    for row, extra in zip(images.itertuples(index=False), noise):
-        stay = row.stay
-        pixels = _chest_image(rng, row.view, row.disease * opacity[stay] + extra, row.disease * cardiac[stay])
-        path = root / mt.cxr_image_path(int(stays.subject_id[stay]), int(row.study_id), row.dicom_id)
+def _looks(stays: Stays, findings: ChestFindings, images: pd.DataFrame, noise: np.ndarray) -> list[dict]:
+    """Each image's share of its stay's findings: studies far from the ICU stay (`disease` < 1)
+    show less of its acute disease and none of its lines and tubes; a patient keeps a pacemaker,
+    sternotomy wires, a tracheostomy, build, emphysema and aorta."""
+    stay = images["stay"].to_numpy()
+    disease = images["disease"].to_numpy()
+    acute = disease >= 0.8
+    columns = {
+        "opacity": disease * findings.opacity[stay] + noise, "heart": disease * findings.heart[stay],
+        "edema": findings.edema[stay] & acute, "effusion": findings.effusion[stay] & acute,
+        "pneumothorax": findings.pneumothorax[stay] & acute, "hyperinflation": findings.hyperinflation[stay],
+        "calcified_aorta": findings.calcified_aorta[stay], "habitus": findings.habitus[stay], "male": stays.male[stay],
+        **{d: findings.devices[d][stay] & (acute if d in ACUTE_DEVICES else True) for d in _DEVICES},
+    }
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def write_images(stays: Stays, findings: ChestFindings, images: pd.DataFrame, rng: np.random.Generator,
+                 root: Path) -> None:
+    """One JPEG per metadata row, drawn from its stay's findings (`_looks`)."""
+    looks = _looks(stays, findings, images, rng.normal(0, 0.3, len(images)))
+    for row, look in zip(images.itertuples(index=False), looks):
+        pixels = _chest_image(rng, row.view, look)
+        path = root / mt.cxr_image_path(int(stays.subject_id[row.stay]), int(row.study_id), row.dicom_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels, mode="L").save(path, format="JPEG", quality=90)

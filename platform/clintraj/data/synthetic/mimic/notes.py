@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from clintraj.data.synthetic.latent import CARDIAC, INFECTION, PHENOTYPES, RESPIRATORY, SEVERITY
+from clintraj.data.synthetic.latent import INFECTION, PHENOTYPES, RESPIRATORY, SEVERITY
+from clintraj.data.synthetic.mimic import phenotypes as ph
+from clintraj.data.synthetic.mimic.chest import CHRONIC_DEVICES, ChestFindings
 from clintraj.data.synthetic.mimic.helpers import DAY, HOUR, ceil_minute, floor_minute, fmt_datetime
 from clintraj.data.synthetic.mimic.images import PA_AND_LAT, PORTABLE_AP
 from clintraj.data.synthetic.mimic.signals import SIGNALS
@@ -57,22 +59,24 @@ _CHRONIC_HISTORY = (
 _PHENOTYPE_COLUMN = {name: k for k, name in enumerate(PHENOTYPES)}
 
 
-def discharge_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
+def discharge_table(stays: Stays, findings: ChestFindings, rng: np.random.Generator) -> pd.DataFrame:
     stay = np.flatnonzero(stays.present["discharge_note"])
     seq = _note_seq(stays, stay, rng)
     store = stays.dischtime[stay] + floor_minute(rng.uniform(2, 72, len(stay)) * HOUR)
     u = rng.random((len(stay), 4))
-    texts = [_discharge_text(stays, i, u_i) for i, u_i in zip(stay, u)]
+    texts = [_discharge_text(stays, findings, i, u_i) for i, u_i in zip(stay, u)]
     return _note_frame(stays, stay, "DS", seq, stays.dischtime[stay] - stays.dischtime[stay] % DAY, store, texts)
 
 
-def radiology_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
+def radiology_table(stays: Stays, findings: ChestFindings, rng: np.random.Generator) -> pd.DataFrame:
     """Reports during the admission where the stay has radiology notes; plus outpatient
     reports (no hadm_id) months before the admission for some patients."""
     counts = stays.present["radiology_note"] * (1 + np.minimum(rng.poisson(0.4 * stays.los_hours / 24), 5))
     stay = np.repeat(np.arange(stays.n), counts)
-    span = stays.dischtime[stay] - stays.admittime[stay]
-    t = floor_minute(stays.admittime[stay] + rng.uniform(0.02, 0.98, len(stay)) * span)
+    in_icu = rng.random(len(stay)) < 0.7  # most films of an ICU admission are taken in the ICU
+    start = np.where(in_icu, stays.intime[stay], stays.admittime[stay])
+    span = np.where(in_icu, stays.outtime[stay], stays.dischtime[stay]) - start
+    t = floor_minute(start + rng.uniform(0.02, 0.98, len(stay)) * span)
     clinic = np.flatnonzero(rng.random(stays.n) < 0.2)
     clinic_t = floor_minute(stays.admittime[clinic] - rng.uniform(20, 300, len(clinic)) * DAY)
     stay, t = np.r_[stay, clinic], np.r_[t, clinic_t]
@@ -80,7 +84,7 @@ def radiology_table(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
     order = np.lexsort((t, stay))
     stay, t, inpatient = stay[order], t[order], inpatient[order]
     u = rng.random((len(stay), 4))
-    texts = [_radiology_text(stays, i, inside, u_i) for i, inside, u_i in zip(stay, inpatient, u)]
+    texts = [_radiology_text(stays, findings, i, inside, u_i) for i, inside, u_i in zip(stay, inpatient, u)]
     store = t + floor_minute(rng.uniform(0.3, 10, len(stay)) * HOUR)
     frame = _note_frame(stays, stay, "RR", _note_seq(stays, stay, rng), t, store, texts)
     frame["hadm_id"] = pd.array(frame["hadm_id"], dtype="Int64")
@@ -136,7 +140,7 @@ def _admission_level(stays: Stays, i: int, name: str) -> float:
     return float(np.clip(level, sig.low, sig.high))
 
 
-def _discharge_text(stays: Stays, i: int, u: np.ndarray) -> str:
+def _discharge_text(stays: Stays, findings: ChestFindings, i: int, u: np.ndarray) -> str:
     """A discharge summary with MIMIC-IV-Note's de-identification artefacts
     (`___` for names, dates and ages; stray \x95 bullets)."""
     acute = _problems(stays, i, _ACUTE_PROBLEMS)
@@ -149,10 +153,11 @@ def _discharge_text(stays: Stays, i: int, u: np.ndarray) -> str:
         " \nName:  ___                     Unit No:   ___",
         "Admission Date:  ___              Discharge Date:   ___",
         f"Date of Birth:  ___             Sex:   {sex}",
-        f"Service: {'MEDICINE' if u[1] < 0.7 else 'SURGERY'}",
+        f"Service: {'SURGERY' if stays.surgical[i] == (u[1] < 0.9) else 'MEDICINE'}",
         f"Allergies: \n{'No Known Allergies / Adverse Drug Reactions' if u[2] < 0.6 else 'Penicillins'}",
         "Attending: ___.",
         f"Chief Complaint:\n{diagnoses[0]}",
+        "Major Surgical or Invasive Procedure:\n" + ("\n".join(_procedures(stays, findings, i)) or "None"),
         f"History of Present Illness:\n{title} ___ is a ___ year old {person} with a history of "
         f"{', '.join(_in_sentence(h) for h in history)} who presents with {main}.",
         "Past Medical History:\n" + "\n".join(f"- {h}" for h in history),
@@ -182,6 +187,22 @@ def _discharge_text(stays: Stays, i: int, u: np.ndarray) -> str:
             "\x95 Please keep your follow-up appointments.\n \nWe wish you the best,\nYour ___ Care Team",
         ]
     return "\n \n".join(sections + ["Followup Instructions:\n___\n"])
+
+
+_PROCEDURES = (  # (device of ChestFindings or phenotype, procedure)
+    ("endotracheal_tube", "Endotracheal intubation"), ("central_line", "Central venous line placement"),
+    ("chest_tube", "Chest tube placement"), ("GI bleed", "EGD"), ("enteric_tube", "Nasogastric tube placement"),
+)
+
+
+def _procedures(stays: Stays, findings: ChestFindings, i: int) -> list[str]:
+    def had(key: str) -> bool:
+        return bool(findings.devices[key][i] if key in findings.devices else stays.phenotypes[i, ph.column(key)])
+
+    done = [name for key, name in _PROCEDURES if had(key)]
+    if stays.surgical[i] and findings.devices["sternotomy"][i]:
+        done.insert(0, "Coronary artery bypass graft")
+    return done
 
 
 def _admission_exam(stays: Stays, i: int) -> str:
@@ -214,41 +235,74 @@ _NORMAL_CHEST = (
     "The lungs are clear. No pleural effusion or pneumothorax. Cardiomediastinal silhouette is within normal limits.",
     "No acute cardiopulmonary process.",
 )
+_DEVICE_SENTENCES = {
+    "endotracheal_tube": "Endotracheal tube terminates approximately {cm} cm above the carina.",
+    "tracheostomy": "Tracheostomy tube in place.",
+    "central_line": "Right internal jugular central venous catheter terminates in the low SVC.",
+    "enteric_tube": "Enteric tube courses below the diaphragm, tip in the stomach.",
+    "chest_tube": "Right chest tube in place.",
+    "pacemaker": "Left chest wall pacemaker with leads in the right atrium and right ventricle.",
+    "sternotomy": "Median sternotomy wires are intact.",
+}
+# Why the film was ordered, as the ordering clinician writes it: (reason, question) by what the
+# stay has, the first that applies (a share of reports gives the generic one).
+_INDICATIONS = (
+    ("endotracheal_tube", "intubation", "eval ETT position"),
+    ("chest_tube", "chest tube", "eval for pneumothorax"),
+    ("central_line", "new central line", "eval line placement"),
+    ("pacemaker", "pacemaker", "eval lead position"),
+    ("opacity", "fever and hypoxia", "eval for pneumonia"),
+    ("heart", "CHF exacerbation", "eval for edema"),
+)
 
 
-def _radiology_text(stays: Stays, i: int, inpatient: bool, u: np.ndarray) -> str:
-    """A chest radiograph report whose findings follow the stay's lungs and heart."""
-    cardiac = stays.latent[i, CARDIAC]
-    opacity = stays.opacity[i] if inpatient else 0.3 * stays.opacity[i]
-    findings, impression = [], []
+def _radiology_text(stays: Stays, findings: ChestFindings, i: int, inpatient: bool, u: np.ndarray) -> str:
+    """A chest radiograph report that words the stay's `ChestFindings` (lines and tubes first, then
+    lungs, heart, pleura, aorta); an outpatient film shows the chronic findings only. Two layouts of
+    MIMIC-CXR: findings then impression, or (portable films) the impression alone."""
+    acute = 1.0 if inpatient else 0.3
+    opacity, heart = acute * findings.opacity[i], acute * findings.heart[i]
+    devices = [d for d, flag in findings.devices.items() if flag[i] and (inpatient or d in CHRONIC_DEVICES)]
+    lines = [_DEVICE_SENTENCES[d].format(cm=3 + int(u[0] * 3)) for d in devices]
+    findings_text, impression = [], []
+    if findings.hyperinflation[i]:
+        findings_text.append("The lungs are hyperinflated with flattening of the diaphragms.")
+        impression.append("Hyperinflation consistent with COPD.")
     if opacity > 1.0:
         side = ("right lower lobe", "left lower lobe", "bilateral lower lobes")[int(u[1] * 3)]
-        findings.append(f"There is a new patchy opacity in the {side}, concerning for pneumonia.")
+        findings_text.append(f"There is a new patchy opacity in the {side}, concerning for pneumonia.")
         impression.append(f"{side.capitalize()} opacity concerning for pneumonia.")
-    if cardiac > 0.8:
-        findings.append("The heart size is moderately enlarged. There is pulmonary vascular congestion.")
-        impression.append("Cardiomegaly with mild pulmonary edema.")
-    if opacity > 1.5 or (cardiac > 1.2 and u[2] < 0.5):
-        findings.append("Small bilateral pleural effusions with adjacent atelectasis.")
+    if inpatient and findings.edema[i]:
+        findings_text.append("There is pulmonary vascular congestion with perihilar haziness.")
+        impression.append("Mild pulmonary edema.")
+    if heart > 0.8:
+        grade = "severely" if heart > 1.8 else "moderately"
+        findings_text.append(f"The heart size is {grade} enlarged.")
+        impression.append(f"{grade.replace('ly', '').capitalize()} cardiomegaly.")
+    if inpatient and findings.effusion[i]:
+        findings_text.append("Small bilateral pleural effusions with adjacent atelectasis.")
         impression.append("Small bilateral pleural effusions.")
-    if not findings:
-        findings.append(_NORMAL_CHEST[0])
+    if inpatient and findings.pneumothorax[i]:
+        findings_text.append("There is a small right apical pneumothorax.")
+        impression.append("Small right apical pneumothorax.")
+    if findings.calcified_aorta[i]:
+        findings_text.append("The aorta is calcified and tortuous.")
+    if not impression:
+        findings_text.append(_NORMAL_CHEST[0])
         impression.append(_NORMAL_CHEST[1])
-    if inpatient and stays.ventilated[i]:
-        findings.insert(0, f"Endotracheal tube terminates approximately {3 + int(u[0] * 3)} cm above the carina.")
-        impression.insert(0, "Lines and tubes in standard position.")
-    if inpatient:
-        exam, technique = PORTABLE_AP, "Portable AP chest radiograph"
-    else:
-        exam, technique = PA_AND_LAT, "Chest PA and lateral"
-    indication = ("hypoxia", "fever", "shortness of breath", "line placement")[int(u[3] * 4)]
     person = "man" if stays.male[i] else "woman"
-    sections = [
-        f"EXAMINATION:  {exam}",
-        f"INDICATION:  ___ year old {person} with {indication}  // eval for pneumonia",
-        f"TECHNIQUE:  {technique}",
-        "COMPARISON:  ___",
-        "FINDINGS: \n \n" + "\n".join(findings),
-        "IMPRESSION: \n \n" + "\n".join(impression) + "\n",
-    ]
+    if inpatient:
+        exam = PORTABLE_AP
+        have = set(devices) | {k for k, grade in (("opacity", opacity), ("heart", heart)) if grade > 1.0}
+        reasons = [(r, q) for key, r, q in _INDICATIONS if key in have and u[3] < 0.85]
+        reason, question = reasons[0] if reasons else ("shortness of breath", "eval for acute process")
+    else:
+        exam, reason, question = PA_AND_LAT, "cough", "eval for pneumonia"
+    sections = [f"EXAMINATION:  {exam}", f"INDICATION:  ___ year old {person} with {reason}  // {question}",
+                "COMPARISON:  ___"]
+    if inpatient and u[2] < 0.6:  # a portable film: the impression alone
+        sections.append("IMPRESSION: \n \n" + "\n".join(lines + impression) + "\n")
+    else:
+        sections += ["FINDINGS: \n \n" + "\n".join(lines + findings_text),
+                     "IMPRESSION: \n \n" + "\n".join(impression) + "\n"]
     return "\n \n".join(sections)

@@ -1,5 +1,6 @@
 """The physiological signals behind chartevents, labevents and the notes' admission
-findings: each a normal value plus loadings on the latent factors."""
+findings: each a normal value plus loadings on the latent factors, and a stay's own offset
+from the patient (traits, age) and the stay's diagnoses."""
 
 from __future__ import annotations
 
@@ -20,19 +21,49 @@ class Signal:
     dying: float
     low: float = -np.inf
     high: float = np.inf
+    per_year: float = 0.0  # change per year of age above MEAN_AGE
 
 
 SIGNALS = {
-    "heart_rate": Signal(86, (7, 5, 3, 0, 7), 6, 6, 18, 30, 200),
-    "systolic": Signal(118, (-8, 4, 0, 2, -5), 8, 9, -22, 55, 230),
-    "diastolic": Signal(59, (-5, 1, 0, 1, -3), 5, 6, -12, 25, 130),
+    "heart_rate": Signal(86, (7, 5, 3, 0, 7), 6, 6, 18, 30, 200, per_year=-0.2),
+    "systolic": Signal(118, (-8, 4, 0, 2, -5), 8, 9, -22, 55, 230, per_year=0.6),
+    "diastolic": Signal(59, (-5, 1, 0, 1, -3), 5, 6, -12, 25, 130, per_year=-0.25),
     "resp_rate": Signal(19, (2, 0.5, 3.5, 0.5, 1.5), 2, 3, 6, 5, 50),
-    "spo2": Signal(97.5, (-0.8, -0.3, -1.8, 0, -0.3), 0.8, 1.2, -5, 60, 100),
-    "temperature": Signal(36.9, (0.1, 0, 0, 0, 0.55), 0.2, 0.3, -0.3, 33, 42),
+    "spo2": Signal(97.5, (-0.8, -0.3, -1.8, 0, -0.3), 0.8, 1.2, -5, 60, 100, per_year=-0.02),
+    "temperature": Signal(36.9, (0.1, 0, 0, 0, 0.55), 0.2, 0.3, -0.3, 33, 42, per_year=-0.004),
     "glucose": Signal(128, (12, 4, 0, 10, 8), 15, 25, 15, 30, 600),
     "ph": Signal(7.40, (-0.035, -0.01, -0.03, -0.03, -0.015), 0.02, 0.03, -0.1, 6.8, 7.7),
     "fio2": Signal(40, (8, 2, 10, 0, 3), 5, 8, 20, 21, 100),
-    "gcs_impairment": Signal(-0.3, (0.9, 0.3, 0.2, 0.2, 0.2), 0.5, 0.5, 3.0, 0, 5),
-    "crr_logit": Signal(-2.2, (1.1, 0.6, 0, 0, 0.4), 0.5, 0.0, 2.0),
-    "weight": Signal(81, (0, 2, 0, 1, 0), 16, 1.2, 0, 35, 250),
+    "gcs_impairment": Signal(-0.3, (0.9, 0.3, 0.2, 0.2, 0.2), 0.5, 0.5, 3.0, 0, 5, per_year=0.01),
+    "crr_logit": Signal(-2.2, (1.1, 0.6, 0, 0, 0.4), 0.5, 0.0, 2.0, per_year=0.02),
+    "weight": Signal(81, (0, 2, 0, 1, 0), 16, 1.2, 0, 35, 250, per_year=-0.2),
+}
+MEAN_AGE = 63
+# The share of a stay's own offset (sd `stay_sd`) that follows the patient's traits
+# (`latent.trait_loadings("mimic.<signal>")`): the baseline heart rate, blood pressure, glucose
+# and build that make a patient recognisable in every modality.
+TRAIT_SHARE = 0.75
+
+# How each phenotype (`phenotypes.SHORT_NAMES`) moves a signal for the whole stay, in the signal's
+# units: the bedside picture of the diagnosis; a stay with several adds them up.
+PHENOTYPE_SHIFTS = {
+    "heart_rate": {"dysrhythmia": 16, "conduction": -20, "sepsis": 8, "shock": 10, "GI bleed": 12, "CAD": -5,
+                   "pneumonia": 4, "electrolytes": 7},
+    "systolic": {"hypertension": 14, "hypertension complicated": 16, "CKD": 10, "stroke": 16, "shock": -18,
+                 "sepsis": -8, "GI bleed": -12, "liver": -8, "electrolytes": -6},
+    "diastolic": {"hypertension": 7, "hypertension complicated": 8, "stroke": 7, "shock": -10, "sepsis": -5,
+                  "liver": -5, "GI bleed": -5},
+    "resp_rate": {"pneumonia": 3, "respiratory failure": 4, "COPD": 3, "lower respiratory": 3, "sepsis": 2,
+                  "CHF": 2, "pleural": 2, "upper respiratory": 2},
+    "spo2": {"COPD": -2.5, "respiratory failure": -2, "pneumonia": -1.5, "pleural": -1.5, "CHF": -1,
+             "lower respiratory": -1, "upper respiratory": -0.8},
+    "temperature": {"sepsis": 0.8, "pneumonia": 0.6, "surgical complication": 0.4, "upper respiratory": 0.4},
+    "glucose": {"diabetes": 45, "diabetes complicated": 70, "sepsis": 10, "liver": -10},
+    "ph": {"COPD": -0.05, "respiratory failure": -0.04, "acute renal failure": -0.05, "CKD": -0.04, "shock": -0.06,
+           "sepsis": -0.02, "electrolytes": -0.02},
+    "fio2": {"respiratory failure": 15, "pneumonia": 8, "COPD": 5, "CHF": 5, "pleural": 6},
+    "gcs_impairment": {"stroke": 2.0, "liver": 1.2, "sepsis": 0.4, "shock": 0.6},
+    "crr_logit": {"shock": 1.5, "sepsis": 0.7, "GI bleed": 0.5},
+    "weight": {"CHF": 6, "diabetes": 7, "diabetes complicated": 7, "lipids": 4, "hypertension": 4, "COPD": -4,
+               "liver": -3, "acute renal failure": 3},
 }

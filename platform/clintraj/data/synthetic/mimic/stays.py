@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clintraj.data.synthetic.latent import CARDIAC, INFECTION, RESPIRATORY, SEVERITY, sigmoid
+from clintraj.data.synthetic.latent import CARDIAC, RESPIRATORY, SEVERITY, sigmoid, trait_loadings
+from clintraj.data.synthetic.mimic import phenotypes as ph
 from clintraj.data.synthetic.mimic.helpers import DAY, HOUR, ceil_minute, floor_minute
-from clintraj.data.synthetic.mimic.signals import SIGNALS
+from clintraj.data.synthetic.mimic.signals import MEAN_AGE, PHENOTYPE_SHIFTS, SIGNALS, TRAIT_SHARE
 
 _ANCHOR_YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019")
 _ICD10_FROM_REAL_YEAR = 2016  # US switch to ICD-10-CM: October 2015
@@ -72,11 +73,13 @@ class Stays:
     intime: np.ndarray
     outtime: np.ndarray
     dischtime: np.ndarray
+    traits: np.ndarray  # latent.TRAITS per stay: shown by every modality, no label depends on them
     ventilated: np.ndarray
-    opacity: np.ndarray  # what chest imaging shows: lung disease, infection, severity, tubes
+    surgical: np.ndarray  # admitted for an operation (same-day or elective)
     male: np.ndarray
+    age: np.ndarray  # years, at admission
     icd_version: np.ndarray
-    effects: dict[str, np.ndarray]  # per-stay random offsets of each signal
+    effects: dict[str, np.ndarray]  # per-stay offset of each signal: traits, age, diagnoses, the stay's own
     # per patient
     patient_subject_id: np.ndarray
     patient_male: np.ndarray
@@ -107,9 +110,11 @@ class Stays:
         died = cohort.died[rows] & last_of_patient
 
         subject_ids = IdPlan.draw(10_000_000, patient_global[first_of_patient], ids.subject_stride, rng)
-        male = rng.random(n_patients) < 0.56
-        first_z = z[first_of_patient]
-        anchor_age = np.clip(np.round(rng.normal(63 + 7 * first_z[:, SEVERITY] + 3 * first_z[:, CARDIAC], 13)), 18, 91)
+        phenotypes = cohort.phenotypes[rows]
+        first_z, first_phenotypes = z[first_of_patient], phenotypes[first_of_patient]
+        male = rng.random(n_patients) < sigmoid(0.24 + first_phenotypes @ ph.weights(ph.MALE_LOGIT))
+        mean_age = MEAN_AGE - 2 + 7 * first_z[:, SEVERITY] + 3 * first_z[:, CARDIAC]
+        anchor_age = np.clip(np.round(rng.normal(mean_age + first_phenotypes @ ph.weights(ph.AGE_YEARS), 11)), 18, 91)
         anchor_year = rng.integers(2110, 2191, n_patients)
         group = rng.integers(0, len(_ANCHOR_YEAR_GROUPS), n_patients)
         real_anchor_year = 2008 + 3 * group + rng.integers(0, 3, n_patients)
@@ -117,8 +122,13 @@ class Stays:
         times = _timeline(rng, patient, first_of_patient, anchor_year, cohort.los_hours[rows], died)
         admit_year = times["admittime"].astype("datetime64[s]").astype("datetime64[Y]").astype(int) + 1970
         real_year = real_anchor_year[patient] + admit_year - anchor_year[patient]
-        ventilated = rng.random(len(rows)) < sigmoid(-0.8 + 1.3 * z[:, RESPIRATORY] + 0.9 * z[:, SEVERITY])
-        effects = {name: rng.normal(0.0, sig.stay_sd, len(rows)) for name, sig in SIGNALS.items()}
+        respiratory_failure = phenotypes[:, ph.column("respiratory failure")]
+        ventilated = rng.random(len(rows)) < sigmoid(
+            -1.4 + 1.0 * z[:, RESPIRATORY] + 0.9 * z[:, SEVERITY] + 2.5 * respiratory_failure)
+        surgical = rng.random(len(rows)) < sigmoid(phenotypes @ ph.weights(ph.SURGICAL_LOGIT) - 1.7)
+        age = anchor_age[patient] + admit_year - anchor_year[patient]
+        traits = cohort.traits[rows]
+        effects = _signal_offsets(rng, traits, age, phenotypes)
         effects["weight"] = effects["weight"][first_of_patient][patient] + 8 * (male[patient] - 0.5)  # a patient's own
         dod = _date_of_death(rng, patient, n_patients, died, times["dischtime"], z)
         return cls(
@@ -127,14 +137,16 @@ class Stays:
             latent=z,
             died=died,
             los_hours=(times["outtime"] - times["intime"]) / HOUR,
-            phenotypes=cohort.phenotypes[rows],
+            phenotypes=phenotypes,
             present={name: flags[rows] for name, flags in present.items()},
             subject_id=subject_ids[patient],
             hadm_id=IdPlan.draw(20_000_000, rows, ids.stay_stride, rng),
             stay_id=IdPlan.draw(30_000_000, rows, ids.stay_stride, rng),
+            traits=traits,
             ventilated=ventilated,
-            opacity=z[:, RESPIRATORY] + 0.6 * z[:, INFECTION] + 0.3 * z[:, SEVERITY] + 0.5 * ventilated,
+            surgical=surgical,
             male=male[patient],
+            age=age,
             icd_version=np.where(real_year >= _ICD10_FROM_REAL_YEAR, 10, 9),
             effects=effects,
             patient_subject_id=subject_ids,
@@ -145,6 +157,19 @@ class Stays:
             dod=dod,
             **times,
         )
+
+
+def _signal_offsets(rng, traits, age, phenotypes) -> dict[str, np.ndarray]:
+    """Each signal's per-stay offset: the patient's traits (a share TRAIT_SHARE of `stay_sd`) and the
+    stay's own part, the change with age, and the shifts of the stay's diagnoses."""
+    trait_part = traits @ trait_loadings("mimic.signals", len(SIGNALS)).T
+    own = rng.normal(size=(len(traits), len(SIGNALS)))
+    offsets = {}
+    for k, (name, sig) in enumerate(SIGNALS.items()):
+        stay = TRAIT_SHARE * trait_part[:, k] + np.sqrt(1 - TRAIT_SHARE**2) * own[:, k]
+        shift = phenotypes @ ph.weights(PHENOTYPE_SHIFTS.get(name, {}))
+        offsets[name] = sig.stay_sd * stay + sig.per_year * (age - MEAN_AGE) + shift
+    return offsets
 
 
 def _timeline(rng, patient, first_of_patient, anchor_year, los_hours, died) -> dict[str, np.ndarray]:
