@@ -34,7 +34,7 @@ PAPER_TABLES = {"mimic": "MIMIC-IV (the paper's Table 2)", "eicu": "eICU (the pa
 def main() -> None:
     parser = cli.parser(__doc__)
     parser.add_argument("--config", default="demo",
-                        help="a shipped recipe (demo, cluster) or a YAML file over EndToEndConfig (default: demo)")
+                        help="a shipped recipe (demo, cluster, smollm2) or a YAML file over EndToEndConfig (default: demo)")
     parser.add_argument("--dataset", "--datasets", dest="datasets", nargs="+", choices=cli.DATASETS,
                         help="which datasets run (default: the config's; the demo's are eicu and mimic): what "
                              "--raw holds, or which synthetic data is made (meds: --raw or --data only)")

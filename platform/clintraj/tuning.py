@@ -165,9 +165,14 @@ def finished_trial(client, experiment_id: str, parent_run_id: str, trial_id: str
     sweep's state every few seconds, so a driver killed just after a trial finished restores that
     trial as unfinished: its trial function then reports these and returns instead of training
     again (the trial's run, checkpoints and figures stay those of the attempt that finished)."""
-    earlier = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                                                  f"and tags.trial_id = '{trial_id}' and attributes.status = 'FINISHED'")
+    earlier = _trial_runs(client, experiment_id, parent_run_id, trial_id, " and attributes.status = 'FINISHED'")
     return dict(earlier[0].data.metrics) if earlier else None
+
+
+def _trial_runs(client, experiment_id: str, parent_run_id: str, trial_id: str, more: str = "") -> list:
+    """The runs attempts of one trial of a sweep opened (one, or none)."""
+    return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                                               f"and tags.trial_id = '{trial_id}'{more}")
 
 
 @contextmanager
@@ -180,8 +185,7 @@ def trial_run(client, experiment_id: str, run_name: str, tags: dict):
     killed outright is ended by `end_stopped_trials`, or by the next job: `Tracking.experiment`)."""
     owner = client.get_run(tags["mlflow.parentRunId"]).data.tags.get(OWNER_TAG)
     tags = {**tags, OWNER_TAG: owner} if owner else tags
-    earlier = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{tags['mlflow.parentRunId']}' "
-                                                  f"and tags.trial_id = '{tags['trial_id']}'")
+    earlier = _trial_runs(client, experiment_id, tags["mlflow.parentRunId"], tags["trial_id"])
     if earlier:
         run_id = earlier[0].info.run_id
         client.update_run(run_id, status="RUNNING")
