@@ -28,7 +28,7 @@ CONFIG = {
                                  "params": {"missing_tokens_in_context": {"grid": [True]}}}},
     "static": {"epochs": 2, "patience": 2, "num_workers": 1},
     "static_search": {"params": {"architecture": {"grid": ["mlp"]}}},
-    "sequential": {"epochs": 3, "patience": 3, "max_events": 32},
+    "sequential": {"epochs": 6, "patience": 6, "max_events": 32},  # long enough to be caught mid-trial
     # four trials, two at a time: some finish while others are still training when the driver dies
     "backbone_search": {"max_concurrent_trials": 2, "params": {"backbone": {"grid": ["llama3-8b", "phi3-mini"]}}},
 }
@@ -57,7 +57,8 @@ def test_a_driver_killed_mid_sweep_resumes_to_an_uninterrupted_runs_trials(tmp_p
             experiment = client.get_experiment_by_name("killed")
             runs = trial_runs(client, experiment.experiment_id) if experiment else []
             done = [r for r in runs if r.info.status == "FINISHED"]
-            running = [r for r in runs if r.info.status == "RUNNING" and "val_auroc" in r.data.metrics]
+            running = [r for r in runs if r.info.status == "RUNNING"  # past its first epoch, far from its last
+                       and 1 <= len(client.get_metric_history(r.info.run_id, "val_auroc")) <= 3]
             if done and running:
                 interrupted = running[0]
                 break
