@@ -79,7 +79,9 @@ def test_a_local_rays_session_logs_stay_in_the_work_folder(tmp_path, short):
     found = [p for p in workdir.rglob("worker-*.out") if "canary-4711" in p.read_text(errors="replace")]
     assert len(found) == 1, "the worker's output is not in the work folder"
     assert found[0].relative_to(workdir).parts[0] == ("ray" if short else "logs")
-    assert set(Path(tempfile.gettempdir()).glob("clintraj-ray-*")) == before
+    # no private folder of this job left behind (other jobs on the machine may hold their own)
+    owners = [p / "clintraj-owner.json" for p in set(Path(tempfile.gettempdir()).glob("clintraj-ray-*")) - before]
+    assert [o for o in owners if o.is_file() and str(workdir) in o.read_text()] == []
     if short:
         shutil.rmtree(workdir)
 def test_our_warnings_are_errors_and_the_libraries_own_are_not():
