@@ -105,9 +105,13 @@ class Dataset:
     def tables(self) -> dict[str, pd.DataFrame]:
         return {m: self.table(m) for m in self.modalities}
 
-    def events(self, modality: str, stay_id: int | None = None) -> pd.DataFrame:
-        """Every event of a modality (or of one stay), sorted by stay and time."""
+    def events(self, modality: str, stay_id: int | None = None, stays: tuple[int, int] | None = None) -> pd.DataFrame:
+        """Every event of a modality (or of one stay, or of the stays from `stays[0]` to `stays[1]`
+        inclusive: the files are sorted by stay, so only those that hold them are read), sorted by
+        stay and time."""
         filters = [("stay_id", "=", stay_id)] if stay_id is not None else None
+        if stays is not None:
+            filters = [*(filters or []), ("stay_id", ">=", stays[0]), ("stay_id", "<=", stays[1])]
         return pd.read_parquet(self.path / "events" / modality, filters=filters)
 
     def task_cohort(self, task: str) -> pd.DataFrame:

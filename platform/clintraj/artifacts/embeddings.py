@@ -8,8 +8,9 @@ sequential stage.
                                            embedding per modality over the task's window
     events/<inputs>/part-*.parquet         stay_id, time_hours, modality, h: every event embedded
                                            from its own content (one folder per input kind)
-    timelines/<task>/part-00000.parquet    stay_id, n_events, time_hours, modality, h (flattened):
-                                           each task stay's events inside its window, in time order
+    timelines/<task>/part-NNNNN.parquet    stay_id, n_events, time_hours, modality, h (flattened):
+                                           each task stay's events inside its window, in time order;
+                                           one file per shard of stays, the files in stay order
 """
 
 from __future__ import annotations
@@ -48,13 +49,11 @@ class Embeddings:
         frame = pd.read_parquet(self.path / "static", filters=[("task", "==", task)])
         return frame.drop(columns="task").sort_values("stay_id", kind="stable").reset_index(drop=True)
 
-    def events(self) -> pd.DataFrame:
-        """Every embedded event (stay_id, time_hours, modality, h)."""
+    def event_files(self) -> list[Path]:
+        """The embedded events' files (stay_id, time_hours, modality, h), by folder and name."""
         root = self.path / "events"
-        frames = [pd.read_parquet(folder) for folder in sorted(root.iterdir()) if folder.is_dir()] \
-            if root.is_dir() else []
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["stay_id", "time_hours", "modality", "h"])
+        folders = sorted(folder for folder in root.iterdir() if folder.is_dir()) if root.is_dir() else []
+        return [file for folder in folders for file in sorted(folder.rglob("*.parquet"))]
 
     def timelines(self, task: str) -> pd.DataFrame:
         return pd.read_parquet(self.path / "timelines" / task)
@@ -68,10 +67,11 @@ class Embeddings:
     def events_folder(self, inputs: str) -> Path:
         return self.path / "events" / inputs
 
-    def write_timelines(self, task: str, table: pa.Table) -> None:
+    def write_timelines(self, task: str, table: pa.Table, shard: int = 0) -> None:
+        """One shard of a task's timelines (shards numbered in stay order)."""
         folder = self.path / "timelines" / task
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, folder / "part-00000.parquet")
+        pq.write_table(table, folder / f"part-{shard:05d}.parquet")
 
     def write_record(self, record: dict) -> None:
         (self.path / "embeddings.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -16,9 +16,10 @@ unchanged:
 * notes and images: the note's own text, the image's own file.
 
 `write_event_inputs` writes every event of the given stays (a task picks its window's events
-when its timelines are assembled, `data.windows.select`): `vectors.parquet` (stay_id,
-time_hours, modality index, x of the modality's own length), and per note or image modality
-`<name>.parquet` (stay_id, time_hours, modality, `<name>.text` or `<name>.path`).
+when its timelines are assembled, `data.windows.select`), a shard of stays at a time so memory
+holds one shard's events: `vectors/part-NNNNN.parquet` (stay_id, time_hours, modality index, x of
+the modality's own length), and per note or image modality `<name>/part-NNNNN.parquet` (stay_id,
+time_hours, modality, `<name>.text` or `<name>.path`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import pyarrow.parquet as pq
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data.modalities import Modality, aggregate
 from clintraj.data.stay_inputs import InputScaling, modality_vectors
+
+EVENT_SHARD_STAYS = 10_000  # stays whose event inputs are built together (memory: one shard's events)
 
 
 def _vector_inputs(modality: Modality, events: pd.DataFrame, static: pd.DataFrame | None,
@@ -54,39 +57,78 @@ def _keyed(keys: pd.DataFrame, index: int, **columns) -> pa.Table:
                      "modality": pa.array(np.full(len(keys), index, np.int8)), **columns})
 
 
-def write_event_inputs(dataset: Dataset, out: Path, stay_ids, scaling: InputScaling | None = None) -> dict:
-    """Write the event inputs of `stay_ids` under `out`; return {"files": {name: file}, "events":
-    {modality: count}}."""
+def write_event_inputs(dataset: Dataset, out: Path, stay_ids, scaling: InputScaling | None = None,
+                       shard_stays: int = EVENT_SHARD_STAYS) -> dict:
+    """Write the event inputs of `stay_ids` under `out`, `shard_stays` stays at a time (a shard's
+    events read alone, one part file per input kind and shard); return {"files": {name: folder},
+    "events": {modality: count}}."""
     out = Path(out)
     scaling = scaling or InputScaling.fit(dataset)
     out.mkdir(parents=True, exist_ok=True)
     static = {m: dataset.table(m) for m, kind in scaling.kinds.items() if kind == "static"}
-    vectors, files, counts = [], {}, {}
+    stay_ids = np.unique(np.asarray(stay_ids))
+    files, counts = {}, dict.fromkeys(dataset.modalities, 0)
+    for shard, start in enumerate(range(0, len(stay_ids), shard_stays)):
+        stays = stay_ids[start:start + shard_stays]
+        for name, table in _shard_inputs(dataset, scaling, static, stays, counts):
+            (out / name).mkdir(exist_ok=True)
+            pq.write_table(table, out / name / f"part-{shard:05d}.parquet")
+            files[name] = name
+    return {"files": {name: files[name] for name in [*dataset.modalities, "vectors"] if name in files},
+            "events": counts}
+
+
+def _shard_inputs(dataset: Dataset, scaling: InputScaling, static: dict, stays: np.ndarray, counts: dict):
+    """Yield (input kind, table) of one shard of stays (sorted ids): the vectors of every vector
+    modality together, each note or image modality apart; add the events to `counts`."""
+    vectors = []
     for index, name in enumerate(dataset.modalities):
         modality = Modality(name, scaling.kinds[name])
-        events = dataset.events(name)
-        events = events[events["stay_id"].isin(stay_ids)].reset_index(drop=True)
+        events = dataset.events(name, stays=(int(stays[0]), int(stays[-1])))
+        events = events[events["stay_id"].isin(stays)].reset_index(drop=True)
+        if events.empty:
+            continue
         if modality.kind == "time_series":
             keys, x = events[["stay_id", "time_hours"]], scaling.steps(events)
         elif modality.kind in ("text", "image"):
             column = f"{name}.text" if modality.kind == "text" else f"{name}.path"
             source = events["text"] if modality.kind == "text" else events["path"]
+            counts[name] += len(events)
             if len(events):
-                pq.write_table(_keyed(events, index, **{column: pa.array(source.astype(str))}), out / f"{name}.parquet")
-                files[name] = f"{name}.parquet"
-            counts[name] = len(events)
+                yield name, _keyed(events, index, **{column: pa.array(source.astype(str))})
             continue
         else:
             keys, x = _vector_inputs(modality, events, static.get(name), scaling)
+        counts[name] += len(keys)
         width = x.shape[1]
         flat = pa.ListArray.from_arrays(pa.array(np.arange(len(keys) + 1, dtype=np.int32) * width),
                                         pa.array(x.ravel()))
         vectors.append(_keyed(keys, index, x=flat))
-        counts[name] = len(keys)
     if vectors and sum(t.num_rows for t in vectors):
-        pq.write_table(pa.concat_tables(vectors), out / "vectors.parquet")
-        files["vectors"] = "vectors.parquet"
-    return {"files": files, "events": counts}
+        yield "vectors", pa.concat_tables(vectors)
+
+
+def events_by_shard(files: list[Path], first_stays: np.ndarray, out: Path) -> list[Path | None]:
+    """Split the embedded events of `files` (stay_id, time_hours, modality, h) into shards of stays,
+    one record batch at a time: shard k holds the stays from first_stays[k] up to first_stays[k + 1]
+    (sorted ids; a stay before the first goes to shard 0). Rows keep their order (file, then row).
+    Return each shard's file under `out`, None for a shard without events."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for file in files:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=65_536):
+                shard = np.searchsorted(first_stays, batch.column("stay_id").to_numpy(), side="right") - 1
+                shard = np.maximum(shard, 0)
+                for k in np.unique(shard):
+                    if k not in writers:
+                        writers[k] = pq.ParquetWriter(out / f"shard-{k:05d}.parquet", batch.schema)
+                    writers[k].write_batch(batch.filter(pa.array(shard == k)))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [out / f"shard-{k:05d}.parquet" if k in writers else None for k in range(len(first_stays))]
 
 
 def assemble_timelines(events: pd.DataFrame, cohort: pd.DataFrame, after_stay: list[int]) -> pa.Table:

@@ -18,19 +18,24 @@ stay, the events of its window in time order (ties in modality order). The folde
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
 from clintraj.data.stay_inputs import InputScaling, build_task_tables, collate, input_meta, with_map_stages
-from clintraj.data.timelines import assemble_timelines, write_event_inputs
+from clintraj.data.timelines import assemble_timelines, events_by_shard, write_event_inputs
 from clintraj.storage import is_uri, redact, replaced_when_done, stage_in
 from clintraj.training import pretrain
 from clintraj.workflows.pretrain import with_text_model
 
 log = logging.getLogger(__name__)
+
+TIMELINE_SHARD_STAYS = 10_000  # stays whose timelines are assembled together (memory: one shard's events)
 
 
 def _encoders(meta: dict, config: pretrain.PretrainConfig, checkpoint: str | None, seed: int, device: str):
@@ -113,6 +118,44 @@ def encoder_setup(encoders: str, workdir: Path, config: pretrain.PretrainConfig 
     return checkpoint, pretrain.saved_config(Path(checkpoint))
 
 
+def write_task_timelines(source: Dataset, target: Embeddings, tasks: list[str], modalities: list[str],
+                         scratch: Path, shard_stays: int = TIMELINE_SHARD_STAYS) -> dict:
+    """Write each task's timelines from the embedded events of `target`, `shard_stays` stays at a
+    time: the events are split by shard of stays in one pass (under `scratch`, removed after), then
+    each shard's timelines are assembled and written as one file per task, so memory holds one
+    shard's events, not the cohort's. Return per task its stays and event counts."""
+    after_stay = [modalities.index(m) for m in source.after_stay]
+    cohorts = {task: source.task_cohort(task) for task in tasks}
+    stays = np.unique(np.concatenate([cohort["stay_id"].to_numpy() for cohort in cohorts.values()]))
+    first = stays[::shard_stays]
+    shutil.rmtree(scratch, ignore_errors=True)
+    shards = events_by_shard(target.event_files(), first, scratch)
+    lengths: dict[str, list[np.ndarray]] = {task: [] for task in tasks}
+    for k, file in enumerate(shards):
+        if file is None:
+            continue
+        events = pq.read_table(file).to_pandas()
+        upper = first[k + 1] if k + 1 < len(first) else np.iinfo(np.int64).max
+        for task, cohort in cohorts.items():
+            ids = cohort["stay_id"].to_numpy()
+            table = assemble_timelines(events, cohort[(ids >= first[k]) & (ids < upper)], after_stay)
+            if table.num_rows:
+                target.write_timelines(task, table, shard=k)
+                lengths[task].append(table["n_events"].to_numpy())
+        del events
+    shutil.rmtree(scratch, ignore_errors=True)
+    timelines = {}
+    for task in tasks:
+        if not lengths[task]:  # no events in any window: one empty file, as the readers expect
+            empty = pd.DataFrame({"stay_id": [], "time_hours": [], "modality": [], "h": []})
+            target.write_timelines(task, assemble_timelines(empty, cohorts[task], after_stay))
+        counts = np.concatenate(lengths[task]) if lengths[task] else np.zeros(0, np.int32)
+        timelines[task] = {"stays": len(counts), "events": int(counts.sum()),
+                           "median_events": float(np.median(counts)) if len(counts) else 0.0,
+                           "max_events": int(counts.max(initial=0))}
+    return timelines
+
+
 def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain.PretrainConfig | None = None,
         seed: int = 0, actors: int = 1, use_gpu: bool = False, tasks: list[str] | None = None) -> dict:
     """Embed the task stays of `dataset` (every task's, or `tasks`) with `encoders`: "scratch", or an
@@ -143,16 +186,7 @@ def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain
             events.map_batches(EmbedEvents, fn_constructor_kwargs=actor_args,
                                batch_size=2048 if name == "vectors" else 64,
                                **pool).write_parquet(str(target.events_folder(name)))
-        after_stay = [meta["modalities"].index(m) for m in source.after_stay]
-        embedded = target.events()
-        timelines = {}
-        for task in tasks:
-            table = assemble_timelines(embedded, source.task_cohort(task), after_stay)
-            target.write_timelines(task, table)
-            lengths = table["n_events"].to_numpy()
-            timelines[task] = {"stays": int(table.num_rows), "events": int(lengths.sum()),
-                               "median_events": float(np.median(lengths)) if len(lengths) else 0.0,
-                               "max_events": int(lengths.max(initial=0))}
+        timelines = write_task_timelines(source, target, tasks, meta["modalities"], workdir / "timeline_shards")
         record = {"encoders": "contrastive" if checkpoint else "scratch",
                   "checkpoint": redact(encoders) if is_uri(encoders) else checkpoint,
                   "seed": None if checkpoint else seed, "dataset": str(source.path.resolve()),

@@ -66,13 +66,16 @@ def generate(
     chunk_stays: int = 2000,
     progress: bool = True,
     leak: bool = False,
+    lab_draws: float = 1.0,
 ) -> dict[str, int]:
     """Write the six eICU tables for `n_stays` unit stays under `out`; return rows per file name.
 
     `presence` overrides entries of DEFAULT_PRESENCE ({modality: P(present)}). `leak` plants, for
     testing prediction windows, one lab result `LEAK_LAB` per stay whose value is the mortality
     label (1 died, 0 survived), before unit discharge and, when the stay is longer, after 12 h;
-    every other byte is the same as without it, but for the lab ids.
+    every other byte is the same as without it, but for the lab ids. `lab_draws` scales each lab
+    panel's draws per day and its cap per stay: 1 gives about 65 lab rows per stay, 3.8 about the
+    real database's 195 (39 M rows over 200,859 stays).
     """
     if chunk_stays < 1:
         raise ValueError(f"chunk_stays must be >= 1, got {chunk_stays}")
@@ -85,7 +88,8 @@ def generate(
                 chunk = stays.take(slice(start, start + chunk_stays))
                 rng = np.random.default_rng([seed, _CHUNK, index])
                 leak_rng = np.random.default_rng([seed, _LEAK, index]) if leak else None
-                for name, frame in _chunk_frames(rng, chunk, {k: w.rows for k, w in writers.items()}, leak_rng):
+                rows_so_far = {k: w.rows for k, w in writers.items()}
+                for name, frame in _chunk_frames(rng, chunk, rows_so_far, leak_rng, lab_draws):
                     writers[name].write(frame)
                 bar.update(chunk.n)
     finally:
@@ -102,10 +106,10 @@ def _presence_profile(overrides: dict[str, float] | None) -> dict[str, float]:
 
 
 def _chunk_frames(rng: np.random.Generator, s: Stays, rows_so_far: dict[str, int],
-                  leak_rng: np.random.Generator | None = None):
+                  leak_rng: np.random.Generator | None = None, lab_draws: float = 1.0):
     """Yield (table name, rows) for one chunk; ids continue from the rows already written."""
     yield "patient", patient_frame(rng, s)
-    yield "lab", lab_frame(rng, s, _ID_BASE["lab"] + rows_so_far["lab"], leak_rng)
+    yield "lab", lab_frame(rng, s, _ID_BASE["lab"] + rows_so_far["lab"], leak_rng, lab_draws)
     yield "diagnosis", diagnosis_frame(rng, s, _ID_BASE["diagnosis"] + rows_so_far["diagnosis"])
     yield "treatment", treatment_frame(rng, s, _ID_BASE["treatment"] + rows_so_far["treatment"])
     yield "medication", medication_frame(rng, s, _ID_BASE["medication"] + rows_so_far["medication"])

@@ -111,8 +111,8 @@ _LAB_TRAITS, _LAB_STAY_NOISE = 1.0, 0.45  # a stay's own lab levels: sd of the t
 
 
 def lab_frame(rng: np.random.Generator, s: Stays, first_id: int,
-               leak_rng: np.random.Generator | None = None) -> pd.DataFrame:
-    stay, lab, offset = _lab_draws(rng, s)
+               leak_rng: np.random.Generator | None = None, draws: float = 1.0) -> pd.DataFrame:
+    stay, lab, offset = _lab_draws(rng, s, draws)
     value = _lab_values(rng, s, stay, lab, offset)
     result, text = _lab_result_and_text(value, lab)
     names = np.array(_LAB_NAMES, dtype=object)
@@ -150,15 +150,17 @@ def _leak_rows(rng: np.random.Generator, s: Stays, columns) -> pd.DataFrame:
                          "labresultrevisedoffset": offset}, columns=columns)
 
 
-def _lab_draws(rng: np.random.Generator, s: Stays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(stay position, lab index, offset) of every lab row: panels drawn repeatedly across the stay."""
+def _lab_draws(rng: np.random.Generator, s: Stays, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stay position, lab index, offset) of every lab row: panels drawn repeatedly across the stay,
+    `scale` times as often (and as many at most) as the panel's own rate."""
     days = s.los / DAY
+    most = max(round(_MAX_DRAWS * scale), 1)
     stays, labs, offsets = [], [], []
     for panel in _PANELS:
         drawn = s.has("lab").copy()
         if panel.bias is not None:
             drawn &= rng.random(s.n) < sigmoid(panel.bias + s.latent @ np.array(panel.loadings))
-        counts = np.where(drawn, 1 + np.minimum(rng.poisson(panel.per_day * days), _MAX_DRAWS - 1), 0)
+        counts = np.where(drawn, 1 + np.minimum(rng.poisson(panel.per_day * days * scale), most - 1), 0)
         draw_stay, rank = rows_per_stay(counts)
         later = rng.random(len(rank)) * s.los[draw_stay]
         draw_offset = np.where(rank == 0, _first_draw_offset(rng, s, draw_stay), later)

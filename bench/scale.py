@@ -1,0 +1,359 @@
+"""Cost growth with the cohort: synthetic eICU at growing sizes through every stage, time and peak
+memory per stage, and the log-log slope of time against stays.
+
+    .venv/bin/python bench/scale.py --quick             # 300, 1,000, 3,000 stays (a few minutes)
+    .venv/bin/python bench/scale.py                     # 1,000, 10,000, 100,000 stays
+    .venv/bin/python bench/scale.py --stays 1000,3000,10000,30000
+
+Setup (not timed, cached under `--workdir`, default `bench/.cache/scale/`): the raw eICU tables of
+each size, written by `data.synthetic.generate` with `lab_draws` 3.8 (about 190 lab rows per stay,
+the real database's 39 M rows over 200,859 stays; the generator's default is a third of that).
+
+Stages, in order, each in a fresh spawned process that reads its inputs from the stage before:
+
+* prepare: `data.prepare` (cohort, splits, vocabularies, modality tables, task cohorts), the lab
+  names' minimum count scaled with the cohort as the paper's 10,000 results for 196 k stays;
+* embed: `workflows.embed.run` with scratch encoders (the demo's: latent 32), every task: the
+  stay embeddings, every event embedded, and each task's timelines assembled and written;
+* timelines: the timeline assembly of `embed` again, alone (`workflows.embed.write_task_timelines`
+  on the embedded events), so its share of `embed` is seen;
+* sequences: `data.sequences.task_sequences` for mortality (the decoder's inputs);
+* pretrain: one epoch of the demo's MGA pretraining (`workflows.pretrain.prepare_inputs`, then
+  `training.pretrain.train_loop` in process, training and validation passes);
+* sequential: what a sequential trial does before and during its first epoch, on a fixed number of
+  steps (`--steps`): its training split materialised by Ray Data, validation and test read whole,
+  the tiny llama3-8b built, then the fixed steps over length-bucketed batches.
+
+Per stage: wall seconds and the stage process's CPU seconds (from just before the stage's own
+work: imports and Ray's start are left out), the stage process's peak RSS (VmHWM, reset at the
+start), and the peak of the memory of its whole process tree (the PSS of the stage process and all
+its descendants, Ray's raylet, object store and workers included, sampled every 0.25 s). The slope
+of log time against log stays is fitted per stage over the sizes (1: linear; the fixed start-up
+costs of small sizes pull it below 1), and so is the slope of the tree's peak. The last line is the
+headline: the largest time slope of any stage (goal: <= 1.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+
+LAB_DRAWS = 3.8  # synthetic lab panels drawn 3.8 times as often: about 190 rows per stay, as eICU-CRD
+TASK = "mortality"
+FULL_EICU = 200_859  # unit stays in eICU-CRD v2.0
+STAGES = ("prepare", "embed", "timelines", "sequences", "pretrain", "sequential")
+
+
+# --- setup --------------------------------------------------------------------------------------------
+
+
+def raw_folder(workdir: Path, stays: int) -> Path:
+    """The synthetic raw eICU tables of `stays` stays, written once."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ignore = workdir.parent / ".gitignore" if workdir.parent.name == ".cache" else workdir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    raw = workdir / f"eicu-{stays}-labs{LAB_DRAWS:g}" / "raw"
+    done = raw / "bench.json"
+    if not done.is_file():
+        from clintraj.data.synthetic import generate
+
+        print(f"generating {stays:,} synthetic eICU stays under {raw} ...", flush=True)
+        start = time.perf_counter()
+        shutil.rmtree(raw, ignore_errors=True)
+        rows = generate("eicu", raw, stays, 0, progress=False, lab_draws=LAB_DRAWS)
+        done.write_text(json.dumps(rows))
+        print(f"  done in {time.perf_counter() - start:.0f} s ({rows['lab.csv.gz']:,} lab rows)", flush=True)
+    return raw
+
+
+def configs():
+    """The demo's pretraining (one epoch, one worker) and sequential configs."""
+    from clintraj.config import from_dict, load, recipe, to_dict
+    from clintraj.training.pretrain import PretrainConfig
+    from clintraj.workflows.end_to_end import EndToEndConfig
+
+    demo = load(EndToEndConfig, recipe("demo"))
+    pretrain = from_dict(PretrainConfig, {**to_dict(demo.pretrain), "epochs": 1, "patience": 1, "num_workers": 1,
+                                          "max_failures": 0})
+    return pretrain, demo.sequential
+
+
+# --- the stages (each runs in its own process; `began()` marks the end of its setup) ------------------
+
+
+def start_ray() -> None:
+    from clintraj.runtime import init_ray
+
+    init_ray(num_cpus=4)
+
+
+def stage_prepare(base: Path, stays: int, began, options: dict) -> dict:
+    from clintraj.config import from_dict
+    from clintraj.data.prepare import PrepareConfig, prepare
+
+    config = from_dict(PrepareConfig, {"eicu": {"lab_min_count": max(1, round(stays * 10_000 / 196_000))}})
+    shutil.rmtree(base / "data", ignore_errors=True)
+    began()
+    prepare(base / "raw", base / "data", config)
+    return {}
+
+
+def stage_embed(base: Path, stays: int, began, options: dict) -> dict:
+    from clintraj.workflows import embed
+
+    pretrain, _ = configs()
+    start_ray()
+    shutil.rmtree(base / "work-embed", ignore_errors=True)
+    shutil.rmtree(base / "embeddings", ignore_errors=True)
+    began()
+    record = embed.run(base / "data", base / "embeddings", "scratch", base / "work-embed", pretrain, seed=0)
+    shutil.rmtree(base / "work-embed", ignore_errors=True)
+    return {"events": int(sum(record["events"].values()))}
+
+
+def stage_timelines(base: Path, stays: int, began, options: dict) -> dict:
+    from clintraj.artifacts.dataset import Dataset
+    from clintraj.artifacts.embeddings import Embeddings
+    from clintraj.workflows.embed import write_task_timelines
+
+    target = Embeddings(base / "embeddings")
+    source = Dataset(base / "data")
+    tasks = list(target.record["tasks"])
+    shutil.rmtree(target.path / "timelines", ignore_errors=True)
+    began()
+    timelines = write_task_timelines(source, target, tasks, target.record["modalities"], base / "work-timelines",
+                                     options["shard_stays"])
+    if any(timelines[t] != target.record["tasks"][t]["timelines"] for t in tasks):
+        raise RuntimeError("the timelines written again differ from the embedding job's")
+    return {"timeline_events": sum(t["events"] for t in timelines.values())}
+
+
+def stage_sequences(base: Path, stays: int, began, options: dict) -> dict:
+    from clintraj.data.sequences import task_sequences
+
+    _, sequential = configs()
+    shutil.rmtree(base / "sequences", ignore_errors=True)
+    began()
+    info = task_sequences(base / "data", base / "embeddings", TASK, base / "sequences", sequential.max_events)
+    return {"train_stays": info["stays"]["train"]}
+
+
+def stage_pretrain(base: Path, stays: int, began, options: dict) -> dict:
+    from clintraj.training import pretrain
+    from clintraj.training.loop import make_trainer
+    from clintraj.workflows.pretrain import prepare_inputs
+
+    config, _ = configs()
+    start_ray()
+    shutil.rmtree(base / "work-pretrain", ignore_errors=True)
+    began()
+    inputs_dir, meta = prepare_inputs(base / "data", base / "work-pretrain", config, None)
+    result = make_trainer(pretrain.train_loop, pretrain.PretrainRun(config, meta), name="scale-pretrain",
+                          storage=base / "work-pretrain" / "runs", datasets=pretrain.datasets(inputs_dir, meta, config),
+                          workers=1, cpus_per_worker=config.cpus_per_worker, use_gpu=False, keep=1,
+                          in_process=True).fit()
+    return {"train_loss": round(float(result.metrics["train_loss"]), 4)}
+
+
+def stage_sequential(base: Path, stays: int, began, options: dict) -> dict:
+    import itertools
+
+    import ray.data
+    import torch
+
+    from clintraj.artifacts.sequences import Sequences
+    from clintraj.config import from_dict, to_dict
+    from clintraj.data.sequences import bucketed, collate
+    from clintraj.training import capabilities, decoder, sequential
+
+    _, demo = configs()
+    config = from_dict(sequential.SequentialTrainConfig, {
+        **to_dict(demo), "task": TASK, "tiny_root": str(base.parent / "tiny-backbones"), "epochs": 1})
+    source = Sequences(base / "sequences")
+    facts = decoder.SequenceFacts.of(source.info)
+    decoder.weights_location(config)  # the tiny model, written once
+    start_ray()
+    torch.set_num_threads(1)  # as in a trial's process with 0.5 CPU
+    began()
+    train = ray.data.read_parquet(str(source.file("train"))).materialize()  # as `sequential.trainer`
+    source.split("val"), source.split("test")  # rank 0 reads them whole (`sequential.train_loop`)
+    runtime = capabilities.resolve(config.attention, config.precision, config.quantization, config.optimizer,
+                                   0, False)
+    torch.manual_seed(config.seed)
+    model = decoder.build_model(config, facts, runtime, torch.device("cpu"))
+    optimizer = sequential.make_optimizer(model, config)
+    rng = np.random.default_rng(config.seed)
+    chunks = train.iter_batches(batch_size=config.batch_size * config.bucket_batches, batch_format="numpy")
+    done = 0
+    for batch in itertools.islice(bucketed(iter(chunks), config.batch_size, shuffle=True, rng=rng), options["steps"]):
+        tensors = collate(batch, facts.latent_dim, config.modality_dropout, rng, torch.device("cpu"))
+        loss = sequential.training_loss(model, tensors, config, None)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        done += 1
+    return {"steps": done}
+
+
+# --- measuring in a fresh process -----------------------------------------------------------------------
+
+
+def _peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+class TreeMemory:
+    """Peak PSS of this process and all its descendants, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.25):
+        import psutil
+
+        self.root, self.interval, self.peak = psutil.Process(), interval, 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> float:
+        import psutil
+
+        total = 0
+        for process in [self.root, *self.root.children(recursive=True)]:
+            try:
+                total += process.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.sample())
+            self.stop.wait(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.sample())
+
+
+def _child(stage: str, base: str, stays: int, options: dict, result: str) -> None:
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    marks: dict = {}
+    tree = TreeMemory()
+
+    def began() -> None:
+        Path("/proc/self/clear_refs").write_text("5")  # the peak starts over: the stage's own
+        marks.update(start=time.perf_counter(), cpu=time.process_time(), before_mib=_peak_rss_mib())
+        tree.__enter__()
+
+    try:
+        info = globals()[f"stage_{stage}"](Path(base), stays, began, options)
+        seconds, cpu = time.perf_counter() - marks["start"], time.process_time() - marks["cpu"]
+        tree.__exit__(None, None, None)
+        Path(result).write_text(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mib": _peak_rss_mib(), "before_mib": marks["before_mib"],
+                   "tree_mib": tree.peak, **info}))
+    finally:
+        import ray
+
+        ray.shutdown()
+
+
+def measure(stage: str, base: Path, stays: int, options: dict) -> dict:
+    result = base / f"{stage}.measured.json"
+    result.unlink(missing_ok=True)
+    process = mp.get_context("spawn").Process(target=_child, args=(stage, str(base), stays, options, str(result)))
+    process.start()
+    process.join()
+    if process.exitcode or not result.is_file():
+        raise RuntimeError(f"stage {stage} at {stays} stays failed (exit code {process.exitcode})")
+    return json.loads(result.read_text())
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+
+def slope(stays: list[int], values: list[float]) -> float:
+    """The slope of log(value) against log(stays): cost ~ stays ** slope."""
+    return float(np.polyfit(np.log(stays), np.log(values), 1)[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stays", default="1000,10000,100000", help="cohort sizes, comma-separated")
+    parser.add_argument("--quick", action="store_true", help="300, 1,000 and 3,000 stays")
+    parser.add_argument("--stages", default=",".join(STAGES), help="stages to run (each needs the ones before)")
+    parser.add_argument("--steps", type=int, default=24, help="training steps of the sequential stage")
+    parser.add_argument("--train-max-stays", type=int, default=None,
+                        help="run pretrain and sequential only up to this many stays (their slope from those sizes)")
+    parser.add_argument("--shard-stays", type=int, default=None,
+                        help="stays per timeline shard (default: workflows.embed.TIMELINE_SHARD_STAYS)")
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "scale")
+    args = parser.parse_args(argv)
+    sizes = [300, 1000, 3000] if args.quick else sorted(int(s) for s in args.stays.split(","))
+    stages = [s for s in STAGES if s in args.stages.split(",")]
+    workdir = args.workdir.resolve()
+    from clintraj.workflows.embed import TIMELINE_SHARD_STAYS
+
+    options = {"steps": args.steps, "shard_stays": args.shard_stays or TIMELINE_SHARD_STAYS}
+
+    rows = {}
+    record = workdir / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"  # each stage's figures, as they come
+    for stays in sizes:
+        base = raw_folder(workdir, stays).parent
+        for stage in stages:
+            if stage in ("pretrain", "sequential") and args.train_max_stays and stays > args.train_max_stays:
+                continue
+            load = os.getloadavg()[0]
+            rows[stays, stage] = {**measure(stage, base, stays, options), "load": load}
+            r = rows[stays, stage]
+            print(f"  {stays:>8,} {stage:10} {r['seconds']:8.1f} s {r['cpu']:8.1f} CPU-s {r['peak_mib']:7,.0f} MiB "
+                  f"(before {r['before_mib']:5,.0f}) tree {r['tree_mib']:7,.0f} MiB  load {load:.1f}", flush=True)
+            record.write_text(json.dumps([{"stays": n, "stage": stage, **r} for (n, stage), r in rows.items()], indent=1))
+
+    print()
+    print(f"synthetic eICU, {LAB_DRAWS:g}x lab draws; times in s, memory in MiB (stage process peak RSS / "
+          "its process tree's peak PSS)")
+    print(f"{'stage':10} " + " ".join(f"{n:>24,}" for n in sizes) + f" {'time slope':>10} {'tree slope':>10}")
+    slopes = {}
+    for stage in stages:
+        ran = [n for n in sizes if (n, stage) in rows]
+        cells = " ".join(f"{rows[n, stage]['seconds']:8.1f} {rows[n, stage]['peak_mib']:7,.0f} "
+                         f"{rows[n, stage]['tree_mib']:7,.0f}" if (n, stage) in rows else f"{'-':>24}" for n in sizes)
+        slopes[stage] = slope(ran, [rows[n, stage]["seconds"] for n in ran])
+        memory = slope(ran, [rows[n, stage]["tree_mib"] for n in ran])
+        print(f"{stage:10} {cells} {slopes[stage]:10.2f} {memory:10.2f}")
+    print(f"extrapolated to full eICU ({FULL_EICU:,} stays) from the two largest sizes' slopes "
+          "(an extrapolation, not a measurement):")
+    for stage in stages:
+        a, b = [n for n in sizes if (n, stage) in rows][-2:]
+        grow = {key: slope([a, b], [rows[a, stage][key], rows[b, stage][key]]) for key in ("seconds", "tree_mib")}
+        scale = {key: (FULL_EICU / b) ** grow[key] for key in grow}
+        print(f"  {stage:10} {rows[b, stage]['seconds'] * scale['seconds']:9,.0f} s "
+              f"{rows[b, stage]['tree_mib'] * scale['tree_mib']:9,.0f} MiB tree peak  (slopes from {a:,} to {b:,} stays: "
+              f"time {grow['seconds']:.2f}, memory {grow['tree_mib']:.2f})")
+    loads = [r["load"] for r in rows.values()]
+    print(f"load average (1 min) at the stages' starts: {min(loads):.1f} to {max(loads):.1f}")
+    worst = max(slopes, key=slopes.get)
+    print(f"worst: {worst}")
+    print(f"headline: worst stage cost-growth slope = {slopes[worst]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

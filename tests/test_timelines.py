@@ -1,0 +1,92 @@
+"""The timelines written a shard of stays at a time (`workflows.embed.write_task_timelines`) equal
+the whole cohort's assembled at once, whatever the shard size: same stays in the same order, same
+events, times, modalities and vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clintraj.artifacts.dataset import Dataset
+from clintraj.artifacts.embeddings import Embeddings
+from clintraj.config import from_dict
+from clintraj.data.prepare import PrepareConfig, prepare
+from clintraj.data.synthetic import generate
+from clintraj.data.timelines import assemble_timelines, write_event_inputs
+from clintraj.workflows.embed import write_task_timelines
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """A prepared synthetic eICU dataset and an embeddings folder whose events (two input kinds,
+    the vectors in three files) carry, as h, their own (stay, time, modality, row) numbers."""
+    root = tmp_path_factory.mktemp("timelines")
+    generate("eicu", root / "raw", n_stays=240, seed=5, progress=False)
+    prepare(root / "raw", root / "data", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 20}}))
+    source = Dataset(root / "data")
+    stays = np.unique(np.concatenate([source.task_cohort(t)["stay_id"].to_numpy() for t in source.tasks]))
+    files = write_event_inputs(source, root / "inputs", stays)["files"]
+    events = pq.read_table(root / "inputs" / files["vectors"]).select(["stay_id", "time_hours", "modality"])
+    row = np.arange(events.num_rows)
+    h = np.column_stack([events["stay_id"].to_numpy(), events["time_hours"].to_numpy(),
+                         events["modality"].to_numpy(), row]).astype(np.float32)
+    events = events.append_column("h", pa.FixedSizeListArray.from_arrays(pa.array(h.ravel()), 4))
+    order = np.random.default_rng(0).permutation(events.num_rows)  # as Ray Data writes them: any order
+    events = events.take(order)
+    target = Embeddings(root / "embeddings")
+    for name, parts in (("vectors", np.array_split(np.arange(events.num_rows - 50), 3)),
+                        ("z-last", [np.arange(events.num_rows - 50, events.num_rows)])):
+        target.events_folder(name).mkdir(parents=True)
+        for index, rows in enumerate(parts):
+            pq.write_table(events.take(rows), target.events_folder(name) / f"part-{index}.parquet")
+    return source, target, events
+
+
+def test_event_inputs_by_shard_equal_the_whole_cohorts_at_once(embedded, tmp_path):
+    source, _, _ = embedded
+    stays = source.task_cohort("mortality")["stay_id"].to_numpy()
+    whole = write_event_inputs(source, tmp_path / "whole", stays, shard_stays=10**9)
+    sharded = write_event_inputs(source, tmp_path / "sharded", stays, shard_stays=13)
+    assert whole == sharded and whole["files"] == {"vectors": "vectors"}
+    assert sum(whole["events"].values()) > 1000
+    assert len(list((tmp_path / "sharded" / "vectors").glob("*.parquet"))) == -(-len(set(stays)) // 13)
+    keys = ["stay_id", "time_hours", "modality"]
+    one, other = (pd.read_parquet(tmp_path / folder / "vectors").sort_values(keys, kind="stable").reset_index(drop=True)
+                  for folder in ("whole", "sharded"))
+    assert len(one) == sum(whole["events"].values())
+    pd.testing.assert_frame_equal(one[keys], other[keys])
+    assert all(np.array_equal(a, b) for a, b in zip(one["x"], other["x"]))
+
+
+def test_timelines_by_shard_equal_the_whole_cohort_at_once(embedded, tmp_path):
+    source, target, events = embedded
+    modalities = source.modalities
+    after_stay = [modalities.index(m) for m in source.after_stay]
+    whole = pd.concat([pq.read_table(f).to_pandas() for f in target.event_files()], ignore_index=True)
+    assert len(whole) == events.num_rows and len(target.event_files()) == 4
+    expected = {task: assemble_timelines(whole, source.task_cohort(task), after_stay).to_pandas()
+                for task in source.tasks}
+    assert all(len(frame) > 30 for frame in expected.values()), {t: len(f) for t, f in expected.items()}
+    stays = np.unique(np.concatenate([source.task_cohort(t)["stay_id"].to_numpy() for t in source.tasks]))
+    for shard_stays in (10**9, 37, 1):
+        folder = target.path / "timelines"
+        counts = write_task_timelines(source, target, source.tasks, modalities, tmp_path / "scratch", shard_stays)
+        assert not (tmp_path / "scratch").exists()
+        for task in source.tasks:
+            shards = np.searchsorted(stays[::shard_stays], expected[task]["stay_id"], side="right")
+            assert len(list((folder / task).glob("*.parquet"))) == len(np.unique(shards))
+            assert shard_stays == 10**9 or len(np.unique(shards)) > 1
+            got = target.timelines(task)
+            pd.testing.assert_frame_equal(got.drop(columns=["time_hours", "modality", "h"]),
+                                          expected[task].drop(columns=["time_hours", "modality", "h"]))
+            for column in ("time_hours", "modality", "h"):
+                assert all(np.array_equal(a, b) for a, b in zip(got[column], expected[task][column]))
+            lengths = expected[task]["n_events"]
+            assert counts[task] == {"stays": len(lengths), "events": int(lengths.sum()),
+                                    "median_events": float(np.median(lengths)), "max_events": int(lengths.max())}
+        for task in source.tasks:
+            for file in (folder / task).glob("*.parquet"):
+                file.unlink()
