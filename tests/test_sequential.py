@@ -58,6 +58,9 @@ def test_truncation_keeps_admission_events_and_the_most_recent():
     kept = data.truncate(modality, np.array([0, 5], np.int8), max_events=5)
     assert kept.tolist() == [0, 1, 5, 6, 7]
     assert data.truncate(modality, np.array([0, 5], np.int8), max_events=20).tolist() == list(range(8))
+    # room for more than the 6 others but fewer than twice as many: all kept (a negative slice start dropped some)
+    assert data.truncate(modality, np.array([0, 5], np.int8), max_events=10).tolist() == list(range(8))
+    assert data.truncate(modality, np.array([0, 5], np.int8), max_events=8).tolist() == list(range(8))
     assert data.truncate(modality, np.array([0, 5], np.int8), max_events=2).tolist() == [0, 1]
 
 

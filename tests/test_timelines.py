@@ -15,6 +15,7 @@ from clintraj.artifacts.embeddings import Embeddings
 from clintraj.config import from_dict
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
+from clintraj.data.sequences import task_sequences
 from clintraj.data.timelines import assemble_timelines, write_event_inputs
 from clintraj.workflows.embed import write_task_timelines
 
@@ -90,3 +91,24 @@ def test_timelines_by_shard_equal_the_whole_cohort_at_once(embedded, tmp_path):
         for task in source.tasks:
             for file in (folder / task).glob("*.parquet"):
                 file.unlink()
+
+
+def test_sequences_by_shard_equal_the_whole_task_at_once(embedded, tmp_path):
+    source, target, _ = embedded
+    target.write_record({"modalities": source.modalities, "modality_kinds": source.modality_kinds, "latent_dim": 4})
+    write_task_timelines(source, target, ["mortality"], source.modalities, tmp_path / "scratch")
+    timelines = target.timelines("mortality").set_index("stay_id")
+    limit = int(timelines["n_events"].median())  # about half the stays truncated
+    whole = task_sequences(source.path, target.path, "mortality", tmp_path / "whole", limit, shard_stays=10**9)
+    sharded = task_sequences(source.path, target.path, "mortality", tmp_path / "sharded", limit, shard_stays=7)
+    assert {**whole, "embeddings": None} == {**sharded, "embeddings": None}
+    assert whole["truncated_stays"] > 10 and whole["stays"]["test"] > 5  # truncation ran, every split has stays
+    for split in ("train", "val", "test"):
+        one, other = (pq.read_table(tmp_path / folder / f"{split}.parquet") for folder in ("whole", "sharded"))
+        assert one.num_rows == whole["stays"][split] and one.equals(other)
+        assert pq.ParquetFile(tmp_path / "sharded" / f"{split}.parquet").num_row_groups > 1
+    train = pq.read_table(tmp_path / "whole" / "train.parquet").to_pandas().set_index("stay_id")
+    short = timelines.index[timelines["n_events"] <= limit].intersection(train.index)
+    assert len(short) > 5
+    for stay in short:  # untruncated: every event of the timeline, in order
+        assert np.array_equal(np.asarray(train.loc[stay, "h"]), np.asarray(timelines.loc[stay, "h"], np.float32))

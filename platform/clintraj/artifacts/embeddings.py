@@ -55,8 +55,12 @@ class Embeddings:
         folders = sorted(folder for folder in root.iterdir() if folder.is_dir()) if root.is_dir() else []
         return [file for folder in folders for file in sorted(folder.rglob("*.parquet"))]
 
-    def timelines(self, task: str) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "timelines" / task)
+    def timelines(self, task: str, columns: list[str] | None = None,
+                  stays: tuple[int, int] | None = None) -> pd.DataFrame:
+        """A task's timelines (`columns` of them), in stay order; those of the stays from `stays[0]`
+        to `stays[1]` inclusive when given (only the files that hold them are read)."""
+        filters = [("stay_id", ">=", stays[0]), ("stay_id", "<=", stays[1])] if stays else None
+        return pd.read_parquet(self.path / "timelines" / task, columns=columns, filters=filters)
 
     # --- writing (the embedding job, into a staging folder): Ray Data writes the folders these name ---
 

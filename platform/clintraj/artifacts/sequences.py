@@ -5,12 +5,14 @@ sequential trainer and the interpretation:
                                     out features, per-split stays, truncation counts, the training
                                     split's pos_weight and prevalence
     {train,val,test}.parquet        stay_id, y (fixed list), n_events, modality (list), h (flat
-                                    list of n_events x latent), time_hours (list)
+                                    list of n_events x latent), time_hours (list); one row group
+                                    per shard of the task's stays, written as they are built
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -45,9 +47,21 @@ class Sequences:
                 columns[name] = list(table[name].to_numpy(zero_copy_only=False))
         return columns
 
-    def write(self, tables: dict[str, pa.Table], info: dict) -> None:
+    def write(self, chunks: Iterable[dict[str, pa.Table]], info: Callable[[], dict]) -> dict:
+        """Write each split from chunks of its rows ({split: table}, in order; every chunk names
+        every split), then `info()`, asked once the chunks are written; return that info."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for split, table in tables.items():
-            pq.write_table(table, self.file(split))
-        (self.path / "sequences.json").write_text(json.dumps(info, indent=2) + "\n")
+        writers: dict[str, pq.ParquetWriter] = {}
+        try:
+            for chunk in chunks:
+                for split, table in chunk.items():
+                    if split not in writers:
+                        writers[split] = pq.ParquetWriter(self.file(split), table.schema)
+                    writers[split].write_table(table)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        written = info()
+        (self.path / "sequences.json").write_text(json.dumps(written, indent=2) + "\n")
         self.__dict__.pop("info", None)
+        return written

@@ -21,18 +21,23 @@ from clintraj.tasks import TaskName, task as task_named
 
 log = logging.getLogger(__name__)
 
+SEQUENCE_SHARD_STAYS = 10_000  # cohort stays whose sequences are built together (memory: one shard's timelines)
+
 
 def truncate(modality: np.ndarray, keep_modalities: np.ndarray, max_events: int) -> np.ndarray:
     """Indices of the events kept: every event of `keep_modalities`, then the most recent others."""
     keep = np.isin(modality, keep_modalities)
     room = max(max_events - int(keep.sum()), 0)
     others = np.flatnonzero(~keep)
-    return np.sort(np.concatenate([np.flatnonzero(keep), others[len(others) - room:] if room else others[:0]]))
+    return np.sort(np.concatenate([np.flatnonzero(keep), others[max(len(others) - room, 0):] if room else others[:0]]))
 
 
-def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, max_events: int) -> dict:
+def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, max_events: int,
+                   shard_stays: int = SEQUENCE_SHARD_STAYS) -> dict:
     """Write a task's training sequences to `out` (`artifacts.sequences`): each cohort stay's timeline
-    over the task's window, truncated to `max_events` (the static modalities kept); return its info."""
+    over the task's window, truncated to `max_events` (the static modalities kept); return its info.
+    The cohort goes `shard_stays` stays at a time (the timelines of those stays read alone), so
+    memory holds one shard's timelines, not the task's."""
     source, embedded = Dataset(dataset), Embeddings(embeddings)
     latent, modalities = embedded.latent_dim, embedded.modalities
     # the static modalities (demographics, APS) survive truncation: they are few and describe the stay
@@ -40,19 +45,47 @@ def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, m
                      if kind == "static"], dtype=np.int8)
     cohort = source.task_cohort(task)
     hours = cohort["prediction_hours"].iloc[0] if len(cohort) else None
-    cohort = cohort.merge(source.stays().drop(columns="split"), on="stay_id", validate="1:1").merge(
-        embedded.timelines(task), on="stay_id", how="left", validate="1:1")
-    without = int(cohort["n_events"].isna().sum())
+    cohort = cohort.merge(source.stays().drop(columns="split"), on="stay_id", validate="1:1")
+    without = int((~cohort["stay_id"].isin(embedded.timelines(task, columns=["stay_id"])["stay_id"])).sum())
     if without:
         raise ValueError(f"{without} stays of the {task} cohort have no timeline in {embeddings}")
     y = task_named(task).targets(cohort).reshape(len(cohort), -1).astype(np.float32)
-    truncated = dropped = 0
+    counts = {"truncated": 0, "dropped": 0}
+
+    def shards():
+        for start in range(0, max(len(cohort), 1), shard_stays):  # an empty cohort: one empty shard
+            part = cohort.iloc[start:start + shard_stays]
+            bounds = (int(part["stay_id"].min()), int(part["stay_id"].max())) if len(part) else (0, -1)
+            part = part.merge(embedded.timelines(task, stays=bounds), on="stay_id", how="left", validate="1:1")
+            yield _split_tables(part, y[start:start + shard_stays], keep, max_events, latent, counts)
+
+    def info() -> dict:
+        y_train = y[(cohort["split"] == "train").to_numpy()]
+        return {"task": task, "dataset": str(Path(dataset).resolve()), "embeddings": str(Path(embeddings).resolve()),
+                "latent_dim": latent, "modalities": modalities, "out_features": int(y.shape[1]),
+                "stays": {s: int((cohort["split"] == s).sum()) for s in SPLITS},
+                "truncated_stays": counts["truncated"], "dropped_events": counts["dropped"], "max_events": max_events,
+                "prediction_hours": None if hours is None or pd.isna(hours) else float(hours),
+                "pos_weight": task_named(task).pos_weight(y_train[:, 0] if y.shape[1] == 1 else y_train),
+                "train_prevalence": y_train.mean(axis=0).tolist()}
+
+    written = Sequences(out).write(shards(), info)
+    if counts["truncated"]:
+        log.info("%s: %d stays truncated to %d events (%d events dropped)", task, counts["truncated"], max_events,
+                 counts["dropped"])
+    return written
+
+
+def _split_tables(cohort: pd.DataFrame, y: np.ndarray, keep: np.ndarray, max_events: int, latent: int,
+                  counts: dict) -> dict[str, pa.Table]:
+    """Per split, the rows of these cohort stays (with their timelines and targets `y`), truncated;
+    the truncated stays and dropped events added to `counts`."""
     rows = {"modality": [], "h": [], "n_events": [], "time_hours": []}
     for modality, h, times in zip(cohort["modality"], cohort["h"], cohort["time_hours"]):
         modality = np.asarray(modality, np.int8)
         kept = truncate(modality, keep, max_events)
-        truncated += len(kept) < len(modality)
-        dropped += len(modality) - len(kept)
+        counts["truncated"] += len(kept) < len(modality)
+        counts["dropped"] += len(modality) - len(kept)
         rows["modality"].append(modality[kept])
         rows["time_hours"].append(np.asarray(times, np.float32)[kept])
         rows["h"].append(np.asarray(h, np.float32).reshape(-1, latent)[kept].ravel())
@@ -69,18 +102,7 @@ def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, m
             "h": pa.array([rows["h"][i] for i in pick], type=pa.list_(pa.float32())),
             "time_hours": pa.array([rows["time_hours"][i] for i in pick], type=pa.list_(pa.float32())),
         })
-    y_train = y[(cohort["split"] == "train").to_numpy()]
-    info = {"task": task, "dataset": str(Path(dataset).resolve()), "embeddings": str(Path(embeddings).resolve()),
-            "latent_dim": latent, "modalities": modalities, "out_features": int(y.shape[1]),
-            "stays": {s: int((cohort["split"] == s).sum()) for s in SPLITS},
-            "truncated_stays": int(truncated), "dropped_events": int(dropped), "max_events": max_events,
-            "prediction_hours": None if hours is None or pd.isna(hours) else float(hours),
-            "pos_weight": task_named(task).pos_weight(y_train[:, 0] if y.shape[1] == 1 else y_train),
-            "train_prevalence": y_train.mean(axis=0).tolist()}
-    Sequences(out).write(tables, info)
-    if truncated:
-        log.info("%s: %d stays truncated to %d events (%d events dropped)", task, truncated, max_events, dropped)
-    return info
+    return tables
 
 
 def bucketed(chunks, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None):
