@@ -146,7 +146,8 @@ def stage_sequences(base: Path, stays: int, began, options: dict) -> dict:
     _, sequential = configs()
     shutil.rmtree(base / "sequences", ignore_errors=True)
     began()
-    info = task_sequences(base / "data", base / "embeddings", TASK, base / "sequences", sequential.max_events)
+    info = task_sequences(base / "data", base / "embeddings", TASK, base / "sequences", sequential.max_events,
+                          options["shard_stays"])
     return {"train_stays": info["stays"]["train"]}
 
 
@@ -217,13 +218,16 @@ def _peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-class TreeMemory:
-    """Peak PSS of this process and all its descendants, sampled in a thread."""
+class TreeUsage:
+    """Peak PSS and CPU seconds of this process and all its descendants (Ray's included), sampled
+    in a thread; the CPU of a process that exits between two samples is counted to its last one."""
 
     def __init__(self, interval: float = 0.25):
         import psutil
 
         self.root, self.interval, self.peak = psutil.Process(), interval, 0.0
+        self.cpu_start: dict[int, float] = {}
+        self.cpu_last: dict[int, float] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -234,9 +238,16 @@ class TreeMemory:
         for process in [self.root, *self.root.children(recursive=True)]:
             try:
                 total += process.memory_full_info().pss
+                times = process.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
+                continue
+            self.cpu_start.setdefault(process.pid, times.user + times.system if self.thread.is_alive() else 0.0)
+            self.cpu_last[process.pid] = times.user + times.system
         return total / 2**20
+
+    @property
+    def cpu(self) -> float:
+        return sum(last - self.cpu_start[pid] for pid, last in self.cpu_last.items())
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -244,6 +255,9 @@ class TreeMemory:
             self.stop.wait(self.interval)
 
     def __enter__(self):
+        for process in [self.root, *self.root.children(recursive=True)]:  # what ran before the stage
+            times = process.cpu_times()
+            self.cpu_start[process.pid] = times.user + times.system
         self.thread.start()
         return self
 
@@ -256,7 +270,7 @@ class TreeMemory:
 def _child(stage: str, base: str, stays: int, options: dict, result: str) -> None:
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     marks: dict = {}
-    tree = TreeMemory()
+    tree = TreeUsage()
 
     def began() -> None:
         Path("/proc/self/clear_refs").write_text("5")  # the peak starts over: the stage's own
@@ -268,7 +282,7 @@ def _child(stage: str, base: str, stays: int, options: dict, result: str) -> Non
         seconds, cpu = time.perf_counter() - marks["start"], time.process_time() - marks["cpu"]
         tree.__exit__(None, None, None)
         Path(result).write_text(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mib": _peak_rss_mib(), "before_mib": marks["before_mib"],
-                   "tree_mib": tree.peak, **info}))
+                   "tree_mib": tree.peak, "tree_cpu": tree.cpu, **info}))
     finally:
         import ray
 
@@ -303,9 +317,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-max-stays", type=int, default=None,
                         help="run pretrain and sequential only up to this many stays (their slope from those sizes)")
     parser.add_argument("--shard-stays", type=int, default=None,
-                        help="stays per timeline shard (default: workflows.embed.TIMELINE_SHARD_STAYS)")
+                        help="stays per shard of the timelines and sequences stages (default: "
+                             "workflows.embed.TIMELINE_SHARD_STAYS; a huge number: the whole cohort at once)")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="print the table of a finished run (its results-*.json) and exit")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "scale")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return report({(r["stays"], r["stage"]): r for r in json.loads(args.from_json.read_text())})
     sizes = [300, 1000, 3000] if args.quick else sorted(int(s) for s in args.stays.split(","))
     stages = [s for s in STAGES if s in args.stages.split(",")]
     workdir = args.workdir.resolve()
@@ -327,27 +346,40 @@ def main(argv: list[str] | None = None) -> None:
                   f"(before {r['before_mib']:5,.0f}) tree {r['tree_mib']:7,.0f} MiB  load {load:.1f}", flush=True)
             record.write_text(json.dumps([{"stays": n, "stage": stage, **r} for (n, stage), r in rows.items()], indent=1))
 
+    report(rows)
+
+
+def report(rows: dict) -> None:
+    """The table: per stage and size wall seconds, CPU seconds of the process tree, the stage
+    process's peak RSS and the tree's peak PSS; the slopes; the extrapolation; the headline."""
+    sizes = sorted({n for n, _ in rows})
+    stages = [s for s in STAGES if any(stage == s for _, stage in rows)]
+    cpu = "tree_cpu" if all("tree_cpu" in r for r in rows.values()) else "cpu"
     print()
-    print(f"synthetic eICU, {LAB_DRAWS:g}x lab draws; times in s, memory in MiB (stage process peak RSS / "
-          "its process tree's peak PSS)")
-    print(f"{'stage':10} " + " ".join(f"{n:>24,}" for n in sizes) + f" {'time slope':>10} {'tree slope':>10}")
+    print(f"synthetic eICU, {LAB_DRAWS:g}x lab draws (about 190 lab rows per stay). Per size: wall s, CPU s "
+          f"({'the process tree' if cpu == 'tree_cpu' else 'the stage process alone'}), peak MiB of the stage "
+          "process (RSS) and of its process tree (PSS)")
+    print(f"{'stage':10} " + " ".join(f"{n:>31,}" for n in sizes)
+          + f" {'slopes: wall':>12} {'CPU':>5} {'top':>5} {'memory':>6}")
     slopes = {}
     for stage in stages:
         ran = [n for n in sizes if (n, stage) in rows]
-        cells = " ".join(f"{rows[n, stage]['seconds']:8.1f} {rows[n, stage]['peak_mib']:7,.0f} "
-                         f"{rows[n, stage]['tree_mib']:7,.0f}" if (n, stage) in rows else f"{'-':>24}" for n in sizes)
-        slopes[stage] = slope(ran, [rows[n, stage]["seconds"] for n in ran])
-        memory = slope(ran, [rows[n, stage]["tree_mib"] for n in ran])
-        print(f"{stage:10} {cells} {slopes[stage]:10.2f} {memory:10.2f}")
-    print(f"extrapolated to full eICU ({FULL_EICU:,} stays) from the two largest sizes' slopes "
+        cells = " ".join(f"{rows[n, stage]['seconds']:7.1f} {rows[n, stage][cpu]:7.1f} {rows[n, stage]['peak_mib']:7,.0f} "
+                         f"{rows[n, stage]['tree_mib']:7,.0f}" if (n, stage) in rows else f"{'-':>31}" for n in sizes)
+        fitted = {key: slope(ran, [rows[n, stage][key] for n in ran]) for key in ("seconds", cpu, "tree_mib")}
+        slopes[stage] = slope(ran[-2:], [rows[n, stage][cpu] for n in ran[-2:]])
+        print(f"{stage:10} {cells} {fitted['seconds']:12.2f} {fitted[cpu]:5.2f} {slopes[stage]:5.2f} "
+              f"{fitted['tree_mib']:6.2f}")
+    print("slopes of log cost against log stays, fitted over all sizes: wall s, CPU s, the tree's peak memory; top: "
+          "CPU s between the two largest sizes (the growth at scale, the fixed costs of small sizes left behind)")
+    print(f"extrapolated to full eICU ({FULL_EICU:,} stays) from the growth between the two largest sizes "
           "(an extrapolation, not a measurement):")
     for stage in stages:
         a, b = [n for n in sizes if (n, stage) in rows][-2:]
-        grow = {key: slope([a, b], [rows[a, stage][key], rows[b, stage][key]]) for key in ("seconds", "tree_mib")}
-        scale = {key: (FULL_EICU / b) ** grow[key] for key in grow}
-        print(f"  {stage:10} {rows[b, stage]['seconds'] * scale['seconds']:9,.0f} s "
-              f"{rows[b, stage]['tree_mib'] * scale['tree_mib']:9,.0f} MiB tree peak  (slopes from {a:,} to {b:,} stays: "
-              f"time {grow['seconds']:.2f}, memory {grow['tree_mib']:.2f})")
+        grow = {key: slope([a, b], [rows[a, stage][key], rows[b, stage][key]]) for key in (cpu, "tree_mib")}
+        scale = {key: (FULL_EICU / b) ** max(grow[key], 0.0) for key in grow}
+        print(f"  {stage:10} {rows[b, stage][cpu] * scale[cpu]:9,.0f} CPU s "
+              f"{rows[b, stage]['tree_mib'] * scale['tree_mib']:9,.0f} MiB tree peak  (from {a:,} and {b:,} stays)")
     loads = [r["load"] for r in rows.values()]
     print(f"load average (1 min) at the stages' starts: {min(loads):.1f} to {max(loads):.1f}")
     worst = max(slopes, key=slopes.get)
