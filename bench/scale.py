@@ -304,7 +304,9 @@ def measure(stage: str, base: Path, stays: int, options: dict) -> dict:
 
 
 def slope(stays: list[int], values: list[float]) -> float:
-    """The slope of log(value) against log(stays): cost ~ stays ** slope."""
+    """The slope of log(value) against log(stays): cost ~ stays ** slope (NaN from one size)."""
+    if len(stays) < 2:
+        return float("nan")
     return float(np.polyfit(np.log(stays), np.log(values), 1)[0])
 
 
@@ -375,6 +377,8 @@ def report(rows: dict) -> None:
     print(f"extrapolated to full eICU ({FULL_EICU:,} stays) from the growth between the two largest sizes "
           "(an extrapolation, not a measurement):")
     for stage in stages:
+        if len([n for n in sizes if (n, stage) in rows]) < 2:
+            continue
         a, b = [n for n in sizes if (n, stage) in rows][-2:]
         grow = {key: slope([a, b], [rows[a, stage][key], rows[b, stage][key]]) for key in (cpu, "tree_mib")}
         scale = {key: (FULL_EICU / b) ** max(grow[key], 0.0) for key in grow}
@@ -382,7 +386,7 @@ def report(rows: dict) -> None:
               f"{rows[b, stage]['tree_mib'] * scale['tree_mib']:9,.0f} MiB tree peak  (from {a:,} and {b:,} stays)")
     loads = [r["load"] for r in rows.values()]
     print(f"load average (1 min) at the stages' starts: {min(loads):.1f} to {max(loads):.1f}")
-    worst = max(slopes, key=slopes.get)
+    worst = max(slopes, key=lambda stage: -np.inf if np.isnan(slopes[stage]) else slopes[stage])
     print(f"worst: {worst}")
     print(f"headline: worst stage cost-growth slope = {slopes[worst]:.2f}")
 

@@ -1,6 +1,7 @@
-"""The timelines written a shard of stays at a time (`workflows.embed.write_task_timelines`) equal
-the whole cohort's assembled at once, whatever the shard size: same stays in the same order, same
-events, times, modalities and vectors."""
+"""Built a shard of stays at a time, the event inputs (`data.timelines.write_event_inputs`), the
+timelines (`workflows.embed.write_task_timelines`) and a task's sequences (`data.sequences.
+task_sequences`) equal what the whole cohort gives at once, whatever the shard size: the same stays
+in the same order, the same events, times, modalities and vectors."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
 from clintraj.config import from_dict
 from clintraj.data.prepare import PrepareConfig, prepare
-from clintraj.data.synthetic import generate
 from clintraj.data.sequences import task_sequences
+from clintraj.data.synthetic import generate
 from clintraj.data.timelines import assemble_timelines, write_event_inputs
 from clintraj.workflows.embed import write_task_timelines
 
