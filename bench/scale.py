@@ -344,8 +344,9 @@ def main(argv: list[str] | None = None) -> None:
             load = os.getloadavg()[0]
             rows[stays, stage] = {**measure(stage, base, stays, options), "load": load}
             r = rows[stays, stage]
-            print(f"  {stays:>8,} {stage:10} {r['seconds']:8.1f} s {r['cpu']:8.1f} CPU-s {r['peak_mib']:7,.0f} MiB "
-                  f"(before {r['before_mib']:5,.0f}) tree {r['tree_mib']:7,.0f} MiB  load {load:.1f}", flush=True)
+            print(f"  {stays:>8,} {stage:10} {r['seconds']:8.1f} s {r['cpu']:8.1f} CPU-s (tree {r['tree_cpu']:.1f}) "
+                  f"{r['peak_mib']:7,.0f} MiB (before {r['before_mib']:5,.0f}) tree {r['tree_mib']:7,.0f} MiB  "
+                  f"load {load:.1f}", flush=True)
             record.write_text(json.dumps([{"stays": n, "stage": stage, **r} for (n, stage), r in rows.items()], indent=1))
 
     report(rows)
