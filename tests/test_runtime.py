@@ -28,6 +28,7 @@ def test_a_local_ray_starts_with_the_one_machine_settings_and_a_users_own_win(fa
     runtime.init_ray(num_cpus=4)
     (kwargs, env), = fake_ray
     assert kwargs["num_cpus"] == 4
+    assert kwargs["address"] == "local"  # its own Ray, never one that `ray start` left on this machine
     assert env["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "3"  # set by the user before: kept
     assert env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0" and env["RAY_enable_worker_prestart"] == "0"
 

@@ -118,7 +118,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: s
     cpus = num_cpus or max(4, os.cpu_count() or 1)
     log.info("starting a local Ray with %d logical CPUs", cpus)
     temp = {"_temp_dir": str(_session_root(Path(workdir).resolve()))} if workdir is not None else {}
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose(), **temp, **strict)
+    # address="local": a new Ray of this job's own, even where `ray start` left one running on this
+    # machine (ray.init() with no address would connect to that and refuse num_cpus)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose(), **temp,
+             **strict)
     console.quiet_ray_loggers()
     return True
 
