@@ -7,8 +7,10 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from clintraj import console
@@ -172,3 +174,34 @@ def shutdown_ray() -> None:
     for private, logs in list(_moved_logs.items()):
         _move_session_logs(Path(private), logs)
         del _moved_logs[private]
+
+
+def ray_is_up() -> bool:
+    """Whether this process has a Ray (without importing Ray to find out)."""
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def run_each(calls: Sequence[Callable[[], object]], what: str = "tasks") -> list:
+    """The result of each call, in order: as Ray tasks spread over the cluster's nodes when this
+    process has Ray (`init_ray`: --ray-address, $RAY_ADDRESS), else one after the other here.
+    The calls must not depend on each other, and what they read must be where every node sees
+    it (shared storage). An error of a call is raised as itself, as it would be here."""
+    if not ray_is_up():
+        return [call() for call in calls]
+    import ray
+
+    task = ray.remote(_on_node).options(num_cpus=1, scheduling_strategy="SPREAD")
+    try:
+        done = ray.get([task.remote(call) for call in calls])
+    except ray.exceptions.RayTaskError as error:
+        raise error.cause from error
+    nodes = [node for _, node in done]
+    log.info("%s: %d Ray tasks on %d nodes", what, len(calls), len(set(nodes)))
+    log.debug("%s ran on nodes %s", what, nodes)
+    return [result for result, _ in done]
+
+
+def _on_node(call: Callable[[], object]) -> tuple[object, str]:
+    import ray
+
+    return call(), ray.get_runtime_context().get_node_id()
