@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 import socket
 import subprocess
 import sys
@@ -23,7 +24,8 @@ os.environ.pop("RAY_ADDRESS", None)
 import ray
 from ray.cluster_utils import Cluster
 
-from clintraj.runtime import LOCAL_RAY_ENV
+from clintraj.data.rawio import table_path
+from clintraj.runtime import LOCAL_RAY_ENV, run_each
 from clintraj.workflows import embed
 
 os.environ.update(LOCAL_RAY_ENV)  # a one-machine cluster: the settings of a local Ray
@@ -71,6 +73,11 @@ def main(raw: Path, work: Path, serial: Path, config: Path) -> None:
                         "--ray-address", cluster.address], cwd=REPO, check=True)
         ray.init(address=cluster.address)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        failure = None
+        try:  # a reader's error on a node reaches the driver as itself
+            run_each([partial(table_path, raw, "absent.csv.gz")])
+        except Exception as error:  # noqa: BLE001 - reported to the test
+            failure = {"type": type(error).__name__, "message": str(error)}
         embed_here(work / "cluster", work / "emb-cluster", work / "w-cluster", 2, work / "nodes-cluster")
         ray.shutdown()
     finally:
@@ -80,7 +87,8 @@ def main(raw: Path, work: Path, serial: Path, config: Path) -> None:
         embed_here(serial, work / "emb-one", work / "w-one", 1, work / "nodes-one")
     finally:
         ray.shutdown()
-    print(json.dumps({run: [n.name for n in (work / f"nodes-{run}").iterdir()] for run in ("cluster", "one")}))
+    nodes = {run: [n.name for n in (work / f"nodes-{run}").iterdir()] for run in ("cluster", "one")}
+    print(json.dumps({"nodes": nodes, "failure": failure}))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from clintraj.artifacts.embeddings import Embeddings
+from clintraj.data.rawio import Quarantine, read_apart
 from clintraj.data.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +29,31 @@ def digests(folder: Path) -> dict[str, str]:
 def preprocess(*arguments: str, env: dict) -> None:
     subprocess.run([sys.executable, "jobs/preprocess.py", "--dataset", "eicu", *arguments], cwd=REPO, env=env,
                    check=True, timeout=600)
+
+
+def reader(table: str, rows: list[int], reason: str = "malformed"):
+    def read(quarantine: Quarantine) -> str:
+        quarantine.count_read(table, len(rows) + 3)
+        quarantine.add(table, reason, rows)
+        quarantine.add(table, "a field missing", rows[:1], field_only=True)
+        quarantine.count_filtered(table, "another stay", 2)
+        quarantine.count_used(table, 1)
+        return table
+
+    return read
+
+
+def test_readers_with_ledgers_of_their_own_leave_the_ledger_of_reading_in_turn():
+    # two readers share a (table, reason): its rows keep the readers' order
+    readers = [reader("a.csv", [5, 6]), reader("b.csv", [0]), reader("a.csv", [1], "malformed")]
+    in_turn, apart = Quarantine(), Quarantine()
+    assert [read(in_turn) for read in readers] == read_apart(readers, apart) == ["a.csv", "b.csv", "a.csv"]
+    assert apart.frame()["row"].tolist() == [5, 1, 5, 6, 1, 0, 0]  # a's field entries, a's rows, then b's
+    assert apart.frame().equals(in_turn.frame())
+    assert apart.summary() == in_turn.summary() and apart.accounts() == in_turn.accounts()
+    assert apart.accounts()[0] == {"table": "a.csv", "rows": 9, "used": 2, "filtered": {"another stay": 4},
+                                   "quarantined": {"malformed": 3}, "used_with_a_field_missing": {"a field missing": 2},
+                                   "unaccounted": 0}
 
 
 @pytest.mark.slow
@@ -53,8 +79,9 @@ def test_prepare_and_embed_on_two_nodes_match_one_process(tmp_path):
     assert cluster == serial
 
     # embed: actors on both nodes, the one-node embeddings within float tolerance
-    nodes = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(nodes["cluster"]) == 2 and len(nodes["one"]) == 1
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(seen["nodes"]["cluster"]) == 2 and len(seen["nodes"]["one"]) == 1
+    assert seen["failure"] == {"type": "RawDataError", "message": f"missing raw file: {tmp_path / 'raw' / 'absent.csv.gz'}"}
     one, two = Embeddings(tmp_path / "emb-one"), Embeddings(tmp_path / "emb-cluster")
     tasks = list(one.record["tasks"])
     assert tasks and list(two.record["tasks"]) == tasks

@@ -114,6 +114,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: s
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=console.verbose(), **strict)
         console.quiet_ray_loggers()  # ray.init sets its own console handlers up again
+        coordinator_on_head()
         return True
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
@@ -123,6 +124,29 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: s
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose(), **temp, **strict)
     console.quiet_ray_loggers()
     return True
+
+
+def coordinator_on_head() -> None:
+    """Start Ray's cluster-wide AutoscalingCoordinator (a detached actor Ray Train and Ray Data
+    share) on the head node. Ray 2.60 starts it on the node of whoever asks first, pinned there:
+    a Train controller on a GPU worker, which then never counts as idle and is never scaled down
+    (ray-project/ray#58481; the fix proposed in ray-project/ray#62260 pins it to the head, as
+    Ray already does for Train's placement-group cleaner). Started here first, from a task on
+    the head, it lives there and every later caller gets that one. A Ray without it: nothing to do."""
+    import ray
+
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:
+        return
+
+    def create() -> None:
+        get_or_create_autoscaling_coordinator()
+
+    head = {"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}}
+    ray.get(ray.remote(create).options(**head).remote())
 
 
 # Ray's socket paths (<temp>/session_<date>_<time>_<pid>/sockets/plasma_store) must fit the 107
