@@ -1,9 +1,10 @@
 """Run by tests/test_cluster.py in a process of its own (a process holds one Ray): on a local Ray
-cluster of two nodes (`ray.cluster_utils.Cluster`), prepare an eICU raw folder with
-jobs/preprocess.py --ray-address and embed the dataset with scratch encoders; then embed the
-single-node run's dataset on a one-node Ray. Where the embedding actors ran is recorded.
+cluster of two nodes (`ray.cluster_utils.Cluster`), run jobs/preprocess.py --ray-address with
+each argument list of PREPROCESS (a JSON list) and embed the first dataset with scratch
+encoders; then embed SERIAL_DATASET on a one-node Ray. Where the embedding actors ran, and what
+a reader's error on a node becomes, are printed as one JSON line.
 
-    python tests/multinode.py RAW WORK SERIAL_DATASET PREPARE_CONFIG
+    python tests/multinode.py RAW WORK SERIAL_DATASET PREPROCESS
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def embed_here(dataset: Path, out: Path, workdir: Path, actors: int, nodes: Path
     embed.run(dataset, out, "scratch", workdir, seed=0, actors=actors)
 
 
-def main(raw: Path, work: Path, serial: Path, config: Path) -> None:
+def main(raw: Path, work: Path, serial: Path, preprocess: list[list[str]]) -> None:
     # not Ray's default agent ports: another Ray on this machine may hold them
     head = {"num_cpus": 1, "include_dashboard": False, "dashboard_agent_listen_port": free_port(),
             "runtime_env_agent_port": free_port(), "metrics_export_port": free_port()}
@@ -68,9 +69,9 @@ def main(raw: Path, work: Path, serial: Path, config: Path) -> None:
     try:
         cluster.add_node(num_cpus=2, object_store_memory=200 * 2**20)
         cluster.wait_for_nodes()
-        subprocess.run([sys.executable, "jobs/preprocess.py", "--dataset", "eicu", "--raw", str(raw),
-                        "--out", str(work / "cluster"), "--config", str(config), "--workdir", str(work / "job"),
-                        "--ray-address", cluster.address], cwd=REPO, check=True)
+        for arguments in preprocess:
+            subprocess.run([sys.executable, "jobs/preprocess.py", *arguments, "--ray-address", cluster.address],
+                           cwd=REPO, check=True)
         ray.init(address=cluster.address)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         failure = None
@@ -78,7 +79,8 @@ def main(raw: Path, work: Path, serial: Path, config: Path) -> None:
             run_each([partial(table_path, raw, "absent.csv.gz")])
         except Exception as error:  # noqa: BLE001 - reported to the test
             failure = {"type": type(error).__name__, "message": str(error)}
-        embed_here(work / "cluster", work / "emb-cluster", work / "w-cluster", 2, work / "nodes-cluster")
+        first = Path(preprocess[0][preprocess[0].index("--out") + 1])
+        embed_here(first, work / "emb-cluster", work / "w-cluster", 2, work / "nodes-cluster")
         ray.shutdown()
     finally:
         cluster.shutdown()
@@ -92,4 +94,4 @@ def main(raw: Path, work: Path, serial: Path, config: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(*map(Path, sys.argv[1:5]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4]))
