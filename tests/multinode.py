@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 # Before Ray is imported: the test cluster and every process connecting to it go without Ray's
