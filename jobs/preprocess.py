@@ -9,6 +9,10 @@ prediction windows, modality tables, events, report).
 
 --raw, --cxr and --notes also take URIs (s3://, gs://, file://, ...): each is copied once into
 --workdir/staged and read from there.
+
+Given a Ray cluster (--ray-address, $RAY_ADDRESS), the raw tables are read by Ray tasks spread over
+its nodes (one task per table); the dataset is the same, byte for byte. Every node must then see
+the raw folder (or --workdir, where URIs are staged) at the same path: shared storage.
 """
 
 import dataclasses
@@ -32,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path, help="YAML over the defaults of PrepareConfig")
     cli.add_meds_arguments(parser)
-    cli.add_run_arguments(parser, ray=False, storage=False)
+    cli.add_run_arguments(parser, storage=False, local_ray=False)
     parser.set_defaults(experiment=None)
     args = parser.parse_args()
     config = dataclasses.replace(load(PrepareConfig, args.config), dataset=args.dataset)
@@ -46,7 +50,7 @@ def main() -> None:
         console.say(Dataset(args.out).summary)
         console.say(f"{report['stays']} stays written to {args.out}")
 
-    cli.main(job, args, ray=False)
+    cli.main(job, args, ray=cli.ray_address(args) is not None)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ def check_main_run(main: MainRun, name: str, reports: int = 1) -> dict[str, list
 
     for stage in ("raw files -> cohort", "MGA pretraining", "embedding", "static baselines", "backbone sweep"):
         assert f": {stage}" in main.console and main.console.count(": done in") >= 6, main.console[-3000:]
-    assert "| llama3-8b | contrastive |" in main.console and "| MLP | scratch |" in main.console
+    assert "| model | scratch | contrastive |" in main.console  # initialisations side by side
+    assert "\n| llama3-8b | " in main.console and "\n| MLP | " in main.console
     runs = main.runs()
     expected = {"dataset": 1, "pretrain-sweep": 1, "pretrain-trial": 1, "static-baselines": 1, "static-baseline": 2,
                 "backbone-sweep": 1, "sequential": 2, "report": reports}

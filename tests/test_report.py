@@ -158,7 +158,7 @@ def render(path) -> str:
 
 
 def test_console_tables_split_by_task_and_say_why_a_cell_is_empty():
-    from clintraj.evaluation.comparison import NOT_RUN, comparison_table, markdown, task_tables
+    from clintraj.evaluation.comparison import NOT_RUN, comparison_table, console_tables, markdown
 
     sequential = pd.DataFrame([  # as tuning.child_results reads trial runs: tags, test metrics, reasons
         {"backbone": "llama3-8b", "initialisation": "scratch", "task": "mortality", "test_auroc": 0.71,
@@ -176,12 +176,15 @@ def test_console_tables_split_by_task_and_say_why_a_cell_is_empty():
     assert rows.loc[("llama3-8b", "scratch"), "mortality auroc"] == "0.710 (0.600-0.800)"
     assert rows.loc[("llama3-8b", "contrastive"), "mortality auroc"] == "undefined: n = 9, no positive"
     assert rows.loc[("MLP", "scratch"), "los mse"] == NOT_RUN  # the baseline never ran length of stay
-    by_task = task_tables(table)
+    by_task = console_tables(table)  # one headline metric per task, initialisations side by side
     assert list(by_task) == ["mortality", "los"]
-    assert list(by_task["mortality"].columns) == ["model", "initialisation", "AUROC", "AUPRC"]
-    assert list(zip(by_task["los"]["model"], by_task["los"]["initialisation"])) == [("llama3-8b", "scratch")]
-    assert "| llama3-8b | contrastive | undefined: n = 9, no positive | undefined: n = 9, no positive |" in markdown(
-        by_task["mortality"])
+    metric, mortality = by_task["mortality"]
+    assert metric == "AUROC" and list(mortality.columns) == ["model", "scratch", "contrastive"]
+    assert mortality.values.tolist() == [["MLP", "0.650", NOT_RUN],
+                                         ["llama3-8b", "0.710 (0.600-0.800)", "undefined: n = 9, no positive"]]
+    metric, los = by_task["los"]
+    assert metric == "MAE (h)" and los.values.tolist() == [["llama3-8b", "20.250"]]  # only what ran
+    assert "| llama3-8b | 0.710 (0.600-0.800) | undefined: n = 9, no positive |" in markdown(mortality)
 
 
 def test_what_ran_counts_the_pretraining_sweep_the_main_job_runs():

@@ -17,6 +17,7 @@ def fake_ray(monkeypatch):
     started = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: started.append((kwargs, dict(os.environ))))
+    monkeypatch.setattr(runtime, "coordinator_on_head", lambda: started.append("coordinator on the head"))
     for key in runtime.LOCAL_RAY_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -28,14 +29,15 @@ def test_a_local_ray_starts_with_the_one_machine_settings_and_a_users_own_win(fa
     runtime.init_ray(num_cpus=4)
     (kwargs, env), = fake_ray
     assert kwargs["num_cpus"] == 4
+    assert kwargs["address"] == "local"  # its own Ray, never one that `ray start` left on this machine
     assert env["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "3"  # set by the user before: kept
     assert env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0" and env["RAY_enable_worker_prestart"] == "0"
 
 
 def test_a_cluster_keeps_its_own_settings(fake_ray):
     runtime.init_ray("ray://head:10001")
-    (kwargs, env), = fake_ray
-    assert kwargs["address"] == "ray://head:10001"
+    (kwargs, env), coordinator = fake_ray  # then Ray's AutoscalingCoordinator is started on the head
+    assert kwargs["address"] == "ray://head:10001" and coordinator == "coordinator on the head"
     assert not set(runtime.LOCAL_RAY_ENV) & set(env)
 
 

@@ -90,3 +90,46 @@ def test_a_killed_worker_resumes_at_the_next_epoch(tmp_path, ray_local):
     epochs = [r["epoch"] for r in reports if not r.get("final")]
     assert epochs == [0, 1, 2]  # every epoch trained and reported once, across the restart
     assert len(seq.finished(result)["predictions"]) == 64
+
+
+def test_a_run_restarted_after_its_final_report_reports_it_again_without_training(tmp_path, ray_local):
+    """A trial killed between its final report and closing its MLflow run is run again by a resumed
+    sweep: it finds its final checkpoint and reports that, rather than training from scratch."""
+    from ray import tune
+    from ray.train import UserCallback
+
+    from clintraj.tuning import SearchSpace, tuner
+
+    sequences = write_planted(tmp_path / "sequences", n_train=64, n_eval=32)
+    config = seq.SequentialTrainConfig(
+        task="mortality", backbone="llama3-8b", weights="tiny", tiny_root=str(tmp_path / "tiny"), quantization="none",
+        optimizer="adamw", deepspeed_stage=0, num_workers=1, epochs=2, patience=2, batch_size=16, lr=2e-3,
+        robustness_removed=0)
+    record = tmp_path / "attempts.json"
+
+    class Reports(UserCallback):
+        def __init__(self):
+            self.epochs = []
+
+        def after_report(self, run_context, metrics, checkpoint):
+            self.epochs.append((metrics[0]["epoch"], metrics[0].get("final", 0)))
+
+    def trial(_):
+        attempts = []
+        for _attempt in range(2):  # the same run twice: the second finds the first's final checkpoint
+            reports = Reports()
+            trainer, _ = seq.trainer(sequences, config, tmp_path / "ray", "restarted", callbacks=[reports], tune=True)
+            finished = seq.finished(trainer.fit())
+            attempts.append({"trainer": type(trainer).__name__, "reports": reports.epochs,
+                             "output": np.stack(finished["predictions"]["output"]).tolist(),
+                             "val_score": finished["metrics"]["val_score"]})
+        record.write_text(json.dumps(attempts))
+
+    space = SearchSpace(metric="val_score", mode="max", num_samples=1)
+    results = tuner(trial, {"seed": tune.grid_search([0])}, space, config, "equal", tmp_path / "tune").fit()
+    assert not results.errors
+    first, second = json.loads(record.read_text())
+    assert first["trainer"] == second["trainer"] == "InProcessTrainer"
+    assert [final for _, final in first["reports"]] == [0, 0, 1]  # two epochs, then the final report
+    assert second["reports"] == [first["reports"][-1]]  # the final report again, no epoch trained
+    assert second["output"] == first["output"] and second["val_score"] == first["val_score"]

@@ -36,9 +36,10 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, experiment: str | None = None, ray: bool = True,
-                      storage: bool = True) -> None:
+                      storage: bool = True, local_ray: bool = True) -> None:
     """--workdir (data, staged inputs, the local MLflow store), --experiment, --tracking-uri and, for
-    jobs that run Ray, --ray-address and --storage: the same names and defaults in every job."""
+    jobs that run Ray, --ray-address and --storage: the same names and defaults in every job.
+    `local_ray` False: a job that runs in one process unless given a cluster (`ray_address`)."""
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("CLINTRAJ_WORKDIR", "clintraj-work")),
                         help="work folder: staged inputs, stages' outputs, the local MLflow store under "
                              "mlflow/ (default: $CLINTRAJ_WORKDIR, else ./clintraj-work)")
@@ -51,11 +52,17 @@ def add_run_arguments(parser: argparse.ArgumentParser, experiment: str | None = 
                              "they go to the job's log file under --workdir/logs and the console shows stages, "
                              "progress and results")
     if ray:
-        parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+        otherwise = "a local Ray" if local_ray else "no Ray: this process does the work"
+        parser.add_argument("--ray-address", help=f"Ray cluster address (default: $RAY_ADDRESS, else {otherwise})")
     if storage:
         parser.add_argument("--storage", default=os.environ.get("CLINTRAJ_STORAGE") or None,
                             help="Ray Train/Tune storage for checkpoints, adapters and sweep state: a folder or a "
                                  "URI such as s3://BUCKET/clintraj (default: $CLINTRAJ_STORAGE, else under --workdir)")
+
+
+def ray_address(args: argparse.Namespace) -> str | None:
+    """The Ray cluster the job was given: --ray-address, else $RAY_ADDRESS (None: none)."""
+    return args.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
 def add_meds_arguments(parser: argparse.ArgumentParser) -> None:

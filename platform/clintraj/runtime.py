@@ -7,8 +7,10 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from clintraj import console
@@ -112,15 +114,42 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, workdir: s
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=console.verbose(), **strict)
         console.quiet_ray_loggers()  # ray.init sets its own console handlers up again
+        coordinator_on_head()
         return True
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
     cpus = num_cpus or max(4, os.cpu_count() or 1)
     log.info("starting a local Ray with %d logical CPUs", cpus)
     temp = {"_temp_dir": str(_session_root(Path(workdir).resolve()))} if workdir is not None else {}
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose(), **temp, **strict)
+    # address="local": a new Ray of this job's own, even where `ray start` left one running on this
+    # machine (ray.init() with no address would connect to that and refuse num_cpus)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=console.verbose(), **temp,
+             **strict)
     console.quiet_ray_loggers()
     return True
+
+
+def coordinator_on_head() -> None:
+    """Start Ray's cluster-wide AutoscalingCoordinator (a detached actor Ray Train and Ray Data
+    share) on the head node. Ray 2.60 starts it on the node of whoever asks first, pinned there:
+    a Train controller on a GPU worker, which then never counts as idle and is never scaled down
+    (ray-project/ray#58481; the fix proposed in ray-project/ray#62260 pins it to the head, as
+    Ray already does for Train's placement-group cleaner). Started here first, from a task on
+    the head, it lives there and every later caller gets that one. A Ray without it: nothing to do."""
+    import ray
+
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:
+        return
+
+    def create() -> None:
+        get_or_create_autoscaling_coordinator()
+
+    head = {"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}}
+    ray.get(ray.remote(create).options(**head).remote())
 
 
 # Ray's socket paths (<temp>/session_<date>_<time>_<pid>/sockets/plasma_store) must fit the 107
@@ -172,3 +201,50 @@ def shutdown_ray() -> None:
     for private, logs in list(_moved_logs.items()):
         _move_session_logs(Path(private), logs)
         del _moved_logs[private]
+
+
+def ray_is_up() -> bool:
+    """Whether this process has a Ray (without importing Ray to find out)."""
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def run_each(calls: Sequence[Callable[[], object]], what: str = "tasks") -> list:
+    """The result of each call, in order: as Ray tasks spread over the cluster's nodes
+    (`_placements`) when this process has Ray (`init_ray`: --ray-address, $RAY_ADDRESS), else one
+    after the other here.
+    The calls must not depend on each other, and what they read must be where every node sees
+    it (shared storage). An error of a call is raised as itself, as it would be here."""
+    if not ray_is_up():
+        return [call() for call in calls]
+    import ray
+
+    task = ray.remote(_on_node)
+    try:
+        done = ray.get([task.options(num_cpus=1, scheduling_strategy=where).remote(call)
+                        for call, where in zip(calls, _placements(len(calls)))])
+    except ray.exceptions.RayTaskError as error:
+        raise error.cause from error
+    nodes = [node for _, node in done]
+    log.info("%s: %d Ray tasks on %d nodes", what, len(calls), len(set(nodes)))
+    log.debug("%s ran on nodes %s", what, nodes)
+    return [result for result, _ in done]
+
+
+def _placements(count: int) -> list:
+    """Where each of `count` tasks goes: in turn to each node with a CPU when there are several
+    (pinned softly: elsewhere if that node goes away), else Ray's SPREAD, which lets an
+    autoscaler add nodes. SPREAD alone is best effort: on two nodes it put all five eICU readers
+    on one in one of two runs here."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1)
+    if len(nodes) < 2:
+        return ["SPREAD"] * count
+    return [NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) for i in range(count)]
+
+
+def _on_node(call: Callable[[], object]) -> tuple[object, str]:
+    import ray
+
+    return call(), ray.get_runtime_context().get_node_id()

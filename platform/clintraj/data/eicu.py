@@ -23,6 +23,7 @@ or weight that is not a number is missing too, counted as a field-level entry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from clintraj.data import eicu_tables as et
+from clintraj.data import rawio
 from clintraj.data.cohort import CohortTables
 from clintraj.data.modalities import Modality, TermRule
 from clintraj.data.rawio import Quarantine, drop_repeated, read_table, stream_table, to_floats, to_integers
@@ -276,10 +278,11 @@ def build(raw: Path, config: EicuConfig | None = None) -> CohortTables:
     raw = Path(raw)
     stays, funnel, demographics, known, patient_flags = load_cohort(raw, config, quarantine)
     ids = StayIds(known, stays["stay_id"].to_numpy())
-    events = {"lab": lab_events(raw, ids, config, quarantine)}
-    for name in TERM_TABLES:
-        events[name] = term_events(raw, name, ids, config, quarantine)
-    aps, aps_flags = aps_table(raw, ids, config, quarantine)
+    readers = [partial(lab_events, raw, ids, config),
+               *(partial(term_events, raw, name, ids, config) for name in TERM_TABLES),
+               partial(aps_table, raw, ids, config)]
+    lab, *terms, (aps, aps_flags) = rawio.read_apart(readers, quarantine)  # on a Ray cluster: over its nodes
+    events = {"lab": lab, **dict(zip(TERM_TABLES, terms))}
     static = {"demographics": demographics, "aps": aps}
 
     with_lab = stays["stay_id"].isin(events["lab"]["stay_id"])

@@ -17,15 +17,18 @@ import queue
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
+from clintraj.runtime import run_each
 
 
 class RawDataError(ValueError):
@@ -272,6 +275,17 @@ class Quarantine:
     def count_used(self, table: str, rows: int) -> None:
         self._used[table] += int(rows)
 
+    def merge(self, other: Quarantine) -> None:
+        """Add the entries and counts of `other`, a ledger kept apart (`read_apart`), after this
+        one's: merging in the order the readers would have run gives the ledger they would have
+        written to this one."""
+        for key, arrays in other._rows.items():
+            self._rows.setdefault(key, []).extend(arrays)
+        self._field_only |= other._field_only
+        self._read.update(other._read)
+        self._filtered.update(other._filtered)
+        self._used.update(other._used)
+
     def frame(self) -> pd.DataFrame:
         parts = [pd.DataFrame({"table": table, "reason": reason, "row": np.concatenate(arrays),
                                "field_only": (table, reason) in self._field_only})
@@ -300,6 +314,22 @@ class Quarantine:
                              "quarantined": quarantined, "used_with_a_field_missing": fields,
                              "unaccounted": rows - used - sum(filtered.values()) - sum(quarantined.values())})
         return accounts
+
+
+def read_apart(readers: Sequence[Callable[[Quarantine], object]], quarantine: Quarantine) -> list:
+    """What each reader (`reader(quarantine)`, independent of the others: one raw file each)
+    returns, read with a ledger of its own, merged into `quarantine` in the readers' order: the
+    same results and ledger as reading one after the other. On a Ray cluster (`runtime.run_each`)
+    the readers run as tasks spread over its nodes."""
+    done = run_each([partial(_with_own_ledger, reader) for reader in readers], what="raw tables")
+    for _, ledger in done:
+        quarantine.merge(ledger)
+    return [result for result, _ in done]
+
+
+def _with_own_ledger(reader: Callable[[Quarantine], object]) -> tuple[object, Quarantine]:
+    ledger = Quarantine()
+    return reader(ledger), ledger
 
 
 def drop_repeated(frame: pd.DataFrame, key: str, columns: list[str], table: str,

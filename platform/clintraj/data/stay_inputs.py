@@ -210,11 +210,17 @@ def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool, seed: in
         ds = ds.map_batches(TokenizeNotes, fn_constructor_kwargs={
             "tokenizer_dir": str(meta["text_model"]), "max_length": config.text_max_length, "modalities": notes},
             compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, num_cpus=0.25)
-    if meta["image_root"] and any(kind == "image" and f"{m}.path" in ds.columns() for m, kind in kinds.items()):
+    if decodes_images(ds, meta):
         ds = ds.map_batches(LoadImages, fn_constructor_kwargs={
             "image_root": meta["image_root"], "config": config, "train": augment, "seed": seed},
             compute=ray.data.ActorPoolStrategy(size=1), batch_size=32, num_cpus=0.25)
     return ds
+
+
+def decodes_images(ds, meta: dict) -> bool:
+    """Whether `with_map_stages` gives `ds` an image decoding stage (its rows name image files)."""
+    kinds = meta["modality_kinds"]
+    return bool(meta["image_root"]) and any(kind == "image" and f"{m}.path" in ds.columns() for m, kind in kinds.items())
 
 
 class TokenizeNotes:

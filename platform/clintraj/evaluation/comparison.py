@@ -11,8 +11,12 @@ from clintraj import names
 
 TASK_METRICS = {"mortality": ("auroc", "auprc"), "phenotyping": ("auroc", "auprc"),
                 "los": ("mse", "mae", "pearson", "spearman")}
+# The one metric per task the console shows (the report has them all): the paper's first for the
+# classification tasks, for length of stay the error in hours a person reads at a glance.
+CONSOLE_METRIC = {"mortality": "auroc", "phenotyping": "auroc", "los": "mae"}
 STATIC_MODELS = {"mlp": "MLP", "lstm": "LSTM"}
 NOT_RUN = "not run"
+INIT_ORDER = {"scratch": 0, "contrastive": 1}
 
 
 def cell(value, low=None, high=None, why=None) -> str:
@@ -50,22 +54,28 @@ def comparison_table(sequential: pd.DataFrame | None, static: pd.DataFrame | Non
         table.loc[[column.split(" ")[0] not in tasks for tasks in ran], column] = NOT_RUN
     table = table.reset_index()
     table["order"] = table["kind"].map({"static": 0, "sequential": 1})
-    table["init_order"] = table["initialisation"].map({"scratch": 0, "contrastive": 1}).fillna(2)
+    table["init_order"] = table["initialisation"].map(INIT_ORDER).fillna(2)
     table = table.sort_values(["order", "model", "init_order"], kind="stable")
     return table.drop(columns=["order", "init_order", "kind"]).reset_index(drop=True)
 
 
-def task_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """`comparison_table` split by task: per task, the rows that ran it, with the metrics' names as
-    headers (narrow enough for a console)."""
+def console_tables(table: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+    """`comparison_table` compacted for a console, per task: (its headline metric's name, one row
+    per model that ran the task, scratch and contrastive side by side). The other metrics stay in
+    the report and in MLflow."""
     out = {}
-    for task, metrics in TASK_METRICS.items():
-        columns = [f"{task} {m}" for m in metrics if f"{task} {m}" in table]
-        if not columns:
+    for task, metric in CONSOLE_METRIC.items():
+        column = f"{task} {metric}"
+        if column not in table:
             continue
-        rows = table[(table[columns] != NOT_RUN).any(axis=1)]
-        out[task] = rows[["model", "initialisation", *columns]].rename(
-            columns={f"{task} {m}": names.metric(m) for m in metrics}).reset_index(drop=True)
+        ran = table[table[column] != NOT_RUN]
+        if not len(ran):
+            continue
+        initialisations = sorted(set(ran["initialisation"]), key=lambda i: (INIT_ORDER.get(i, 2), i))
+        rows = [{"model": model, **{init: NOT_RUN for init in initialisations},
+                 **dict(zip(group["initialisation"], group[column]))}
+                for model, group in ran.groupby("model", sort=False)]
+        out[task] = (names.metric(metric), pd.DataFrame(rows, columns=["model", *initialisations]))
     return out
 
 

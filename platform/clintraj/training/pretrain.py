@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from clintraj.config import from_dict, to_dict
-from clintraj.data.stay_inputs import InputConfig, StayCollate, with_map_stages
+from clintraj.data.stay_inputs import InputConfig, StayCollate, decodes_images, with_map_stages
 from clintraj.metrics.retrieval import pooled_recall
 from clintraj.models.mga import mga_loss
 from clintraj.storage import join, list_dirs, read_text
@@ -166,9 +166,16 @@ def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("trai
     (images of the training split augmented when `augment`)."""
     import ray.data
 
-    return {split: with_map_stages(ray.data.read_parquet(str(Path(inputs_dir) / split)), meta, config.inputs,
-                                   augment=augment and split == "train", seed=config.seed)
-            for split in splits}
+    out = {}
+    for split in splits:
+        rows = ray.data.read_parquet(str(Path(inputs_dir) / split))
+        staged = with_map_stages(rows, meta, config.inputs, augment=augment and split == "train", seed=config.seed)
+        # Without images a split is a table of vectors and token ids: held once in the object store
+        # (spilled to disk when large), so an epoch reads its blocks instead of starting a Ray Data
+        # execution, about a second each on 2 cores (bench/scaling.py). Images are decoded (and
+        # augmented) anew each epoch.
+        out[split] = staged if decodes_images(rows, meta) else staged.materialize()
+    return out
 
 
 def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: str | Path, name: str,

@@ -25,7 +25,9 @@ checkpoint).
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -46,6 +48,7 @@ from clintraj.training.loop import (EarlyStopping, Prefetch, TimedBatches, datas
                                     report, resumed, trains_in_process, worker_device)
 
 log = logging.getLogger(__name__)
+FINAL_REPORT = "final_report.json"  # in the final checkpoint: what its run reported at the end
 
 
 @dataclass
@@ -225,9 +228,22 @@ def _save_epoch(directory: Path, model, run: SequentialRun, runtime, state: dict
     decoder.save_trainer_state(directory, state, best_state)
 
 
-def _save_final(directory: Path, model, run: SequentialRun, runtime, predictions: pd.DataFrame) -> None:
+def _save_final(directory: Path, model, run: SequentialRun, runtime, predictions: pd.DataFrame,
+                metrics: dict) -> None:
     decoder.save_checkpoint(directory, model, run.config, run.facts, runtime)
     predictions.to_parquet(directory / "predictions.parquet")
+    (directory / FINAL_REPORT).write_text(json.dumps(metrics, default=float))
+
+
+def _final_report(directory: Path) -> dict | None:
+    """The final report a checkpoint holds (None: an epoch checkpoint)."""
+    path = Path(directory) / FINAL_REPORT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _copy_final(directory: Path) -> None:
+    """The final checkpoint the run resumed from, again as this report's checkpoint."""
+    resumed(lambda earlier: shutil.copytree(earlier, directory, dirs_exist_ok=True))
 
 
 def train_loop(args: dict) -> None:
@@ -246,6 +262,10 @@ def train_loop(args: dict) -> None:
     if rank == 0:
         for note in runtime.notes:
             log.warning("%s", note)
+    # Restarted after its final report (killed before its trial closed): report that again, train no more
+    if (final := resumed(_final_report)) is not None:
+        report(final, _copy_final if rank == 0 else None)
+        return
     train_shard = dataset_shard("train")
     chunk = config.batch_size * config.bucket_batches
 
@@ -311,7 +331,7 @@ def train_loop(args: dict) -> None:
                                            config.seed, config.robustness_removed))
         final.update({**best_metrics, "epoch": best_metrics["epoch"], "final": 1, "best_epoch": best_metrics["epoch"],
                       "val_score": stopping.score(stopping.best)})
-        save = partial(_save_final, model=model, run=run, runtime=runtime, predictions=frame)
+        save = partial(_save_final, model=model, run=run, runtime=runtime, predictions=frame, metrics=final)
     report(final, save)
 
 

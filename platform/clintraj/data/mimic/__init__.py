@@ -49,6 +49,7 @@ counted once in the Quarantine's ledger, as used, filtered (by reason) or quaran
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +63,7 @@ from clintraj.data.mimic.labels import OTHER_ADMISSION, expire_flags, load_pheno
 from clintraj.data.mimic.measurements import discretize, load_measurements, normal_values, time_series
 from clintraj.data.mimic.notes import clean_note_text, note_modality
 from clintraj.data.mimic.stays import cxr_linked_stays, load_stays, read_admissions
-from clintraj.data.rawio import Quarantine, parse_datetime
+from clintraj.data.rawio import Quarantine, parse_datetime, read_apart
 from clintraj.tasks import PHENOTYPE_PREFIX
 
 __all__ = [
@@ -110,17 +111,16 @@ def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig |
     phenotypes, diagnoses = phenotype_labels(raw, stays, config, quarantine)
     stays = pd.concat([stays, phenotypes], axis=1)
 
-    events, details = {}, {}
-    events["time_series"], details["time_series"] = time_series(raw, stays, config, quarantine)
-    if cxr is None:
-        events["cxr"] = _absent("cxr")
-    else:
-        events["cxr"], details["cxr"] = cxr_modality(cxr, stays, config, quarantine)
-    for name in ("discharge_note", "radiology_note"):
-        if notes is None:
-            events[name] = _absent(name)
-        else:
-            events[name], details[name] = note_modality(notes, name, stays, config, quarantine)
+    readers = {"time_series": partial(time_series, raw, stays, config)}  # the sources given, one file each
+    if cxr is not None:
+        readers["cxr"] = partial(cxr_modality, cxr, stays, config)
+    if notes is not None:
+        readers |= {name: partial(note_modality, notes, name, stays, config)
+                    for name in ("discharge_note", "radiology_note")}
+    read = dict(zip(readers, read_apart(list(readers.values()), quarantine)))  # on a Ray cluster: over its nodes
+    events = {name: read[name][0] if name in read else _absent(name)
+              for name in ("time_series", "cxr", "discharge_note", "radiology_note")}
+    details = {name: detail for name, (_, detail) in read.items()}
     patients = read_patients(raw, quarantine)
     static = {"demographics": demographics_table(stays, admissions, patients, config)}
     events["demographics"] = pd.DataFrame({"stay_id": static["demographics"]["stay_id"], "time_hours": 0.0})
