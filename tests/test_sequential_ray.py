@@ -1,15 +1,13 @@
 """Sequential fine-tuning through Ray Train: QLoRA + 8-bit AdamW + DeepSpeed ZeRO-2 on two gloo
 workers learns a planted signal, and the saved adapter reproduces the test predictions exactly; a
-worker killed after an epoch's checkpoint is restarted and the run resumes at the next epoch."""
+worker killed after an epoch's checkpoint is restarted and the run resumes at the next epoch; a run
+restarted after its final report reports it again instead of training."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import numpy as np
-import psutil
 import torch
 
 from clintraj.metrics.prediction import binary_metrics
@@ -18,6 +16,7 @@ from clintraj.data.sequences import bucketed
 from clintraj.training import decoder
 from clintraj.training import sequential as seq
 from planted import LATENT, write_planted
+from train_workers import kill_newest_worker_once
 
 # marked slow by tests/conftest.py, as every test that uses ray_local
 
@@ -47,21 +46,6 @@ def test_qlora_deepspeed_zero2_on_two_workers_learns_and_reloads_exactly(tmp_pat
     assert np.array_equal(np.stack(reloaded["output"]), np.stack(finished["predictions"]["output"]))
 
 
-def _kill_the_worker_after_a_checkpoint(storage, done, killed):
-    """Kill the Ray Train worker once the run's first epoch checkpoint is written; `killed` gets its pid."""
-    deadline = time.time() + 300
-    while time.time() < deadline and not done.is_set():
-        if list(storage.glob("*/checkpoint_*/trainer_state.json")):
-            workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
-                       if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
-            if workers:  # the newest: this run's single worker
-                newest = max(workers, key=lambda p: p.info["create_time"])
-                newest.kill()
-                killed.append(newest.pid)
-                return
-        time.sleep(0.2)
-
-
 def test_a_killed_worker_resumes_at_the_next_epoch(tmp_path, ray_local):
     from ray.train import UserCallback
 
@@ -78,13 +62,10 @@ def test_a_killed_worker_resumes_at_the_next_epoch(tmp_path, ray_local):
         quantization="nf4", optimizer="adamw8bit", deepspeed_stage=0, num_workers=1, epochs=3, patience=3,
         batch_size=16, lr=2e-3, robustness_removed=0, max_failures=2)
     storage = tmp_path / "ray"
-    done, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_the_worker_after_a_checkpoint, args=(storage, done, killed), daemon=True)
-    killer.start()
+    done, killed = kill_newest_worker_once(storage, "trainer_state.json")
     trainer, _ = seq.trainer(sequences, config, storage, "killed", callbacks=[Reports()])
     result = trainer.fit()
     done.set()
-    killer.join(timeout=5)
     assert len(killed) == 1, "no Ray Train worker was killed: the resume was never exercised"
     reports = [json.loads(line) for line in record.read_text().splitlines()]
     epochs = [r["epoch"] for r in reports if not r.get("final")]

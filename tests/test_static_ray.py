@@ -5,13 +5,12 @@ stopping from the checkpoint), and the run still learns a planted signal."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import numpy as np
 import psutil
 
 from clintraj.training import static
+from train_workers import kill_newest_worker_once
 
 # marked slow by tests/conftest.py, as every test that uses ray_local
 
@@ -23,21 +22,6 @@ def _planted(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     x = rng.normal(size=(n, FEATURES)).astype(np.float32)
     y = (x[:, 0] + x[:, 1] + 0.3 * rng.normal(size=n) > 0).astype(np.float32)
     return x, y
-
-
-def _kill_a_worker_after_a_checkpoint(storage, done, killed):
-    """Kill one of the group's Ray Train workers once the first epoch's checkpoint is written."""
-    deadline = time.time() + 300
-    while time.time() < deadline and not done.is_set():
-        if list(storage.glob("*/checkpoint_*/state.json")):
-            workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
-                       if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
-            if workers:  # the newest: one of this run's two workers
-                newest = max(workers, key=lambda p: p.info["create_time"])
-                newest.kill()
-                killed.append(newest.pid)
-                return
-        time.sleep(0.1)
 
 
 def test_a_killed_worker_of_two_resumes_at_the_next_epoch_and_the_run_learns(tmp_path, ray_local):
@@ -56,13 +40,10 @@ def test_a_killed_worker_of_two_resumes_at_the_next_epoch_and_the_run_learns(tmp
     config = static.StaticTrainConfig(task="mortality", num_workers=2, cpus_per_worker=0.5, epochs=5, patience=5,
                                       batch_size=64, max_failures=2)
     storage = tmp_path / "ray"
-    done, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_a_worker_after_a_checkpoint, args=(storage, done, killed), daemon=True)
-    killer.start()
+    done, killed = kill_newest_worker_once(storage, "state.json")
     trainer, run = static.trainer(splits, config, tmp_path, "killed", callbacks=[Reports()], storage=storage)
     result = trainer.fit()
     done.set()
-    killer.join(timeout=5)
     assert len(killed) == 1, "no Ray Train worker was killed: the restart was never exercised"
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
     epochs = [json.loads(line)["epoch"] for line in record.read_text().splitlines()]
