@@ -1,7 +1,7 @@
 """Cost growth with the cohort: synthetic eICU at growing sizes through every stage, time and peak
 memory per stage, and the log-log slope of time against stays.
 
-    .venv/bin/python bench/scale.py --quick             # 300, 1,000, 3,000 stays (a few minutes)
+    .venv/bin/python bench/scale.py --quick             # 200 and 600 stays, 8 steps (a smoke run: CI runs it)
     .venv/bin/python bench/scale.py                     # 1,000, 10,000, 100,000 stays
     .venv/bin/python bench/scale.py --stays 1000,3000,10000,30000
 
@@ -313,7 +313,7 @@ def slope(stays: list[int], values: list[float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stays", default="1000,10000,100000", help="cohort sizes, comma-separated")
-    parser.add_argument("--quick", action="store_true", help="300, 1,000 and 3,000 stays")
+    parser.add_argument("--quick", action="store_true", help="200 and 600 stays, 8 sequential steps (a smoke run)")
     parser.add_argument("--stages", default=",".join(STAGES), help="stages to run (each needs the ones before)")
     parser.add_argument("--steps", type=int, default=24, help="training steps of the sequential stage")
     parser.add_argument("--train-max-stays", type=int, default=None,
@@ -327,12 +327,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.from_json:
         return report({(r["stays"], r["stage"]): r for r in json.loads(args.from_json.read_text())})
-    sizes = [300, 1000, 3000] if args.quick else sorted(int(s) for s in args.stays.split(","))
+    sizes = [200, 600] if args.quick else sorted(int(s) for s in args.stays.split(","))
     stages = [s for s in STAGES if s in args.stages.split(",")]
     workdir = args.workdir.resolve()
     from clintraj.workflows.embed import TIMELINE_SHARD_STAYS
 
-    options = {"steps": args.steps, "shard_stays": args.shard_stays or TIMELINE_SHARD_STAYS}
+    options = {"steps": 8 if args.quick else args.steps, "shard_stays": args.shard_stays or TIMELINE_SHARD_STAYS}
 
     rows = {}
     record = workdir / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"  # each stage's figures, as they come

@@ -113,3 +113,20 @@ def test_sequences_by_shard_equal_the_whole_task_at_once(embedded, tmp_path):
     assert len(short) > 5
     for stay in short:  # untruncated: every event of the timeline, in order
         assert np.array_equal(np.asarray(train.loc[stay, "h"]), np.asarray(timelines.loc[stay, "h"], np.float32))
+
+
+def test_tied_events_keep_the_datasets_order_whatever_order_they_come_back_in():
+    """Two notes of a stay written in the same minute: the timeline holds them in the dataset's
+    order (their `tie` rank), not in the order the embedding actors happened to return them."""
+    from clintraj.data.timelines import _keyed
+
+    keys = pd.DataFrame({"stay_id": [7, 7, 7, 7, 9], "time_hours": [2.0, 1.0, 2.0, 2.0, 2.0]})
+    events = _keyed(keys, 1, content=pa.array([10, 20, 11, 12, 30])).to_pandas()
+    assert events["tie"].tolist() == [0, 0, 1, 2, 0]
+    events["h"] = [np.full(2, c, np.float32) for c in events.pop("content")]
+    cohort = pd.DataFrame({"stay_id": [7, 9], "start_hours": [0.0, 0.0], "end_hours": [48.0, 48.0]})
+    for seed in range(5):
+        arrived = events.sample(frac=1.0, random_state=seed)
+        table = assemble_timelines(arrived, cohort, after_stay=[]).to_pandas()
+        assert np.asarray(table.loc[0, "h"]).reshape(-1, 2)[:, 0].tolist() == [20, 10, 11, 12]
+        assert table["n_events"].tolist() == [4, 1]

@@ -6,7 +6,7 @@ sequential stage.
                                            its window and counts
     static/part-*.parquet                  task, stay_id, split (the task's), present, <m>.h: one
                                            embedding per modality over the task's window
-    events/<inputs>/part-*.parquet         stay_id, time_hours, modality, h: every event embedded
+    events/<inputs>/part-*.parquet         stay_id, time_hours, modality, tie, h: every event embedded
                                            from its own content (one folder per input kind)
     timelines/<task>/part-NNNNN.parquet    stay_id, n_events, time_hours, modality, h (flattened):
                                            each task stay's events inside its window, in time order;
@@ -50,7 +50,7 @@ class Embeddings:
         return frame.drop(columns="task").sort_values("stay_id", kind="stable").reset_index(drop=True)
 
     def event_files(self) -> list[Path]:
-        """The embedded events' files (stay_id, time_hours, modality, h), by folder and name."""
+        """The embedded events' files (stay_id, time_hours, modality, tie, h), by folder and name."""
         root = self.path / "events"
         folders = sorted(folder for folder in root.iterdir() if folder.is_dir()) if root.is_dir() else []
         return [file for folder in folders for file in sorted(folder.rglob("*.parquet"))]

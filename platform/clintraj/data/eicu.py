@@ -210,13 +210,26 @@ def cohort_rows(raw: Path, table: et.Table, columns: list[str], ids: StayIds, co
         rows = chunk[cohort].drop(columns="patientunitstayid")
         parts.append(rows.assign(**{key: own[cohort], "stay_id": stay[cohort], "row": rows.index},
                                  **{c: _floats(rows[c]) for c in numbers}))
-    return drop_repeated(pd.concat(parts), key, ["stay_id", *columns], file, quarantine)
+    rows = pd.concat(parts)
+    del parts  # the chunks go before the repeat check: at full eICU the lab rows are gigabytes
+    return drop_repeated(rows, key, ["stay_id", *columns], file, quarantine)
 
 
-def _set_aside(rows: pd.DataFrame, bad, file: str, reason: str, quarantine: Quarantine) -> pd.DataFrame:
-    bad = np.asarray(bad, dtype=bool)
-    quarantine.add(file, reason, rows.loc[bad, "row"])
-    return rows[~bad]
+def _set_aside(rows: pd.DataFrame, checks: list[tuple[str, np.ndarray]], file: str,
+               quarantine: Quarantine) -> pd.DataFrame:
+    """`rows` without those failing a check, each quarantined under the first (reason, bad mask)
+    it fails; one selection, not a copy per check."""
+    excluded = np.zeros(len(rows), dtype=bool)
+    for reason, bad in checks:
+        bad = np.asarray(bad, dtype=bool) & ~excluded
+        quarantine.add(file, reason, rows.loc[bad, "row"])
+        excluded |= bad
+    return _where(rows, ~excluded)
+
+
+def _where(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """`frame[keep]`, without copying `frame` when every row is kept (the usual case)."""
+    return frame if keep.all() else frame[keep]
 
 
 def lab_events(raw: Path, ids: StayIds, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
@@ -225,22 +238,23 @@ def lab_events(raw: Path, ids: StayIds, config: EicuConfig, quarantine: Quaranti
     file = et.LAB.file
     rows = cohort_rows(raw, et.LAB, ["labresultoffset", "labname", "labresult"], ids, config, quarantine,
                        numbers=("labresultoffset", "labresult"), progress=True)
-    rows = _set_aside(rows, rows["labresultoffset"].isna(), file, "labresultoffset missing or not a number", quarantine)
-    rows = _set_aside(rows, _blank(rows["labname"]), file, "labname blank", quarantine)
-    rows = _set_aside(rows, rows["labresult"].isna(), file, "labresult missing or not a finite number", quarantine)
+    rows = _set_aside(rows, [("labresultoffset missing or not a number", rows["labresultoffset"].isna()),
+                             ("labname blank", _blank(rows["labname"])),
+                             ("labresult missing or not a finite number", rows["labresult"].isna())],
+                      file, quarantine)
     counts = rows.groupby("labname").size()
     frequent = rows["labname"].isin(counts[counts >= config.lab_min_count].index).to_numpy()
     quarantine.count_filtered(file, f"lab name with fewer than {config.lab_min_count} results in the cohort",
                               (~frequent).sum())
-    return _events(rows[frequent], "labresultoffset", "labname", "labresult")
+    return _events(_where(rows, frequent), "labresultoffset", "labname", "labresult")
 
 
 def term_events(raw: Path, modality: str, ids: StayIds, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
     """One event per row of the table naming a term."""
     table, column, offset = TERM_TABLES[modality]
     rows = cohort_rows(raw, table, [offset, column], ids, config, quarantine, numbers=(offset,))
-    rows = _set_aside(rows, rows[offset].isna(), table.file, f"{offset} missing or not a number", quarantine)
-    rows = _set_aside(rows, _blank(rows[column]), table.file, f"{column} blank", quarantine)
+    rows = _set_aside(rows, [(f"{offset} missing or not a number", rows[offset].isna()),
+                             (f"{column} blank", _blank(rows[column]))], table.file, quarantine)
     return _events(rows, offset, column, None)
 
 
@@ -261,7 +275,7 @@ def aps_table(raw: Path, ids: StayIds, config: EicuConfig,
     field flag)."""
     file = et.APACHE_APS_VAR.file
     rows = cohort_rows(raw, et.APACHE_APS_VAR, APS_COLUMNS, ids, config, quarantine)
-    rows = _set_aside(rows, rows.duplicated("stay_id", keep="first"), file, "second row for a stay", quarantine)
+    rows = _set_aside(rows, [("second row for a stay", rows.duplicated("stay_id", keep="first"))], file, quarantine)
     table, flags = {"stay_id": rows["stay_id"].astype("int64")}, FieldFlags()
     for column in APS_COLUMNS:
         value = _floats(rows[column])
@@ -312,10 +326,10 @@ def _used(rows: pd.DataFrame, cohort: pd.Series, file: str, quarantine: Quaranti
     inside = rows["stay_id"].isin(cohort).to_numpy()
     quarantine.count_filtered(file, OTHER_STAY, (~inside).sum())
     quarantine.count_used(file, inside.sum())
-    return rows[inside]
+    return _where(rows, inside)
 
 
 def _sorted(events: pd.DataFrame, cohort: pd.Series) -> pd.DataFrame:
-    events = events[events["stay_id"].isin(cohort)]
+    events = _where(events, events["stay_id"].isin(cohort).to_numpy())
     order = ["stay_id", "time_hours", *(["row"] if "row" in events else [])]
     return events.sort_values(order, kind="stable").reset_index(drop=True)

@@ -101,7 +101,8 @@ def _pivot(modality: Modality, events: pd.DataFrame, vocabulary: list[str] | Non
     if vocabulary is None:
         raise ValueError(f"{modality.name}: a {modality.kind} modality needs its vocabulary")
     columns = [f"{modality.name}:{name}" for name in vocabulary]
-    kept = events[events["name"].isin(vocabulary)]
+    known = events["name"].isin(vocabulary).to_numpy()
+    kept = events if known.all() else events[known]  # no copy of every lab row when all are kept
     value = kept["value"].astype(float) if modality.kind == "values" else pd.Series(1.0, index=kept.index)
     grouped = kept.assign(_value=value).groupby([*by, "name"], observed=True, sort=True)["_value"].sum()
     wide = grouped.unstack("name", fill_value=0.0).reindex(columns=vocabulary, fill_value=0.0)

@@ -52,9 +52,13 @@ def _vector_inputs(modality: Modality, events: pd.DataFrame, static: pd.DataFram
 
 
 def _keyed(keys: pd.DataFrame, index: int, **columns) -> pa.Table:
+    """The event rows' keys: stay_id, time_hours, modality and `tie`, the event's rank among the
+    modality's events of its stay at the same time, in the dataset's order (two notes written in
+    the same minute): the timelines' order of tied events, whatever order Ray Data returns them in."""
+    tie = keys.groupby(["stay_id", "time_hours"], sort=False).cumcount().to_numpy(np.int32)
     return pa.table({"stay_id": pa.array(keys["stay_id"].to_numpy("int64")),
                      "time_hours": pa.array(keys["time_hours"].to_numpy("float64")),
-                     "modality": pa.array(np.full(len(keys), index, np.int8)), **columns})
+                     "modality": pa.array(np.full(len(keys), index, np.int8)), "tie": pa.array(tie), **columns})
 
 
 def write_event_inputs(dataset: Dataset, out: Path, stay_ids, scaling: InputScaling | None = None,
@@ -109,7 +113,7 @@ def _shard_inputs(dataset: Dataset, scaling: InputScaling, static: dict, stays: 
 
 
 def events_by_shard(files: list[Path], first_stays: np.ndarray, out: Path) -> list[Path | None]:
-    """Split the embedded events of `files` (stay_id, time_hours, modality, h) into shards of stays,
+    """Split the embedded events of `files` (stay_id, time_hours, modality, tie, h) into shards of stays,
     one record batch at a time: shard k holds the stays from first_stays[k] up to first_stays[k + 1]
     (sorted ids; a stay before the first goes to shard 0). Rows keep their order (file, then row).
     Return each shard's file under `out`, None for a shard without events."""
@@ -133,14 +137,15 @@ def events_by_shard(files: list[Path], first_stays: np.ndarray, out: Path) -> li
 
 def assemble_timelines(events: pd.DataFrame, cohort: pd.DataFrame, after_stay: list[int]) -> pa.Table:
     """One row per cohort stay: its embedded events inside its window, in time order (ties in
-    modality order), as stay_id, n_events, time_hours, modality and the flattened (n_events,
+    modality order, then by `tie` where given), as stay_id, n_events, time_hours, modality and the flattened (n_events,
     latent) matrix h. `events`: stay_id, time_hours, modality, h (one vector per row);
     `cohort`: the task's stay_id, start_hours, end_hours; `after_stay`: modality indices that
     are no task's input (`data.modalities.Modality.after_stay`)."""
     from clintraj.data.windows import select
 
     inside = select(events, cohort) & ~events["modality"].isin(after_stay).to_numpy()
-    events = events[inside].sort_values(["stay_id", "time_hours", "modality"], kind="stable")
+    order = ["stay_id", "time_hours", "modality", *(["tie"] if "tie" in events else [])]
+    events = events[inside].sort_values(order, kind="stable")
     h = np.stack(events["h"].to_numpy()).astype(np.float32) if len(events) else np.zeros((0, 0), np.float32)
     latent = h.shape[1]
     bounds = np.flatnonzero(np.diff(events["stay_id"].to_numpy())) + 1

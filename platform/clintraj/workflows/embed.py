@@ -11,7 +11,8 @@ modality gets the learned missing token. "contrastive" encoders come from an MGA
 The sequential view: every event of the task stays is embedded from its own content by
 `EmbedEvents` actors with the same encoders (a lab draw, one hourly bin, one note's text, one
 image, the demographics when known; `data.timelines`). Each task's timelines then hold, per
-stay, the events of its window in time order (ties in modality order). The folder's layout:
+stay, the events of its window in time order (ties in modality order, then in the dataset's
+order: `data.timelines`). The folder's layout:
 `clintraj.artifacts.embeddings`.
 """
 
@@ -107,7 +108,7 @@ class EmbedEvents:
             h = np.zeros((len(kinds), out.shape[1]), np.float32) if h is None else h
             h[rows] = out
         return {"stay_id": np.asarray(batch["stay_id"]), "time_hours": np.asarray(batch["time_hours"]),
-                "modality": kinds, "h": h}
+                "modality": kinds, "tie": np.asarray(batch["tie"]), "h": h}
 
 
 def encoder_setup(encoders: str, workdir: Path, config: pretrain.PretrainConfig | None):
