@@ -9,7 +9,7 @@ else
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast bench-smoke clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ test: setup
 
 test-fast: setup
 	CLINTRAJ_REQUIRE_SMOLLM=1 $(PY) -m pytest -m "not slow"
+
+# CI's smoke run of the scale bench: every stage at two tiny cohorts (bench/README.md, "scale.py")
+bench-smoke: setup
+	$(PY) bench/scale.py --quick
 
 clean:
 	rm -rf clintraj-work mlflow.db .pytest_cache
