@@ -14,7 +14,7 @@ outputevents, not chartevents.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
