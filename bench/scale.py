@@ -24,6 +24,10 @@ Stages, in order, each in a fresh spawned process that reads its inputs from the
   steps (`--steps`): its training split materialised by Ray Data, validation and test read whole,
   the tiny llama3-8b built, then the fixed steps over length-bucketed batches.
 
+`--dataset mimic`: synthetic MIMIC-IV instead (`raw_folder`), its chartevents at the real
+density (`chart_rows_per_stay` 4,500: 314 M rows over 73 k stays in MIMIC-IV v2.2, nearly all of
+items outside the 17 variables), CXR JPEGs and notes beside them; `prepare` reads them all.
+
 Per stage: wall seconds and the stage process's CPU seconds (from just before the stage's own
 work: imports and Ray's start are left out), the stage process's peak RSS (VmHWM, reset at the
 start), and the peak of the memory of its whole process tree (the PSS of the stage process and all
@@ -52,29 +56,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 LAB_DRAWS = 3.8  # synthetic lab panels drawn 3.8 times as often: about 190 rows per stay, as eICU-CRD
 TASK = "mortality"
 FULL_EICU = 200_859  # unit stays in eICU-CRD v2.0
+FULL_MIMIC = 73_181  # ICU stays in MIMIC-IV v2.2
 STAGES = ("prepare", "embed", "timelines", "sequences", "pretrain", "sequential")
+MIMIC_CHART_ROWS_PER_STAY = 4500  # MIMIC-IV v2.2: 314 M chartevents rows over 73 k ICU stays
 
 
 # --- setup --------------------------------------------------------------------------------------------
 
 
-def raw_folder(workdir: Path, stays: int) -> Path:
-    """The synthetic raw eICU tables of `stays` stays, written once."""
+def raw_folder(workdir: Path, stays: int, dataset: str = "eicu") -> Path:
+    """The synthetic raw tables of `stays` stays at the real density, written once: eICU with
+    `LAB_DRAWS`; MIMIC-IV (hosp, icu, CXR-JPG, Note) with `MIMIC_CHART_ROWS_PER_STAY` chart rows."""
     workdir.mkdir(parents=True, exist_ok=True)
     ignore = workdir.parent / ".gitignore" if workdir.parent.name == ".cache" else workdir / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n")
-    raw = workdir / f"eicu-{stays}-labs{LAB_DRAWS:g}" / "raw"
+    density = {"eicu": (f"labs{LAB_DRAWS:g}", {"lab_draws": LAB_DRAWS}, "lab.csv.gz", "lab"),
+               "mimic": (f"chart{MIMIC_CHART_ROWS_PER_STAY}", {"chart_rows_per_stay": MIMIC_CHART_ROWS_PER_STAY},
+                         "icu/chartevents.csv.gz", "chart")}
+    suffix, options, table, what = density[dataset]
+    raw = workdir / f"{dataset}-{stays}-{suffix}" / "raw"
     done = raw / "bench.json"
     if not done.is_file():
         from clintraj.data.synthetic import generate
 
-        print(f"generating {stays:,} synthetic eICU stays under {raw} ...", flush=True)
+        print(f"generating {stays:,} synthetic {dataset} stays under {raw} ...", flush=True)
         start = time.perf_counter()
         shutil.rmtree(raw, ignore_errors=True)
-        rows = generate("eicu", raw, stays, 0, progress=False, lab_draws=LAB_DRAWS)
+        rows = generate(dataset, raw, stays, 0, progress=False, **options)
         done.write_text(json.dumps(rows))
-        print(f"  done in {time.perf_counter() - start:.0f} s ({rows['lab.csv.gz']:,} lab rows)", flush=True)
+        print(f"  done in {time.perf_counter() - start:.0f} s ({rows[table]:,} {what} rows)", flush=True)
     return raw
 
 
@@ -103,10 +114,16 @@ def stage_prepare(base: Path, stays: int, began, options: dict) -> dict:
     from clintraj.config import from_dict
     from clintraj.data.prepare import PrepareConfig, prepare
 
-    config = from_dict(PrepareConfig, {"eicu": {"lab_min_count": max(1, round(stays * 10_000 / 196_000))}})
+    raw = base / "raw"
+    if options.get("dataset") == "mimic":
+        config, extra = from_dict(PrepareConfig, {"dataset": "mimic"}), {
+            "cxr": raw / "mimic-cxr-jpg", "notes": raw / "mimic-iv-note"}
+    else:
+        config = from_dict(PrepareConfig, {"eicu": {"lab_min_count": max(1, round(stays * 10_000 / 196_000))}})
+        extra = {}
     shutil.rmtree(base / "data", ignore_errors=True)
     began()
-    prepare(base / "raw", base / "data", config)
+    prepare(raw, base / "data", config, **extra)
     return {}
 
 
@@ -323,21 +340,24 @@ def main(argv: list[str] | None = None) -> None:
                              "workflows.embed.TIMELINE_SHARD_STAYS; a huge number: the whole cohort at once)")
     parser.add_argument("--from-json", type=Path, default=None,
                         help="print the table of a finished run (its results-*.json) and exit")
+    parser.add_argument("--dataset", choices=("eicu", "mimic"), default="eicu",
+                        help="mimic: synthetic MIMIC-IV at the real chart density (up to 10,000 stays here)")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "scale")
     args = parser.parse_args(argv)
     if args.from_json:
-        return report({(r["stays"], r["stage"]): r for r in json.loads(args.from_json.read_text())})
+        return report({(r["stays"], r["stage"]): r for r in json.loads(args.from_json.read_text())}, args.dataset)
     sizes = [200, 600] if args.quick else sorted(int(s) for s in args.stays.split(","))
     stages = [s for s in STAGES if s in args.stages.split(",")]
     workdir = args.workdir.resolve()
     from clintraj.workflows.embed import TIMELINE_SHARD_STAYS
 
-    options = {"steps": 8 if args.quick else args.steps, "shard_stays": args.shard_stays or TIMELINE_SHARD_STAYS}
+    options = {"steps": 8 if args.quick else args.steps, "shard_stays": args.shard_stays or TIMELINE_SHARD_STAYS,
+               "dataset": args.dataset}
 
     rows = {}
     record = workdir / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"  # each stage's figures, as they come
     for stays in sizes:
-        base = raw_folder(workdir, stays).parent
+        base = raw_folder(workdir, stays, args.dataset).parent
         for stage in stages:
             if stage in ("pretrain", "sequential") and args.train_max_stays and stays > args.train_max_stays:
                 continue
@@ -349,17 +369,20 @@ def main(argv: list[str] | None = None) -> None:
                   f"load {load:.1f}", flush=True)
             record.write_text(json.dumps([{"stays": n, "stage": stage, **r} for (n, stage), r in rows.items()], indent=1))
 
-    report(rows)
+    report(rows, args.dataset)
 
 
-def report(rows: dict) -> None:
+def report(rows: dict, dataset: str = "eicu") -> None:
     """The table: per stage and size wall seconds, CPU seconds of the process tree, the stage
     process's peak RSS and the tree's peak PSS; the slopes; the extrapolation; the headline."""
     sizes = sorted({n for n, _ in rows})
     stages = [s for s in STAGES if any(stage == s for _, stage in rows)]
     cpu = "tree_cpu" if all("tree_cpu" in r for r in rows.values()) else "cpu"
     print()
-    print(f"synthetic eICU, {LAB_DRAWS:g}x lab draws (about 190 lab rows per stay). Per size: wall s, CPU s "
+    full, name = (FULL_MIMIC, "MIMIC-IV") if dataset == "mimic" else (FULL_EICU, "eICU")
+    about = (f"MIMIC-IV, {MIMIC_CHART_ROWS_PER_STAY:,} chart rows per stay" if dataset == "mimic"
+             else f"eICU, {LAB_DRAWS:g}x lab draws (about 190 lab rows per stay)")
+    print(f"synthetic {about}. Per size: wall s, CPU s "
           f"({'the process tree' if cpu == 'tree_cpu' else 'the stage process alone'}), peak MiB of the stage "
           "process (RSS) and of its process tree (PSS)")
     print(f"{'stage':10} " + " ".join(f"{n:>31,}" for n in sizes)
@@ -375,14 +398,14 @@ def report(rows: dict) -> None:
               f"{fitted['tree_mib']:6.2f}")
     print("slopes of log cost against log stays, fitted over all sizes: wall s, CPU s, the tree's peak memory; top: "
           "CPU s between the two largest sizes (the growth at scale, the fixed costs of small sizes left behind)")
-    print(f"extrapolated to full eICU ({FULL_EICU:,} stays) from the growth between the two largest sizes "
+    print(f"extrapolated to full {name} ({full:,} stays) from the growth between the two largest sizes "
           "(an extrapolation, not a measurement):")
     for stage in stages:
         if len([n for n in sizes if (n, stage) in rows]) < 2:
             continue
         a, b = [n for n in sizes if (n, stage) in rows][-2:]
         grow = {key: slope([a, b], [rows[a, stage][key], rows[b, stage][key]]) for key in (cpu, "tree_mib")}
-        scale = {key: (FULL_EICU / b) ** max(grow[key], 0.0) for key in grow}
+        scale = {key: (full / b) ** max(grow[key], 0.0) for key in grow}
         print(f"  {stage:10} {rows[b, stage][cpu] * scale[cpu]:9,.0f} CPU s "
               f"{rows[b, stage]['tree_mib'] * scale['tree_mib']:9,.0f} MiB tree peak  (from {a:,} and {b:,} stays)")
     loads = [r["load"] for r in rows.values()]

@@ -6,6 +6,8 @@ import gzip
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 
 class GzipCsvWriter:
@@ -31,6 +33,18 @@ class GzipCsvWriter:
         if len(frame):
             self._gz.write(frame.to_csv(index=False, header=False, lineterminator="\n").encode())
             self.rows += len(frame)
+
+    def write_arrow(self, table: pa.Table) -> None:
+        """Append an Arrow table, rendered by pyarrow's CSV writer (C++, many times faster than
+        `DataFrame.to_csv` for millions of rows): numbers in shortest form, timestamps as
+        'YYYY-MM-DD HH:MM:SS', nulls blank, no quoting (values must hold no comma or quote)."""
+        if table.column_names != self.columns:
+            raise ValueError(f"{self.path.name}: table columns {table.column_names} != {self.columns}")
+        if table.num_rows:
+            buffer = pa.BufferOutputStream()
+            pa_csv.write_csv(table, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
+            self._gz.write(buffer.getvalue())
+            self.rows += table.num_rows
 
     def close(self) -> None:
         self._gz.close()

@@ -38,6 +38,7 @@ from clintraj.data.synthetic.mimic.images import IMAGE_SIZE, cxr_metadata_table,
 from clintraj.data.synthetic.mimic.notes import (
     LEAK_AFTER_HOURS, LEAK_TEXTS, discharge_table, leak_notes, radiology_table,
 )
+from clintraj.data.synthetic.mimic.other_items import other_item_batches, rows_per_stay
 from clintraj.data.synthetic.mimic.phenotypes import MORTALITY
 from clintraj.data.synthetic.mimic.stays import Counters, IdPlan, Stays
 from clintraj.data.synthetic.writer import GzipCsvWriter
@@ -61,7 +62,7 @@ DEFAULT_PRESENCE = {
     "demographics": 1.0,
 }
 
-_COHORT_STREAM, _PRESENCE_STREAM, _CHUNK_STREAM, _LEAK_STREAM = 0, 1, 2, 3
+_COHORT_STREAM, _PRESENCE_STREAM, _CHUNK_STREAM, _LEAK_STREAM, _OTHER_ITEMS_STREAM = 0, 1, 2, 3, 4
 
 
 def generate(
@@ -72,17 +73,23 @@ def generate(
     chunk_stays: int = 2000,
     progress: bool = True,
     leak: bool = False,
+    chart_rows_per_stay: int = 0,
 ) -> dict[str, int]:
     """Write synthetic MIMIC-IV + MIMIC-CXR-JPG + MIMIC-IV-Note under `out`.
 
     `presence` overrides DEFAULT_PRESENCE per modality (P(present) per stay). `leak` plants, for
     testing prediction windows, one radiology report per stay that states the mortality label
     (`LEAK_TEXTS`), charted before ICU discharge and, when the stay is longer, after 48 h; every
-    other table is the same as without it.
+    other table is the same as without it. `chart_rows_per_stay` (0: off) adds chartevents rows of
+    MIMIC-IV items outside the 17 variables (`other_items.py`) until the stays with the time-series
+    modality have that many chart rows on average (real MIMIC-IV: about 4,300); the 17 variables'
+    rows, and every other table, are the same as without them.
     Returns the rows written per table, keyed by path relative to `out`.
     """
     if not 1 <= n_stays < 10_000_000:
         raise ValueError(f"n_stays must be in [1, 10_000_000), got {n_stays}")
+    if chart_rows_per_stay < 0:
+        raise ValueError(f"chart_rows_per_stay must be >= 0, got {chart_rows_per_stay}")
     if chunk_stays < 1:
         raise ValueError(f"chunk_stays must be >= 1, got {chunk_stays}")
     out = Path(out)
@@ -103,6 +110,12 @@ def generate(
                 tables[mt.RADIOLOGY.path] = pd.concat([tables[mt.RADIOLOGY.path], planted], ignore_index=True)
             for path, frame in tables.items():
                 writers[path].write(frame)
+            if chart_rows_per_stay:
+                chart = writers[mt.CHARTEVENTS.path]
+                other = np.random.default_rng([seed, _OTHER_ITEMS_STREAM, k])
+                counts = rows_per_stay(stays, other, chart_rows_per_stay, len(tables[mt.CHARTEVENTS.path]))
+                for batch in other_item_batches(stays, counts, other, chart.columns):
+                    chart.write_arrow(batch)
             bar.update(stop - start)
     return {path: writer.rows for path, writer in writers.items()}
 
