@@ -4,8 +4,9 @@ A linear model on the raw inputs of a task's window (the prepared dataset's task
 time-series summaries, demographics, the radiology reports' words and the latest chest film's
 pixels) predicts in-hospital mortality from the first 48 h of the ICU stay and the 25
 phenotypes from the ICU stay (each modality alone above chance; for mortality the time series
-and the admission alone); the report and the film of a stay describe the same chest. Fitted on each task's training split, scored on its validation
-and test splits together with the platform's own bootstrap (`evaluate_task`). The issue's
+and the admission alone); non-survivors' vitals worsen over the first 48 h while survivors'
+settle; the report and the film of a stay describe the same chest. Fitted on each task's
+training split, scored on its validation and test splits together with the platform's own bootstrap (`evaluate_task`). The issue's
 targets for the best model (mortality AUROC 0.75, phenotyping macro AUROC 0.70) hold for these
 raw-feature baselines already. Slow: about 15 CPU-seconds, most of it generating and preparing
 4,000 stays; fewer leave too few deaths (35 in validation + test here) for tight CIs."""
@@ -99,8 +100,21 @@ def test_mortality_is_predictable_from_the_first_48_hours(dataset):
     print(f"mortality AUROC {_text(ci)} on {stays} stays, {deaths} deaths; "
           + ", ".join(f"{m} {_text(c)}" for m, c in alone.items()))
     assert deaths >= 30
-    assert ci["value"] >= 0.75 and ci["low"] > 0.65
-    assert alone["time_series"]["low"] > 0.6 and alone["demographics"]["value"] > 0.55
+    assert ci["value"] >= 0.77 and ci["low"] > 0.68
+    assert alone["time_series"]["low"] > 0.65 and alone["demographics"]["value"] > 0.55
+
+
+def test_non_survivors_worsen_over_the_first_48_hours_and_survivors_recover(dataset):
+    """The planted course (`events.RESOLVING_HOURS`): by 48 h a survivor's heart rate has settled
+    below its window's mean, a non-survivor's risen above it. Seed 0 measured 0.76 (0.70 when the
+    course ran over the fraction of the stay, which a long stay's first 48 h hardly moved)."""
+    cohort = dataset.task_cohort("mortality")
+    series = dataset.task_tables("mortality", ["time_series"])["time_series"].set_index("stay_id")
+    trend = (series["ts:Heart Rate:last"] - series["ts:Heart Rate:mean"]).dropna()
+    trend = trend[trend.index.isin(cohort["stay_id"])]
+    died = dataset.stays().set_index("stay_id").loc[trend.index, "died"].astype(bool)
+    assert len(trend) > 300 and died.sum() >= 50
+    assert roc_auc_score(died, trend) >= 0.73
 
 
 def test_phenotypes_are_predictable_from_the_icu_stay_and_from_each_modality(dataset):
@@ -109,7 +123,7 @@ def test_phenotypes_are_predictable_from_the_icu_stay_and_from_each_modality(dat
     alone = {m: _probe(dataset, "phenotyping", [m])[0] for m in MODALITIES}
     print(f"phenotyping macro AUROC {_text(ci)} on {stays} stays; "
           + ", ".join(f"{m} {_text(c)}" for m, c in alone.items()))
-    assert ci["value"] >= 0.75 and ci["low"] > 0.7
+    assert ci["value"] >= 0.78 and ci["low"] > 0.76
     assert all(c["low"] > 0.5 for c in alone.values()), alone
 
 

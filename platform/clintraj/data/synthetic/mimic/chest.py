@@ -29,7 +29,7 @@ class ChestFindings:
     effusion: np.ndarray  # bool
     pneumothorax: np.ndarray  # bool
     hyperinflation: np.ndarray  # bool: emphysema
-    calcified_aorta: np.ndarray  # bool: comes with age
+    calcified_aorta: np.ndarray  # bool: comes with age and atherosclerosis
     habitus: np.ndarray  # body build, about unit variance: the patient's weight
     devices: dict[str, np.ndarray]  # bool per device of ACUTE_DEVICES + CHRONIC_DEVICES
 
@@ -56,7 +56,8 @@ def chest_findings(stays: Stays, rng: np.random.Generator) -> ChestFindings:
         effusion=drawn(-2.6 + 2.4 * pleural + 1.2 * has("CHF") + 0.8 * has("pneumonia") + 0.4 * z[:, SEVERITY]),
         pneumothorax=pneumothorax,
         hyperinflation=drawn(-3.5 + 4.0 * has("COPD")),
-        calcified_aorta=drawn((stays.age - 72) / 6),
+        calcified_aorta=drawn((stays.age - 72) / 6 + 1.2 * has("CAD") + 1.0 * has("lipids")  # atherosclerosis
+                               + 0.5 * has("hypertension")),
         habitus=stays.effects["weight"] / SIGNALS["weight"].stay_sd,
         devices={
             "endotracheal_tube": stays.ventilated,

@@ -13,13 +13,21 @@ from clintraj.data.synthetic.mimic.signals import MEAN_AGE, SIGNALS
 from clintraj.data.synthetic.mimic.stays import Counters, Stays
 
 
+# Survivors' derangement resolves over their first three ICU days (over the stay, when shorter),
+# non-survivors' worsens over the same days: the trend of the first 48 h that separates them at
+# 48 h, as a rising SOFA score does (Ferreira et al., JAMA 2001: mortality >= 50% when it rises
+# over the first 48 h, < 27% when it falls). Over a fraction of the stay, as before, a long
+# stay's first 48 h hardly moved, and the 48 h mortality task (stays >= 48 h) saw no trend.
+RESOLVING_HOURS = 72.0
+
+
 def _signal(stays: Stays, name: str, stay: np.ndarray, hours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Values of signal `name` for stays `stay` at `hours` after ICU admission."""
     sig = SIGNALS[name]
     los = stays.los_hours[stay]
     died = stays.died[stay]
-    progress = np.clip(hours / los, 0, 1)
-    course = np.where(died, 1.2 + 0.4 * progress, 1.2 - 0.5 * progress)  # dying stays worsen, the others resolve
+    progress = np.clip(hours / np.minimum(los, RESOLVING_HOURS), 0, 1)
+    course = np.where(died, 1.2 + 0.6 * progress, 1.2 - 0.6 * progress)  # dying stays worsen, the others resolve
     dying = died * np.exp(-np.clip(los - hours, 0, None) / 12.0)
     level = sig.normal + (stays.latent[stay] @ np.array(sig.loadings)) * course + stays.effects[name][stay]
     return np.clip(level + sig.dying * dying + rng.normal(0, sig.noise_sd, len(stay)), sig.low, sig.high)
