@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stays", default="1000,10000,100000", help="cohort sizes, comma-separated")
     parser.add_argument("--quick", action="store_true", help="200 and 600 stays, 8 sequential steps (a smoke run)")
-    parser.add_argument("--stages", default=",".join(STAGES), help="stages to run (each needs the ones before; none: only write the raw folders)")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="stages to run (each needs the ones before; none: only write the raw folders)")
     parser.add_argument("--steps", type=int, default=24, help="training steps of the sequential stage")
     parser.add_argument("--train-max-stays", type=int, default=None,
                         help="run pretrain and sequential only up to this many stays (their slope from those sizes)")

@@ -137,8 +137,9 @@ def events_by_shard(files: list[Path], first_stays: np.ndarray, out: Path) -> li
 
 def assemble_timelines(events: pd.DataFrame, cohort: pd.DataFrame, after_stay: list[int]) -> pa.Table:
     """One row per cohort stay: its embedded events inside its window, in time order (ties in
-    modality order, then by `tie` where given), as stay_id, n_events, time_hours, modality and the flattened (n_events,
-    latent) matrix h. `events`: stay_id, time_hours, modality, h (one vector per row);
+    modality order, then by `tie` where given), as stay_id, n_events, time_hours, modality and the
+    flattened (n_events, latent) matrix h. `events`: stay_id, time_hours, modality, h (one vector
+    per row), optionally tie;
     `cohort`: the task's stay_id, start_hours, end_hours; `after_stay`: modality indices that
     are no task's input (`data.modalities.Modality.after_stay`)."""
     from clintraj.data.windows import select
