@@ -12,6 +12,7 @@ from clintraj.config import from_dict
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data.eicu_tables import TABLES
 from clintraj.data.mimic import MODALITY_NAMES
+from clintraj.data.modalities import aggregate
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
 
@@ -70,6 +71,24 @@ def test_rerun_gives_identical_bytes(eicu_raw, tmp_path):
     prepare(eicu_raw, tmp_path / "a", config("eicu"))
     prepare(eicu_raw, tmp_path / "b", config("eicu"))
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
+@pytest.mark.parametrize("dataset", ["eicu", "mimic"])
+def test_aggregating_a_few_stays_at_a_time_gives_identical_bytes(dataset, eicu_raw, mimic_raw, tmp_path, monkeypatch):
+    """The per-stay tables are aggregated a slice of stays at a time (bounded memory at full size):
+    slices of 40 stays, some with no event inside a task's window, write the very bytes of one slice."""
+    from clintraj.data import modalities
+
+    raw = eicu_raw if dataset == "eicu" else mimic_raw
+    extra = {} if dataset == "eicu" else {"cxr": raw / "mimic-cxr-jpg", "notes": raw / "mimic-iv-note"}
+    calls = []
+    monkeypatch.setattr(modalities, "aggregate", lambda *a, **k: calls.append(1) or aggregate(*a, **k))
+    prepare(raw, tmp_path / "whole", config(dataset), **extra)
+    whole = len(calls)
+    monkeypatch.setattr(modalities, "STAYS_AT_A_TIME", 40)
+    prepare(raw, tmp_path / "sliced", config(dataset), **extra)
+    assert len(calls) - whole > 4 * whole  # it did aggregate in slices
+    assert digest(tmp_path / "whole") == digest(tmp_path / "sliced")
 
 
 def test_mimic_dataset_folder_with_all_modalities(mimic_raw, tmp_path):

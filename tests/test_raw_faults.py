@@ -238,3 +238,20 @@ def test_duplicate_rows_are_judged_by_the_tables_key(tmp_path, eicu_demo_raw, cl
         before[stay, other_name] - float(conflicting["labresult"].iloc[0]))
     balanced(tables)
 
+
+
+def test_text_codes_agree_across_chunks():
+    """A long table's names are held as codes: one per distinct text whatever chunk it is read in,
+    blanks kept apart (a blank name is quarantined by its reader, not merged), null missing."""
+    import pyarrow as pa
+
+    from clintraj.data.rawio import TextCodes
+
+    codes = TextCodes()
+    first = codes.encode(pa.array(["sodium", "BUN", None, "sodium", " "], type=pa.string()))
+    second = codes.encode(pa.array(["", "BUN", "albumin", "sodium"], type=pa.string()))
+    names = codes.categorical(np.concatenate([first, second]))
+    assert list(names.categories) == ["", " ", "BUN", "albumin", "sodium"]  # sorted as Python sorts text
+    assert names.tolist()[:2] + names.tolist()[3:] == ["sodium", "BUN", "sodium", " ", "", "BUN", "albumin", "sodium"]
+    assert pd.isna(names[2])
+    assert first[0] == first[3] == second[3] and first[1] == second[1]

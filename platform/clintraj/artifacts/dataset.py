@@ -158,6 +158,8 @@ class DatasetWriter:
         shards = max(1, -(-len(frame) // self.rows_per_shard))
         for shard in range(shards):
             part = frame.iloc[shard * self.rows_per_shard:(shard + 1) * self.rows_per_shard]
+            part = part.astype({c: "string" for c, dtype in part.dtypes.items()  # a reader's codes, as text
+                                if isinstance(dtype, pd.CategoricalDtype)})
             part.to_parquet(folder / f"part-{shard:05d}.parquet", index=False)
 
     def stays(self, stays: pd.DataFrame) -> None:

@@ -37,7 +37,8 @@ from clintraj.data import eicu_tables as et
 from clintraj.data import rawio
 from clintraj.data.cohort import CohortTables
 from clintraj.data.modalities import Modality, TermRule
-from clintraj.data.rawio import Quarantine, drop_repeated, read_table, stream_table, to_floats, to_integers
+from clintraj.data.rawio import (Quarantine, TextCodes, csv_batches, drop_repeated, read_table, to_floats,
+                                 to_integers)
 
 MODALITIES = (
     Modality("demographics", "static"), Modality("diagnosis", "terms"), Modality("treatment", "terms"),
@@ -97,6 +98,9 @@ def _floats(text: pd.Series) -> np.ndarray:
 
 def _blank(text: pd.Series) -> np.ndarray:
     """Per row: missing, or only whitespace."""
+    if isinstance(text.dtype, pd.CategoricalDtype):  # checked once per category
+        blank = np.append(_blank(pd.Series(text.cat.categories)), True)
+        return blank[text.cat.codes.to_numpy()]
     trimmed = pc.utf8_trim_whitespace(pa.array(text, type=pa.string()))
     return pc.fill_null(pc.equal(trimmed, ""), True).to_numpy(zero_copy_only=False)
 
@@ -188,43 +192,70 @@ def load_cohort(raw: Path, config: EicuConfig, quarantine: Quarantine
 
 
 def cohort_rows(raw: Path, table: et.Table, columns: list[str], ids: StayIds, config: EicuConfig,
-                quarantine: Quarantine, numbers: tuple[str, ...] = (), progress: bool = False) -> pd.DataFrame:
-    """The rows of an event table whose stay is in the cohort: stay_id, the table's key, `columns`
-    (text; `numbers` of them as float64, NaN where blank or not a number) and `row`, its data row.
-    Every other row is counted: quarantined when its key or stay id is missing or not a number,
-    its stay unknown to patient.csv.gz or its key repeated; filtered when its stay is not in the
-    cohort."""
+                quarantine: Quarantine, numbers: tuple[str, ...] = (), names: tuple[str, ...] = (),
+                progress: bool = False) -> pd.DataFrame:
+    """The rows of an event table whose stay is in the cohort, once per key: stay_id, `columns`
+    (text; `numbers` of them as float64, NaN where blank or not a number; `names` of them as
+    categories, `rawio.TextCodes`) and `row`, its data row. Every other row is counted: quarantined
+    when its key or stay id is missing or not a number, its stay unknown to patient.csv.gz or its
+    key repeated; filtered when its stay is not in the cohort.
+
+    Each chunk is cut to its cohort rows, as numbers and codes, in the read-ahead thread, and the
+    chunks are joined a column at a time: at full eICU the lab table is 39 M rows, and one Python
+    string per row, a hash table of every key or a second copy of the rows was most of the stage's
+    memory."""
     file, key = table.file, table.key
-    parts = []
-    chunks = stream_table(raw, file, [key, "patientunitstayid", *columns], chunk_rows=config.chunk_rows)
-    for _, chunk in tqdm(chunks, desc=f"eICU {table.name}", unit="chunk", disable=not progress):
-        quarantine.count_read(file, len(chunk))
-        own, stay = _ids(chunk[key]), _ids(chunk["patientunitstayid"])
+    codes = {column: TextCodes() for column in names}
+
+    def compact(start: int, batch: pa.RecordBatch) -> tuple[int, np.ndarray, np.ndarray, int, dict]:
+        own, stay = to_integers(batch.column(key)), to_integers(batch.column("patientunitstayid"))
+        row = np.arange(start, start + batch.num_rows, dtype=np.int64)
         malformed = (own < 0) | (stay < 0)
-        quarantine.add(file, f"{key} or patientunitstayid missing or not a whole number", chunk.index[malformed])
         orphan = ~malformed & ~np.isin(stay, ids.known)
-        quarantine.add(file, f"patientunitstayid not in {et.PATIENT.file}", chunk.index[orphan])
         valid = ~malformed & ~orphan
         cohort = valid & np.isin(stay, ids.cohort)
-        quarantine.count_filtered(file, OTHER_STAY, (valid & ~cohort).sum())
-        rows = chunk[cohort].drop(columns="patientunitstayid")
-        parts.append(rows.assign(**{key: own[cohort], "stay_id": stay[cohort], "row": rows.index},
-                                 **{c: _floats(rows[c]) for c in numbers}))
-    rows = pd.concat(parts)
-    del parts  # the chunks go before the repeat check: at full eICU the lab rows are gigabytes
-    return drop_repeated(rows, key, ["stay_id", *columns], file, quarantine)
+
+        def values(column: str):
+            text = batch.column(column)
+            if column in numbers:
+                return to_floats(text)[cohort]
+            if column in codes:
+                return codes[column].encode(text)[cohort]
+            return text.filter(pa.array(cohort))
+
+        arrays = {key: own[cohort], **{c: values(c) for c in columns}, "stay_id": stay[cohort], "row": row[cohort]}
+        return batch.num_rows, row[malformed], row[orphan], int((valid & ~cohort).sum()), arrays
+
+    parts: dict[str, list] = {}
+    chunks = csv_batches(raw, file, [key, "patientunitstayid", *columns], config.chunk_rows, compact)
+    for read, malformed, orphan, other, arrays in tqdm(chunks, desc=f"eICU {table.name}", unit="chunk",
+                                                       disable=not progress):
+        quarantine.count_read(file, read)
+        quarantine.add(file, f"{key} or patientunitstayid missing or not a whole number", malformed)
+        quarantine.add(file, f"patientunitstayid not in {et.PATIENT.file}", orphan)
+        quarantine.count_filtered(file, OTHER_STAY, other)
+        for column, array in arrays.items():
+            parts.setdefault(column, []).append(array)
+    columns_read = {}
+    for column in list(parts):  # one column at a time: the chunks' pieces go as it is joined
+        pieces = parts.pop(column)
+        joined = pa.concat_arrays(pieces).to_pandas().array if isinstance(pieces[0], pa.Array) else np.concatenate(pieces)
+        del pieces
+        columns_read[column] = codes[column].categorical(joined) if column in codes else joined
+    rows = pd.DataFrame(columns_read, copy=False)
+    return drop_repeated(rows, key, ["stay_id", *columns], file, quarantine).drop(columns=key)
 
 
 def _set_aside(rows: pd.DataFrame, checks: list[tuple[str, np.ndarray]], file: str,
-               quarantine: Quarantine) -> pd.DataFrame:
-    """`rows` without those failing a check, each quarantined under the first (reason, bad mask)
-    it fails; one selection, not a copy per check."""
+               quarantine: Quarantine) -> np.ndarray:
+    """Which of `rows` pass every check (a mask); each failing row is quarantined under the first
+    (reason, bad mask) it fails."""
     excluded = np.zeros(len(rows), dtype=bool)
     for reason, bad in checks:
         bad = np.asarray(bad, dtype=bool) & ~excluded
         quarantine.add(file, reason, rows.loc[bad, "row"])
         excluded |= bad
-    return _where(rows, ~excluded)
+    return ~excluded
 
 
 def _where(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
@@ -237,36 +268,37 @@ def lab_events(raw: Path, ids: StayIds, config: EicuConfig, quarantine: Quaranti
     cohort (streamed in chunks)."""
     file = et.LAB.file
     rows = cohort_rows(raw, et.LAB, ["labresultoffset", "labname", "labresult"], ids, config, quarantine,
-                       numbers=("labresultoffset", "labresult"), progress=True)
-    rows = _set_aside(rows, [("labresultoffset missing or not a number", rows["labresultoffset"].isna()),
-                             ("labname blank", _blank(rows["labname"])),
-                             ("labresult missing or not a finite number", rows["labresult"].isna())],
-                      file, quarantine)
-    counts = rows.groupby("labname").size()
-    frequent = rows["labname"].isin(counts[counts >= config.lab_min_count].index).to_numpy()
+                       numbers=("labresultoffset", "labresult"), names=("labname",), progress=True)
+    valid = _set_aside(rows, [("labresultoffset missing or not a number", rows["labresultoffset"].isna()),
+                              ("labname blank", _blank(rows["labname"])),
+                              ("labresult missing or not a finite number", rows["labresult"].isna())],
+                       file, quarantine)
+    counts = rows["labname"][valid].value_counts()
+    frequent = valid & rows["labname"].isin(counts[counts >= config.lab_min_count].index).to_numpy()
     quarantine.count_filtered(file, f"lab name with fewer than {config.lab_min_count} results in the cohort",
-                              (~frequent).sum())
-    return _events(_where(rows, frequent), "labresultoffset", "labname", "labresult")
+                              (valid & ~frequent).sum())
+    return _events(rows, frequent, "labresultoffset", "labname", "labresult")
 
 
 def term_events(raw: Path, modality: str, ids: StayIds, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
     """One event per row of the table naming a term."""
     table, column, offset = TERM_TABLES[modality]
-    rows = cohort_rows(raw, table, [offset, column], ids, config, quarantine, numbers=(offset,))
-    rows = _set_aside(rows, [(f"{offset} missing or not a number", rows[offset].isna()),
-                             (f"{column} blank", _blank(rows[column]))], table.file, quarantine)
-    return _events(rows, offset, column, None)
+    rows = cohort_rows(raw, table, [offset, column], ids, config, quarantine, numbers=(offset,), names=(column,))
+    valid = _set_aside(rows, [(f"{offset} missing or not a number", rows[offset].isna()),
+                              (f"{column} blank", _blank(rows[column]))], table.file, quarantine)
+    return _events(rows, valid, offset, column, None)
 
 
-def _events(frame: pd.DataFrame, offset: str, name: str, value: str | None) -> pd.DataFrame:
-    """Timeline rows: stay_id, time_hours (from unit admission), name, value, raw row index."""
+def _events(rows: pd.DataFrame, keep: np.ndarray, offset: str, name: str, value: str | None) -> pd.DataFrame:
+    """Timeline rows of the `keep` rows, column by column (no copy of `rows` first): stay_id,
+    time_hours (from unit admission), name (categories, `cohort_rows`), value, raw row index."""
     return pd.DataFrame({
-        "stay_id": frame["stay_id"].astype("int64"),
-        "time_hours": frame[offset].astype(float) / 60.0,
-        "name": frame[name].astype("string"),
-        "value": frame[value].astype(float) if value else 1.0,
-        "row": frame["row"].astype("int64"),
-    }).reset_index(drop=True)
+        "stay_id": rows["stay_id"].to_numpy("int64")[keep],
+        "time_hours": rows[offset].to_numpy(float)[keep] / 60.0,
+        "name": rows[name].array[keep],
+        "value": rows[value].to_numpy(float)[keep] if value else 1.0,
+        "row": rows["row"].to_numpy("int64")[keep],
+    }, copy=False)
 
 
 def aps_table(raw: Path, ids: StayIds, config: EicuConfig,
@@ -275,7 +307,8 @@ def aps_table(raw: Path, ids: StayIds, config: EicuConfig,
     field flag)."""
     file = et.APACHE_APS_VAR.file
     rows = cohort_rows(raw, et.APACHE_APS_VAR, APS_COLUMNS, ids, config, quarantine)
-    rows = _set_aside(rows, [("second row for a stay", rows.duplicated("stay_id", keep="first"))], file, quarantine)
+    rows = _where(rows, _set_aside(rows, [("second row for a stay", rows.duplicated("stay_id", keep="first"))],
+                                   file, quarantine))
     table, flags = {"stay_id": rows["stay_id"].astype("int64")}, FieldFlags()
     for column in APS_COLUMNS:
         value = _floats(rows[column])

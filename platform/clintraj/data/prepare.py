@@ -20,7 +20,7 @@ from clintraj.artifacts.dataset import Dataset, DatasetWriter
 from clintraj.config import to_dict
 from clintraj.data import eicu, meds, mimic, windows
 from clintraj.data.cohort import CohortTables
-from clintraj.data.modalities import TermRule, aggregate, fit_vocabulary
+from clintraj.data.modalities import TermRule, aggregate_by_stays, fit_vocabulary, stay_slices
 from clintraj.data.splits import GIVEN_SPLIT, given_split, split_around_test, split_stays
 from clintraj.tasks import TASKS, dataset_tasks, prediction_hours, window_text
 
@@ -83,11 +83,15 @@ def fit_vocabularies(tables: CohortTables, train_ids, rule: TermRule,
     return vocabularies
 
 
-def modality_tables(tables: CohortTables, events: dict[str, pd.DataFrame], vocabularies: dict,
-                    rule: TermRule) -> dict[str, pd.DataFrame]:
-    """Every modality's per-stay table from `events` (all of a view's, or a window's)."""
-    return {m.name: aggregate(m, events[m.name], tables.static.get(m.name), vocabularies.get(m.name), rule)
-            for m in tables.modalities}
+def modality_tables(tables: CohortTables, vocabularies: dict, rule: TermRule,
+                    window: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Every modality's per-stay table from its events: all of them (the whole-stay view), or those
+    inside `window` (a task's: `data.windows`), aggregated a slice of stays at a time."""
+    def inside(modality):
+        return None if window is None else lambda events: windows.select(events, window, modality.after_stay)
+
+    return {m.name: aggregate_by_stays(m, tables.events[m.name], inside(m), tables.static.get(m.name),
+                                       vocabularies.get(m.name), rule) for m in tables.modalities}
 
 
 def presence(stays: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -114,9 +118,7 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
     labelled = pool[task.has_label(pool)]
     members = labelled[windows.long_enough(labelled, hours)]
     window = windows.bounds(members, hours, config.lookback_hours)
-    inside = {m.name: tables.events[m.name][windows.select(tables.events[m.name], window, m.after_stay)]
-              for m in tables.modalities}
-    task_tables = modality_tables(tables, inside, vocabularies, term_rule(config))
+    task_tables = modality_tables(tables, vocabularies, term_rule(config), window)
     presence_columns = presence(members, task_tables)
     split_options = {"seed": config.seed + number, "fractions": config.fractions,
                      "min_units_per_stratum": config.min_units_per_stratum}
@@ -135,8 +137,7 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
         "stays_with_label": int(len(labelled)),
         "excluded_icu_stay_shorter_than_window": int(len(labelled) - len(members)),
         "stays": int(len(members)),
-        "events": {m.name: windows.relations(tables.events[m.name], with_unit, m.after_stay)
-                   for m in tables.modalities},
+        "events": {m.name: _relations(tables.events[m.name], with_unit, m.after_stay) for m in tables.modalities},
         "presence_share": {m: float(presence_columns[f"has_{m}"].mean()) if len(members) else 0.0
                            for m in tables.modality_names},
         **_split_summary(split_report),
@@ -163,7 +164,7 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
     train_ids = stays.loc[stays["split"] == "train", "stay_id"]
     rule = term_rule(config)
     vocabularies = fit_vocabularies(tables, train_ids, rule, values_rule(config))
-    whole_stay = modality_tables(tables, tables.events, vocabularies, rule)
+    whole_stay = modality_tables(tables, vocabularies, rule)
     task_cohorts = [task_cohort(name, number, stays, tables, vocabularies, config)
                     for number, name in enumerate(dataset_tasks(config.dataset), start=1)]
 
@@ -206,6 +207,12 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
         plot_missingness(stays, presence_columns, writer.figure)
     log.info("dataset written to %s: %d stays", out, len(stays))
     return Dataset(out).report
+
+
+def _relations(events: pd.DataFrame, window: pd.DataFrame, after_stay: bool) -> dict[str, int]:
+    """`windows.relations` of all the events, counted a slice of stays at a time."""
+    counts = [windows.relations(part, window, after_stay) for part in stay_slices(events)]
+    return {relation: sum(count[relation] for count in counts) for relation in windows.RELATIONS}
 
 
 def _split_summary(report) -> dict:

@@ -197,6 +197,29 @@ def read_table(raw: Path, relative: str, columns: list[str]) -> pd.DataFrame:
     return pd.concat([chunk for _, chunk in stream_table(raw, relative, columns)])
 
 
+class TextCodes:
+    """One integer code per distinct text of a column read in chunks, the same in every chunk
+    (null: -1), so a long table's names (lab names, diagnosis strings) are held as codes, not as
+    one string per row. `categorical` makes the codes a pandas Categorical, its texts sorted."""
+
+    def __init__(self):
+        self._codes: dict[str, int] = {}
+
+    def encode(self, text: pa.Array) -> np.ndarray:
+        encoded = pc.dictionary_encode(text)
+        known = [self._codes.setdefault(t, len(self._codes)) for t in encoded.dictionary.to_pylist()]
+        local = pc.fill_null(encoded.indices, -1).to_numpy()
+        return np.asarray([*known, -1], dtype=np.int32)[local]
+
+    def categorical(self, codes: np.ndarray) -> pd.Categorical:
+        texts = np.asarray(list(self._codes), dtype=object)
+        order = np.argsort(texts, kind="stable")
+        rank = np.empty(len(order), dtype=np.int32)
+        rank[order] = np.arange(len(order), dtype=np.int32)
+        return pd.Categorical.from_codes(np.append(rank, np.int32(-1))[codes],
+                                         categories=pd.Index(texts[order], dtype="string"))
+
+
 # --- raw text to values ----------------------------------------------------------------
 
 
@@ -338,6 +361,9 @@ def drop_repeated(frame: pd.DataFrame, key: str, columns: list[str], table: str,
     repeats: a repeat identical to the first row of its key (in `columns`) is quarantined and
     the first kept; every row of a key whose rows disagree is quarantined (which one is right
     is unknown)."""
+    keys = frame[key].to_numpy()
+    if keys.dtype.kind in "iu" and (keys[1:] > keys[:-1]).all():  # ids rising in file order: no repeat,
+        return frame  # and no hash table of every key (a gigabyte at full eICU's lab table)
     repeated = frame.duplicated(key, keep=False).to_numpy()
     if not repeated.any():  # the usual case: one key, one row
         return frame
