@@ -31,7 +31,7 @@ test: setup
 	CLINTRAJ_REQUIRE_SMOLLM=1 $(PY) -m pytest
 
 test-fast: setup
-	CLINTRAJ_REQUIRE_SMOLLM=1 $(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow"
 
 # CI's smoke run of the scale bench: every stage at two tiny cohorts (bench/README.md, "scale.py")
 bench-smoke: setup
