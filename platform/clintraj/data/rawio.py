@@ -362,8 +362,10 @@ def drop_repeated(frame: pd.DataFrame, key: str, columns: list[str], table: str,
     the first kept; every row of a key whose rows disagree is quarantined (which one is right
     is unknown)."""
     keys = frame[key].to_numpy()
-    if keys.dtype.kind in "iu" and (keys[1:] > keys[:-1]).all():  # ids rising in file order: no repeat,
-        return frame  # and no hash table of every key (a gigabyte at full eICU's lab table)
+    if keys.dtype.kind in "iu":  # no repeat: found without a hash table of every key (a gigabyte at
+        ordered = keys if (keys[1:] > keys[:-1]).all() else np.sort(keys)  # full eICU's lab table)
+        if not (ordered[1:] == ordered[:-1]).any():
+            return frame
     repeated = frame.duplicated(key, keep=False).to_numpy()
     if not repeated.any():  # the usual case: one key, one row
         return frame
