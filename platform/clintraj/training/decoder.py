@@ -4,7 +4,8 @@ weights (4-bit NF4 when `quantization: nf4`), LoRA on its family's projections, 
 head.pt, sequential.json), their exact reload, and the state a restarted worker resumes from.
 
 A checkpoint holds the LoRA adapter (`adapter/`, for `PeftModel.from_pretrained`), `head.pt`
-(projection, [PREDICT] embedding, head) and `sequential.json` (what rebuilds the base model, the
+(projection with the training events' statistics it standardises with, [PREDICT] embedding,
+head) and `sequential.json` (what rebuilds the base model, the
 dtypes it computed in), never a copy of the base model; an epoch checkpoint adds
 `trainer_state.json` and `best.pt` (the best epoch's trainable weights).
 """
