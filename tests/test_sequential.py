@@ -117,8 +117,10 @@ def test_capability_checks_say_what_is_off_and_refuse_what_cannot_run():
         capabilities.resolve("sdpa", "fp32", "nf4", "adamw8bit", 3, use_gpu=False)
 
 
+# the training events' statistics, not the identity: a reloaded checkpoint must bring them back
+EVENT_STATS = ([0.1 * i for i in range(LATENT)], [0.5 + 0.25 * i for i in range(LATENT)])
 FACTS = decoder.SequenceFacts(latent_dim=LATENT, out_features=1, modalities=["a", "b", "c", "d"], pos_weight=None,
-                              train_prevalence=[0.5])
+                              train_prevalence=[0.5], event_stats=EVENT_STATS)
 
 
 def _config(tmp_path, backbone="llama3-8b", quantization="nf4", weights="tiny"):
@@ -158,6 +160,24 @@ def test_checkpoint_reloads_through_peft_and_reproduces_predictions(tmp_path, ba
     assert len(before["output_by_event"]) == len(after["output_by_event"]) == 6  # zip below pairs every stay
     assert all(np.array_equal(a, b) for a, b in zip(before["output_by_event"], after["output_by_event"]))
     assert after["n_events"].tolist() == [5, 9, 3, 12, 7, 4]
+
+
+def test_the_projection_reads_events_standardised_by_the_training_statistics(tmp_path):
+    """Built from facts with event statistics, the model computes on raw events what the same
+    weights with identity statistics compute on (events - mean) / std."""
+    config = _config(tmp_path, quantization="none")
+    runtime = capabilities.resolve("sdpa", "fp32", "none", "adamw", 0, use_gpu=False)
+    torch.manual_seed(0)
+    model = decoder.build_model(config, FACTS, runtime, "cpu").eval()
+    torch.manual_seed(0)
+    plain = decoder.build_model(config, decoder.SequenceFacts(**{**vars(FACTS), "event_stats": None}), runtime,
+                                "cpu").eval()
+    batch = data.collate(_rows([5, 3], seed=4), LATENT)
+    mean, std = (torch.tensor(s) for s in EVENT_STATS)
+    with torch.no_grad():
+        expected = plain((batch["events"] - mean) / std, batch["event_mask"])
+        assert torch.allclose(model(batch["events"], batch["event_mask"]), expected, atol=1e-5)
+        assert not torch.allclose(plain(batch["events"], batch["event_mask"]), expected, atol=1e-3)
 
 
 def test_a_built_model_trains_with_activation_checkpointing(tmp_path):

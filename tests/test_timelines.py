@@ -109,6 +109,9 @@ def test_sequences_by_shard_equal_the_whole_task_at_once(embedded, tmp_path):
         assert one.num_rows == whole["stays"][split] and one.equals(other)
         assert pq.ParquetFile(tmp_path / "sharded" / f"{split}.parquet").num_row_groups > 1
     train = pq.read_table(tmp_path / "whole" / "train.parquet").to_pandas().set_index("stay_id")
+    events = np.concatenate([np.asarray(h).reshape(-1, 4) for h in train["h"]])  # the kept training events
+    assert np.allclose(whole["event_mean"], events.mean(axis=0), atol=1e-6)
+    assert np.allclose(whole["event_std"], events.std(axis=0), atol=1e-6)
     short = timelines.index[timelines["n_events"] <= limit].intersection(train.index)
     assert len(short) > 5
     for stay in short:  # untruncated: every event of the timeline, in order

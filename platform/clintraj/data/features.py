@@ -59,3 +59,44 @@ def modality_vectors(scaler: ModalityScaler, table: pd.DataFrame, stay_ids: pd.S
     if (row >= 0).any():
         vectors[row >= 0] = scaler.transform(table.iloc[row[row >= 0]])
     return vectors
+
+
+@dataclass
+class FeatureMoments:
+    """Per-feature mean and std of vectors added in parts (the training split's embeddings, streamed
+    shard by shard), for `models.standardize.Standardize`; std 1 where a feature is constant. Parts
+    combine by Chan et al.'s pairwise update: no sum of squares to cancel, so a constant feature's
+    spread is exactly 0 whatever its value."""
+
+    features: int
+    count: int = 0
+    mean: np.ndarray | None = None
+    squared_deviations: np.ndarray | None = None  # sum of (x - mean)^2
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> "FeatureMoments":
+        """The moments of `x` (N, ...), each row one vector."""
+        moments = cls(int(np.prod(x.shape[1:])))
+        moments.add(x)
+        return moments
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).reshape(-1, self.features)
+        if not len(x):
+            return
+        mean = x.mean(axis=0)
+        deviations = np.square(x - mean).sum(axis=0)
+        if not self.count:
+            self.count, self.mean, self.squared_deviations = len(x), mean, deviations
+            return
+        count = self.count + len(x)
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (len(x) / count)
+        self.squared_deviations = self.squared_deviations + deviations + delta ** 2 * (self.count * len(x) / count)
+        self.count = count
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        if not self.count:
+            return [0.0] * self.features, [1.0] * self.features
+        std = np.sqrt(self.squared_deviations / self.count)
+        return self.mean.tolist(), np.where(std > 1e-6, std, 1.0).tolist()

@@ -17,6 +17,7 @@ import torch
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
 from clintraj.artifacts.sequences import SPLITS, Sequences
+from clintraj.data.features import FeatureMoments
 from clintraj.tasks import TaskName, task as task_named
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,14 @@ def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, m
         raise ValueError(f"{without} stays of the {task} cohort have no timeline in {embeddings}")
     y = task_named(task).targets(cohort).reshape(len(cohort), -1).astype(np.float32)
     counts = {"truncated": 0, "dropped": 0}
+    moments = FeatureMoments(latent)  # of the training split's kept events
 
     def shards():
         for start in range(0, max(len(cohort), 1), shard_stays):  # an empty cohort: one empty shard
             part = cohort.iloc[start:start + shard_stays]
             bounds = (int(part["stay_id"].min()), int(part["stay_id"].max())) if len(part) else (0, -1)
             part = part.merge(embedded.timelines(task, stays=bounds), on="stay_id", how="left", validate="1:1")
-            yield _split_tables(part, y[start:start + shard_stays], keep, max_events, latent, counts)
+            yield _split_tables(part, y[start:start + shard_stays], keep, max_events, latent, counts, moments)
 
     def info() -> dict:
         y_train = y[(cohort["split"] == "train").to_numpy()]
@@ -67,7 +69,9 @@ def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, m
                 "truncated_stays": counts["truncated"], "dropped_events": counts["dropped"], "max_events": max_events,
                 "prediction_hours": None if hours is None or pd.isna(hours) else float(hours),
                 "pos_weight": task_named(task).pos_weight(y_train[:, 0] if y.shape[1] == 1 else y_train),
-                "train_prevalence": y_train.mean(axis=0).tolist()}
+                "train_prevalence": y_train.mean(axis=0).tolist(),
+                # what the sequential model standardises its input with (models.standardize)
+                **dict(zip(("event_mean", "event_std"), moments.stats()))}
 
     written = Sequences(out).write(shards(), info)
     if counts["truncated"]:
@@ -77,18 +81,21 @@ def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, m
 
 
 def _split_tables(cohort: pd.DataFrame, y: np.ndarray, keep: np.ndarray, max_events: int, latent: int,
-                  counts: dict) -> dict[str, pa.Table]:
+                  counts: dict, moments: FeatureMoments) -> dict[str, pa.Table]:
     """Per split, the rows of these cohort stays (with their timelines and targets `y`), truncated;
-    the truncated stays and dropped events added to `counts`."""
+    the truncated stays and dropped events added to `counts`, the training events' sums to `moments`."""
     rows = {"modality": [], "h": [], "n_events": [], "time_hours": []}
-    for modality, h, times in zip(cohort["modality"], cohort["h"], cohort["time_hours"]):
+    for modality, h, times, split in zip(cohort["modality"], cohort["h"], cohort["time_hours"], cohort["split"]):
         modality = np.asarray(modality, np.int8)
         kept = truncate(modality, keep, max_events)
         counts["truncated"] += len(kept) < len(modality)
         counts["dropped"] += len(modality) - len(kept)
+        events = np.asarray(h, np.float32).reshape(-1, latent)[kept]
+        if split == "train":
+            moments.add(events)
         rows["modality"].append(modality[kept])
         rows["time_hours"].append(np.asarray(times, np.float32)[kept])
-        rows["h"].append(np.asarray(h, np.float32).reshape(-1, latent)[kept].ravel())
+        rows["h"].append(events.ravel())
         rows["n_events"].append(len(kept))
     tables = {}
     for split in SPLITS:

@@ -7,7 +7,8 @@ learnable [PREDICT] embedding follows every event:
     position  0    1          2    3          ...  2n-2  2n-1
     token     e_1  [PREDICT]  e_2  [PREDICT]  ...  e_n   [PREDICT]
 
-The sequence enters the (LoRA-adapted) decoder as `inputs_embeds`, right
+The projection reads each event embedding standardised with the training split's statistics
+(`models.standardize`). The sequence enters the (LoRA-adapted) decoder as `inputs_embeds`, right
 padded with a zero attention mask; a task head reads the hidden state at
 every [PREDICT] position, so position 2i+1 predicts from events 1..i+1.
 """
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from clintraj.models.standardize import Standardize
 
 
 def interleave(events: torch.Tensor, event_mask: torch.Tensor, predict: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,10 +37,14 @@ def predict_positions(n_events: int) -> np.ndarray:
 
 
 class SequentialModel(nn.Module):
-    def __init__(self, backbone: nn.Module, latent_dim: int, hidden_size: int, out_features: int):
+    def __init__(self, backbone: nn.Module, latent_dim: int, hidden_size: int, out_features: int,
+                 event_stats: tuple[list[float], list[float]] | None = None):
+        """`event_stats`: the training events' (mean, std) per latent feature; a checkpoint's come
+        back with its projection's weights (head.pt)."""
         super().__init__()
         self.backbone = backbone
-        self.projection = nn.Sequential(nn.Linear(latent_dim, hidden_size), nn.GELU(),
+        self.projection = nn.Sequential(Standardize(latent_dim, *(event_stats or (None, None))),
+                                        nn.Linear(latent_dim, hidden_size), nn.GELU(),
                                         nn.Linear(hidden_size, hidden_size))
         self.predict_embedding = nn.Parameter(0.02 * torch.randn(hidden_size))
         self.head = nn.Linear(hidden_size, out_features)

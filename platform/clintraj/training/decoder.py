@@ -4,7 +4,8 @@ weights (4-bit NF4 when `quantization: nf4`), LoRA on its family's projections, 
 head.pt, sequential.json), their exact reload, and the state a restarted worker resumes from.
 
 A checkpoint holds the LoRA adapter (`adapter/`, for `PeftModel.from_pretrained`), `head.pt`
-(projection, [PREDICT] embedding, head) and `sequential.json` (what rebuilds the base model, the
+(projection with the training events' statistics it standardises with, [PREDICT] embedding,
+head) and `sequential.json` (what rebuilds the base model, the
 dtypes it computed in), never a copy of the base model; an epoch checkpoint adds
 `trainer_state.json` and `best.pt` (the best epoch's trainable weights).
 """
@@ -30,11 +31,14 @@ class SequenceFacts:
     modalities: list[str]
     pos_weight: list[float] | None
     train_prevalence: list[float]
+    # the training events' (mean, std) per latent feature, which the model standardises with
+    event_stats: tuple[list[float], list[float]] | None = None
 
     @classmethod
     def of(cls, info: dict) -> "SequenceFacts":
         return cls(info["latent_dim"], info["out_features"], list(info["modalities"]), info["pos_weight"],
-                   list(info["train_prevalence"]))
+                   list(info["train_prevalence"]),
+                   (info["event_mean"], info["event_std"]) if "event_mean" in info else None)  # older sequences: none
 
 
 def weights_location(record) -> str:
@@ -63,7 +67,8 @@ def build_model(config, facts: SequenceFacts, runtime, device: torch.device | st
     peft_model = backbones.apply_lora(base, backbones.spec(config.backbone), r=config.lora_r, alpha=config.lora_alpha,
                                       dropout=config.lora_dropout, quantized=quantized,
                                       gradient_checkpointing=config.gradient_checkpointing)
-    model = SequentialModel(peft_model, facts.latent_dim, base.config.hidden_size, facts.out_features)
+    model = SequentialModel(peft_model, facts.latent_dim, base.config.hidden_size, facts.out_features,
+                            facts.event_stats)
     if task_named(config.task).kind == "regression":  # start at the training mean of log(1 + hours), not 0 hours
         torch.nn.init.constant_(model.head.bias, float(np.mean(facts.train_prevalence)))
     # from_pretrained returns the decoder in eval mode, where transformers skips activation

@@ -26,6 +26,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from clintraj.data.features import FeatureMoments
 from clintraj.models.static import build_static_model
 from clintraj.storage import uri_of
 from clintraj.tasks import TaskName, task as task_named
@@ -74,12 +75,13 @@ class StaticRun:
     modalities: int  # the LSTM reads the input as this many modality vectors
     pos_weight: list[float] | None  # BCE weight of the positives (None: regression)
     target_mean: float | None  # regression: where the head's bias starts
+    input_stats: tuple[list[float], list[float]] | None = None  # the training split's (mean, std) per feature
 
 
 def build_model(run: StaticRun) -> nn.Module:
     config = run.config
     model = build_static_model(config.architecture, run.in_features, run.out_features, config.hidden,
-                               config.dropout, run.modalities)
+                               config.dropout, run.modalities, run.input_stats)
     if run.target_mean is not None:
         # LoS: start at the training mean of log(1 + hours), not at 0 hours; the few hundred steps
         # of a small cohort otherwise go to learning the mean before any ranking
@@ -174,7 +176,8 @@ def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: st
     run = StaticRun(config, in_features=int(x_train.shape[1]),
                     out_features=1 if y_train.ndim == 1 else int(y_train.shape[1]), modalities=modalities,
                     pos_weight=task.pos_weight(y_train),
-                    target_mean=float(np.mean(y_train)) if task.kind == "regression" else None)
+                    target_mean=float(np.mean(y_train)) if task.kind == "regression" else None,
+                    input_stats=FeatureMoments.of(x_train).stats())
     return make_trainer(train_loop, run, name=run_name, storage=storage or workdir / "ray_results",
                         datasets=datasets, split=("train",), workers=config.num_workers,
                         cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
