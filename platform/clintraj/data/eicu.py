@@ -201,9 +201,9 @@ def cohort_rows(raw: Path, table: et.Table, columns: list[str], ids: StayIds, co
     key repeated; filtered when its stay is not in the cohort.
 
     Each chunk is cut to its cohort rows, as numbers and codes, in the read-ahead thread, and the
-    chunks are joined a column at a time: at full eICU the lab table is 39 M rows, and one Python
-    string per row, a hash table of every key or a second copy of the rows was most of the stage's
-    memory."""
+    chunks are joined a column at a time: at full eICU the lab table is 39 M rows, and the name's
+    text in every row, a hash table of every key or a second copy of the rows was most of the
+    stage's memory."""
     file, key = table.file, table.key
     codes = {column: TextCodes() for column in names}
 
