@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clintraj.data.features import FeatureMoments
+from sklearn.preprocessing import StandardScaler
+
+from clintraj.data.features import standardisation, training_standardisation
 from clintraj.models.static import build_static_model
 from clintraj.training.static import StaticRun, StaticTrainConfig, build_model
 
@@ -18,14 +20,15 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 def test_moments_streamed_in_parts_equal_the_whole_and_a_constant_feature_keeps_its_scale():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(3.0, 0.1, size=(50, 2)), np.full((50, 1), 1234.5)], axis=1)
-    streamed = FeatureMoments(3)
+    streamed = StandardScaler()
     for part in (x[:7], x[7:8], x[8:]):
-        streamed.add(part)
-    mean, std = streamed.stats()
+        streamed.partial_fit(part)
+    mean, std = standardisation(streamed, 3)
     assert np.allclose(mean, x.mean(axis=0)) and np.allclose(std[:2], x[:, :2].std(axis=0))
     assert std[2] == 1.0  # constant in training (e.g. a modality no training stay has): centred, not divided by 0
-    assert np.allclose(FeatureMoments.of(x).stats(), (mean, std))
-    assert FeatureMoments(4).stats() == ([0.0] * 4, [1.0] * 4)  # no training rows: the identity
+    assert np.allclose(training_standardisation(x), (mean, std))
+    assert standardisation(StandardScaler(), 4) == ([0.0] * 4, [1.0] * 4)  # no training rows: the identity
+    assert training_standardisation(x[:0]) == ([0.0] * 3, [1.0] * 3)
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "lstm"])
@@ -34,7 +37,7 @@ def test_a_static_model_reads_its_input_standardised_by_the_training_statistics(
     on (x - mean) / std; the statistics are in its state dict, so a checkpoint carries them."""
     rng = np.random.default_rng(1)
     x = rng.normal(0.5, 0.05, size=(20, 3 * 4)).astype(np.float32)  # small-scale embeddings, 3 modalities
-    stats = FeatureMoments.of(x).stats()
+    stats = training_standardisation(x)
     config = StaticTrainConfig(task="phenotyping", architecture=architecture, hidden=8)
     run = StaticRun(config, in_features=12, out_features=5, modalities=3, pos_weight=[1.0] * 5, target_mean=None,
                     input_stats=stats)

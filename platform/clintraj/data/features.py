@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.preprocessing import StandardScaler
 
 
 def sign_log(x: np.ndarray) -> np.ndarray:
@@ -61,42 +62,17 @@ def modality_vectors(scaler: ModalityScaler, table: pd.DataFrame, stay_ids: pd.S
     return vectors
 
 
-@dataclass
-class FeatureMoments:
-    """Per-feature mean and std of vectors added in parts (the training split's embeddings, streamed
-    shard by shard), for `models.standardize.Standardize`; std 1 where a feature is constant. Parts
-    combine by Chan et al.'s pairwise update: no sum of squares to cancel, so a constant feature's
-    spread is exactly 0 whatever its value."""
+def standardisation(scaler: StandardScaler, features: int) -> tuple[list[float], list[float]]:
+    """(mean, std) per feature of the vectors `scaler` was fitted on (`partial_fit` part by part:
+    the training split's embeddings, streamed shard by shard), for `models.standardize.Standardize`:
+    std 1 where a feature is constant (scikit-learn's rule), the identity when it saw no vector."""
+    if not hasattr(scaler, "mean_"):
+        return [0.0] * features, [1.0] * features
+    return scaler.mean_.tolist(), scaler.scale_.tolist()
 
-    features: int
-    count: int = 0
-    mean: np.ndarray | None = None
-    squared_deviations: np.ndarray | None = None  # sum of (x - mean)^2
 
-    @classmethod
-    def of(cls, x: np.ndarray) -> "FeatureMoments":
-        """The moments of `x` (N, ...), each row one vector."""
-        moments = cls(int(np.prod(x.shape[1:])))
-        moments.add(x)
-        return moments
-
-    def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, np.float64).reshape(-1, self.features)
-        if not len(x):
-            return
-        mean = x.mean(axis=0)
-        deviations = np.square(x - mean).sum(axis=0)
-        if not self.count:
-            self.count, self.mean, self.squared_deviations = len(x), mean, deviations
-            return
-        count = self.count + len(x)
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (len(x) / count)
-        self.squared_deviations = self.squared_deviations + deviations + delta ** 2 * (self.count * len(x) / count)
-        self.count = count
-
-    def stats(self) -> tuple[list[float], list[float]]:
-        if not self.count:
-            return [0.0] * self.features, [1.0] * self.features
-        std = np.sqrt(self.squared_deviations / self.count)
-        return self.mean.tolist(), np.where(std > 1e-6, std, 1.0).tolist()
+def training_standardisation(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """`standardisation` of the rows of `x` (N, features), the training split's vectors."""
+    x = np.asarray(x, np.float64)
+    x = x.reshape(len(x), int(np.prod(x.shape[1:])))
+    return standardisation(StandardScaler().fit(x) if len(x) else StandardScaler(), x.shape[1])

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+from sklearn.preprocessing import StandardScaler
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
 from clintraj.artifacts.sequences import SPLITS, Sequences
-from clintraj.data.features import FeatureMoments
+from clintraj.data.features import standardisation
 from clintraj.tasks import TaskName, task as task_named
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, m
         raise ValueError(f"{without} stays of the {task} cohort have no timeline in {embeddings}")
     y = task_named(task).targets(cohort).reshape(len(cohort), -1).astype(np.float32)
     counts = {"truncated": 0, "dropped": 0}
-    moments = FeatureMoments(latent)  # of the training split's kept events
+    moments = StandardScaler()  # of the training split's kept events
 
     def shards():
         for start in range(0, max(len(cohort), 1), shard_stays):  # an empty cohort: one empty shard
@@ -71,7 +72,7 @@ def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, m
                 "pos_weight": task_named(task).pos_weight(y_train[:, 0] if y.shape[1] == 1 else y_train),
                 "train_prevalence": y_train.mean(axis=0).tolist(),
                 # what the sequential model standardises its input with (models.standardize)
-                **dict(zip(("event_mean", "event_std"), moments.stats()))}
+                **dict(zip(("event_mean", "event_std"), standardisation(moments, latent)))}
 
     written = Sequences(out).write(shards(), info)
     if counts["truncated"]:
@@ -81,7 +82,7 @@ def task_sequences(dataset: Path, embeddings: Path, task: TaskName, out: Path, m
 
 
 def _split_tables(cohort: pd.DataFrame, y: np.ndarray, keep: np.ndarray, max_events: int, latent: int,
-                  counts: dict, moments: FeatureMoments) -> dict[str, pa.Table]:
+                  counts: dict, moments: StandardScaler) -> dict[str, pa.Table]:
     """Per split, the rows of these cohort stays (with their timelines and targets `y`), truncated;
     the truncated stays and dropped events added to `counts`, the training events' sums to `moments`."""
     rows = {"modality": [], "h": [], "n_events": [], "time_hours": []}
@@ -91,8 +92,8 @@ def _split_tables(cohort: pd.DataFrame, y: np.ndarray, keep: np.ndarray, max_eve
         counts["truncated"] += len(kept) < len(modality)
         counts["dropped"] += len(modality) - len(kept)
         events = np.asarray(h, np.float32).reshape(-1, latent)[kept]
-        if split == "train":
-            moments.add(events)
+        if split == "train" and len(events):
+            moments.partial_fit(events.astype(np.float64))
         rows["modality"].append(modality[kept])
         rows["time_hours"].append(np.asarray(times, np.float32)[kept])
         rows["h"].append(events.ravel())

@@ -5,7 +5,7 @@ The encoders' embeddings come in scales that differ by modality and by initialis
 see a few hundred stays for a few epochs: on raw embeddings their first layer spent those steps
 on the scale, not the signal (MIMIC-IV phenotyping, 2026-12-06). A fixed affine map before a
 learnable linear layer changes what the optimiser sees, not what the model can express.
-The statistics (`data.features.FeatureMoments`) are buffers: saved and loaded with the weights.
+The statistics (`data.features.standardisation`) are buffers: saved and loaded with the weights.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class StaticLSTM(nn.Module):
 
 def build_static_model(architecture: str, in_features: int, out_features: int, hidden: int, dropout: float,
                        modalities: int = 0, input_stats: tuple[list[float], list[float]] | None = None) -> nn.Module:
-    """`input_stats`: the training split's (mean, std) per input feature (`data.features.FeatureMoments`)."""
+    """`input_stats`: the training split's (mean, std) per input feature (`data.features.standardisation`)."""
     standardize = Standardize(in_features, *input_stats) if input_stats is not None else None
     if architecture == "mlp":
         return StaticMLP(in_features, out_features, hidden, dropout, standardize)

@@ -26,7 +26,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from clintraj.data.features import FeatureMoments
+from clintraj.data.features import training_standardisation
 from clintraj.models.static import build_static_model
 from clintraj.storage import uri_of
 from clintraj.tasks import TaskName, task as task_named
@@ -177,7 +177,7 @@ def trainer(splits: dict, config: StaticTrainConfig, workdir: Path, run_name: st
                     out_features=1 if y_train.ndim == 1 else int(y_train.shape[1]), modalities=modalities,
                     pos_weight=task.pos_weight(y_train),
                     target_mean=float(np.mean(y_train)) if task.kind == "regression" else None,
-                    input_stats=FeatureMoments.of(x_train).stats())
+                    input_stats=training_standardisation(x_train))
     return make_trainer(train_loop, run, name=run_name, storage=storage or workdir / "ray_results",
                         datasets=datasets, split=("train",), workers=config.num_workers,
                         cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
