@@ -74,20 +74,28 @@ def test_rerun_gives_identical_bytes(eicu_raw, tmp_path):
 
 
 @pytest.mark.parametrize("dataset", ["eicu", "mimic"])
-def test_aggregating_a_few_stays_at_a_time_gives_identical_bytes(dataset, eicu_raw, mimic_raw, tmp_path, monkeypatch):
-    """The per-stay tables are aggregated a slice of stays at a time (bounded memory at full size):
-    slices of 40 stays, some with no event inside a task's window, write the very bytes of one slice."""
-    from clintraj.data import modalities
+def test_a_few_stays_at_a_time_gives_identical_bytes(dataset, eicu_raw, mimic_raw, tmp_path, monkeypatch):
+    """The per-stay tables are aggregated a slice of stays at a time, and eICU's events go to disk
+    and back in parts of a range of stays (bounded memory at full size): slices of 40 stays, some
+    with no event inside a task's window, and parts of 70 stays (event shards of 1,000 rows
+    spanning parts) write the very bytes of one slice and one part."""
+    from clintraj.data import event_parts, modalities
 
     raw = eicu_raw if dataset == "eicu" else mimic_raw
     extra = {} if dataset == "eicu" else {"cxr": raw / "mimic-cxr-jpg", "notes": raw / "mimic-iv-note"}
-    calls = []
+    calls, parts = [], []
     monkeypatch.setattr(modalities, "aggregate", lambda *a, **k: calls.append(1) or aggregate(*a, **k))
-    prepare(raw, tmp_path / "whole", config(dataset), **extra)
+    writer_close = event_parts.PartWriter.close
+    monkeypatch.setattr(event_parts.PartWriter, "close", lambda self: parts.append(self.parts) or writer_close(self))
+    prepare(raw, tmp_path / "whole", config(dataset, rows_per_shard=1000), **extra)
     whole = len(calls)
+    assert set(parts) == ({1} if dataset == "eicu" else set())
     monkeypatch.setattr(modalities, "STAYS_AT_A_TIME", 40)
-    prepare(raw, tmp_path / "sliced", config(dataset), **extra)
+    monkeypatch.setattr(event_parts, "STAYS_PER_PART", 70)
+    parts.clear()
+    prepare(raw, tmp_path / "sliced", config(dataset, rows_per_shard=1000), **extra)
     assert len(calls) - whole > 4 * whole  # it did aggregate in slices
+    assert dataset == "mimic" or min(parts) > 4  # and wrote eICU's events in parts
     assert digest(tmp_path / "whole") == digest(tmp_path / "sliced")
 
 

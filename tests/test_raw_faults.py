@@ -212,10 +212,14 @@ def test_blank_terms_are_quarantined_and_counted(eicu_demo_raw, clean):
     assert len(clean.events["medication"]) == int((cohort & ~blank).sum())
 
 
-def test_duplicate_rows_are_judged_by_the_tables_key(tmp_path, eicu_demo_raw, clean):
+@pytest.mark.parametrize("stays_per_part", [None, 20])
+def test_duplicate_rows_are_judged_by_the_tables_key(tmp_path, eicu_demo_raw, clean, stays_per_part, monkeypatch):
     """An exact repeat of a labid is quarantined, not summed twice; two different rows claiming one
-    labid are both quarantined (which is right is unknown); a distinct lab result (its own labid)
-    of the same name at the same time is summed (paper A.1.3)."""
+    labid are both quarantined (which is right is unknown), also when they name stays whose events
+    go to different parts on disk (`event_parts`, parts of 20 stays); a distinct lab result (its own
+    labid) of the same name at the same time is summed (paper A.1.3)."""
+    from clintraj.data import event_parts
+
     lab = frame(eicu_demo_raw, "lab")
     table, row = cohort_row(eicu_demo_raw, "lab", clean)
     stay, name = int(table.loc[row, "patientunitstayid"]), table.loc[row, "labname"]
@@ -226,18 +230,30 @@ def test_duplicate_rows_are_judged_by_the_tables_key(tmp_path, eicu_demo_raw, cl
                       & pd.to_numeric(lab["labresult"], errors="coerce").notna()].head(1)
     distinct = same.assign(labid=str(lab["labid"].astype(int).max() + 1), labresult="1000")
     other = conflicting.assign(labresult="999999")
+    cohort = clean.stays["stay_id"]
+    victim = lab.loc[[int(used.loc[used["stay_id"] == cohort.iloc[0], "row"].iloc[0])]]  # the first stay's
+    far = int(cohort.iloc[-1])  # the last stay: another part when parts hold 20 stays
+    elsewhere = victim.assign(patientunitstayid=str(far))  # its labid, another stay
+    if stays_per_part:
+        monkeypatch.setattr(event_parts, "STAYS_PER_PART", stays_per_part)
+        part_of = event_parts.stay_parts(cohort.to_numpy())
+        assert len(cohort) > 3 * stays_per_part and part_of(np.array([cohort.iloc[0]]))[0] != part_of(np.array([far]))[0]
     n = len(lab)
-    content = gz(csv_text(pd.concat([lab, same, other, distinct])))
+    content = gz(csv_text(pd.concat([lab, same, other, distinct, elsewhere])))
     tables = build(copy(eicu_demo_raw, tmp_path / "raw", "lab", content), CONFIG)
     assert rows_of(tables, "lab.csv.gz", "duplicate row (labid repeated)") == {n}
-    assert rows_of(tables, "lab.csv.gz", "labid repeated with different content") == {conflicting.index[0], n + 1}
+    assert rows_of(tables, "lab.csv.gz", "labid repeated with different content") == {
+        conflicting.index[0], n + 1, victim.index[0], n + 3}
     before = clean.events["lab"].groupby(["stay_id", "name"])["value"].sum()
     after = tables.events["lab"].groupby(["stay_id", "name"])["value"].sum()
     assert after[stay, name] == pytest.approx(before[stay, name] + 1000.0)  # the distinct result, added once
     assert after.get((stay, other_name), 0.0) == pytest.approx(
         before[stay, other_name] - float(conflicting["labresult"].iloc[0]))
+    victim_name = victim["labname"].iloc[0]
+    assert after.get((int(cohort.iloc[0]), victim_name), 0.0) == pytest.approx(
+        before[int(cohort.iloc[0]), victim_name] - float(victim["labresult"].iloc[0]))
+    assert after.get((far, victim_name), 0.0) == pytest.approx(before.get((far, victim_name), 0.0))
     balanced(tables)
-
 
 
 def test_text_codes_agree_across_chunks():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -153,26 +154,39 @@ class DatasetWriter:
     def __exit__(self, kind, error, traceback) -> bool | None:
         return self._staging.__exit__(kind, error, traceback)
 
-    def _shards(self, frame: pd.DataFrame, folder: Path) -> None:
+    def _shards(self, frames: Iterable[pd.DataFrame], folder: Path) -> None:
+        """The rows of `frames`, in order, as shards of `rows_per_shard` rows (one shard, maybe
+        empty, at least): the same shards whether the rows come as one frame or in parts."""
         folder.mkdir(parents=True, exist_ok=True)
-        shards = max(1, -(-len(frame) // self.rows_per_shard))
-        for shard in range(shards):
-            part = frame.iloc[shard * self.rows_per_shard:(shard + 1) * self.rows_per_shard]
-            part = part.astype({c: "string" for c, dtype in part.dtypes.items()  # a reader's codes, as text
-                                if isinstance(dtype, pd.CategoricalDtype)})
-            part.to_parquet(folder / f"part-{shard:05d}.parquet", index=False)
+        pending, held, shard = [], 0, 0
+        for frame in frames:
+            pending.append(frame)
+            held += len(frame)
+            while held >= self.rows_per_shard:
+                rows = pd.concat(pending) if len(pending) > 1 else pending[0]
+                self._shard(rows.iloc[:self.rows_per_shard], folder, shard)
+                shard, pending, held = shard + 1, [rows.iloc[self.rows_per_shard:]], held - self.rows_per_shard
+        if held or not shard:
+            self._shard(pd.concat(pending) if len(pending) > 1 else pending[0], folder, shard)
+
+    @staticmethod
+    def _shard(rows: pd.DataFrame, folder: Path, number: int) -> None:
+        rows = rows.astype({c: "string" for c, dtype in rows.dtypes.items()  # a reader's codes, as text
+                            if isinstance(dtype, pd.CategoricalDtype)})
+        rows.to_parquet(folder / f"part-{number:05d}.parquet", index=False)
 
     def stays(self, stays: pd.DataFrame) -> None:
         stays.to_parquet(self.path / "stays.parquet", index=False)
 
-    def modality(self, name: str, table: pd.DataFrame, events: pd.DataFrame) -> None:
-        self._shards(table, self.path / "modalities" / name)
+    def modality(self, name: str, table: pd.DataFrame, events: Iterable[pd.DataFrame]) -> None:
+        """The modality's per-stay table, and its events (sorted by stay and time) in parts."""
+        self._shards([table], self.path / "modalities" / name)
         self._shards(events, self.path / "events" / name)
 
     def task(self, name: str, cohort: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
         cohort.to_parquet(self.path / "tasks" / f"{name}.parquet", index=False)
         for modality, table in tables.items():
-            self._shards(table, self.path / "tasks" / name / "modalities" / modality)
+            self._shards([table], self.path / "tasks" / name / "modalities" / modality)
 
     def quarantine(self, frame: pd.DataFrame) -> None:
         frame.to_parquet(self.path / "quarantine.parquet", index=False)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from clintraj.data.event_parts import Parts
 from clintraj.data.modalities import Modality
 from clintraj.data.rawio import Quarantine
 
@@ -20,7 +21,8 @@ class CohortTables:
     events:     name -> stay_id, time_hours (hours from ICU admission: negative before it, beyond
                 unit_hours after discharge) and the event's payload (its kind's columns), one row
                 per event, sorted by stay and time. A static modality has one event per stay: when
-                its values become known.
+                its values become known. In memory (a DataFrame) or, for a long table, on disk
+                by stay range (`event_parts.Parts`: read it with `modalities.stay_slices`).
     static:     name -> stay_id + features of the static modalities (one row per stay).
     funnel:     [{"step", "removed", "remaining", ...}], in the order the inclusion rules ran.
     reading:    counts of how the raw data was read, for the report (the MEDS reader's: every
@@ -29,7 +31,7 @@ class CohortTables:
 
     modalities: tuple[Modality, ...]
     stays: pd.DataFrame
-    events: dict[str, pd.DataFrame]
+    events: dict[str, pd.DataFrame | Parts]
     static: dict[str, pd.DataFrame]
     funnel: list[dict]
     quarantine: Quarantine

@@ -8,6 +8,10 @@ and APS (apacheApsVar: the worst values of the first 24 h of the unit stay, so k
 `unit_hours` after unit discharge. Which events a task sees is decided later, by its window
 (`data.windows`); the per-stay tables are aggregations of the events (`data.modalities`).
 
+Memory: the four event tables (39 M lab rows at full eICU) go to disk as they are read, by key
+(to find repeated keys a part at a time) then by stay range, sorted (`data.event_parts`), and
+`data.prepare` reads them back a range of stays at a time; what stays in memory is per stay.
+
 Cohort: adults 18-89 with parseable age, hospital LoS from the admission and discharge offsets
 within [12 h, 720 h], anchored on stays with results of a frequent lab.
 
@@ -22,6 +26,8 @@ or weight that is not a number is missing too, counted as a field-level entry.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,7 +42,8 @@ from tqdm.auto import tqdm
 from clintraj.data import eicu_tables as et
 from clintraj.data import rawio
 from clintraj.data.cohort import CohortTables
-from clintraj.data.modalities import Modality, TermRule
+from clintraj.data.event_parts import PartWriter, Parts, key_parts, parts_for, stay_parts
+from clintraj.data.modalities import Modality, TermRule, event_frames
 from clintraj.data.rawio import (Quarantine, TextCodes, csv_batches, drop_repeated, read_table, to_floats,
                                  to_integers)
 
@@ -191,21 +198,17 @@ def load_cohort(raw: Path, config: EicuConfig, quarantine: Quarantine
     return stays.reset_index(drop=True), funnel, demographics.reset_index(drop=True), known, flags
 
 
-def cohort_rows(raw: Path, table: et.Table, columns: list[str], ids: StayIds, config: EicuConfig,
-                quarantine: Quarantine, numbers: tuple[str, ...] = (), names: tuple[str, ...] = (),
-                progress: bool = False) -> pd.DataFrame:
-    """The rows of an event table whose stay is in the cohort, once per key: stay_id, `columns`
-    (text; `numbers` of them as float64, NaN where blank or not a number; `names` of them as
-    categories, `rawio.TextCodes`) and `row`, its data row. Every other row is counted: quarantined
-    when its key or stay id is missing or not a number, its stay unknown to patient.csv.gz or its
-    key repeated; filtered when its stay is not in the cohort.
-
-    Each chunk is cut to its cohort rows, as numbers and codes, in the read-ahead thread, and the
-    chunks are joined a column at a time: at full eICU the lab table is 39 M rows, and the name's
-    text in every row, a hash table of every key or a second copy of the rows was most of the
-    stage's memory."""
+def _cohort_chunks(raw: Path, table: et.Table, columns: list[str], ids: StayIds, config: EicuConfig,
+                   quarantine: Quarantine, numbers: tuple[str, ...], codes: dict[str, TextCodes],
+                   progress: bool = False) -> Iterator[dict[str, np.ndarray | pa.Array]]:
+    """Each chunk of an event table cut to its cohort rows, column -> array: the key, `columns`
+    (text; `numbers` of them as float64, NaN where blank or not a number; those in `codes` as
+    their `rawio.TextCodes` codes), stay_id and row, its data row. Every other row is counted:
+    quarantined when its key or stay id is missing or not a number or its stay unknown to
+    patient.csv.gz; filtered when its stay is not in the cohort. The cutting runs in the
+    read-ahead thread: at full eICU the lab table is 39 M rows, and only the cohort's numbers and
+    codes go on."""
     file, key = table.file, table.key
-    codes = {column: TextCodes() for column in names}
 
     def compact(start: int, batch: pa.RecordBatch) -> tuple[int, np.ndarray, np.ndarray, int, dict]:
         own, stay = to_integers(batch.column(key)), to_integers(batch.column("patientunitstayid"))
@@ -226,7 +229,6 @@ def cohort_rows(raw: Path, table: et.Table, columns: list[str], ids: StayIds, co
         arrays = {key: own[cohort], **{c: values(c) for c in columns}, "stay_id": stay[cohort], "row": row[cohort]}
         return batch.num_rows, row[malformed], row[orphan], int((valid & ~cohort).sum()), arrays
 
-    parts: dict[str, list] = {}
     chunks = csv_batches(raw, file, [key, "patientunitstayid", *columns], config.chunk_rows, compact)
     for read, malformed, orphan, other, arrays in tqdm(chunks, desc=f"eICU {table.name}", unit="chunk",
                                                        disable=not progress):
@@ -234,16 +236,43 @@ def cohort_rows(raw: Path, table: et.Table, columns: list[str], ids: StayIds, co
         quarantine.add(file, f"{key} or patientunitstayid missing or not a whole number", malformed)
         quarantine.add(file, f"patientunitstayid not in {et.PATIENT.file}", orphan)
         quarantine.count_filtered(file, OTHER_STAY, other)
+        yield arrays
+
+
+def cohort_rows(raw: Path, table: et.Table, columns: list[str], ids: StayIds, config: EicuConfig,
+                quarantine: Quarantine) -> pd.DataFrame:
+    """The rows of a table whose stay is in the cohort, once per key (`_cohort_chunks`; a
+    repeated key quarantined, `rawio.drop_repeated`), in memory: stay_id, `columns` (text) and
+    row. For a table of one row per stay (apacheApsVar)."""
+    parts: dict[str, list] = {}
+    for arrays in _cohort_chunks(raw, table, columns, ids, config, quarantine, (), {}):
         for column, array in arrays.items():
             parts.setdefault(column, []).append(array)
-    columns_read = {}
-    for column in list(parts):  # one column at a time: the chunks' pieces go as it is joined
-        pieces = parts.pop(column)
-        joined = pa.concat_arrays(pieces).to_pandas().array if isinstance(pieces[0], pa.Array) else np.concatenate(pieces)
-        del pieces
-        columns_read[column] = codes[column].categorical(joined) if column in codes else joined
-    rows = pd.DataFrame(columns_read, copy=False)
-    return drop_repeated(rows, key, ["stay_id", *columns], file, quarantine).drop(columns=key)
+    rows = pd.DataFrame({column: pa.concat_arrays(pieces).to_pandas().array if isinstance(pieces[0], pa.Array)
+                         else np.concatenate(pieces) for column, pieces in parts.items()}, copy=False)
+    return drop_repeated(rows, table.key, ["stay_id", *columns], table.file, quarantine).drop(columns=table.key)
+
+
+def cohort_rows_by_key(raw: Path, table: et.Table, columns: list[str], ids: StayIds, config: EicuConfig,
+                       quarantine: Quarantine, scratch: Path, numbers: tuple[str, ...] = (),
+                       names: tuple[str, ...] = (), progress: bool = False) -> Iterator[pd.DataFrame]:
+    """The cohort rows of an event table (`_cohort_chunks`), a part of its keys at a time, once
+    per key (a repeated key quarantined, `rawio.drop_repeated`): stay_id, `columns` (`numbers` as
+    float64, `names` as categories) and row. The chunks go to disk by key as they are read
+    (`event_parts`), so memory holds one part, not the table."""
+    codes = {column: TextCodes() for column in names}
+    parts = parts_for(ids.cohort)
+    writer, part_of = PartWriter(scratch, parts), key_parts(parts)
+    for arrays in _cohort_chunks(raw, table, columns, ids, config, quarantine, numbers, codes, progress):
+        writer.append(arrays, part_of(arrays[table.key]))
+    by_key = writer.close()
+    try:
+        for rows in by_key.frames():
+            for column in names:
+                rows[column] = codes[column].categorical(rows[column].to_numpy())
+            yield drop_repeated(rows, table.key, ["stay_id", *columns], table.file, quarantine).drop(columns=table.key)
+    finally:
+        by_key.remove()
 
 
 def _set_aside(rows: pd.DataFrame, checks: list[tuple[str, np.ndarray]], file: str,
@@ -263,40 +292,61 @@ def _where(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
     return frame if keep.all() else frame[keep]
 
 
-def lab_events(raw: Path, ids: StayIds, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
+def lab_events(raw: Path, ids: StayIds, config: EicuConfig, scratch: Path, quarantine: Quarantine) -> Parts:
     """One event per numeric result of a lab name with at least `lab_min_count` results across the
-    cohort (streamed in chunks)."""
-    file = et.LAB.file
-    rows = cohort_rows(raw, et.LAB, ["labresultoffset", "labname", "labresult"], ids, config, quarantine,
-                       numbers=("labresultoffset", "labresult"), names=("labname",), progress=True)
-    valid = _set_aside(rows, [("labresultoffset missing or not a number", rows["labresultoffset"].isna()),
-                              ("labname blank", _blank(rows["labname"])),
-                              ("labresult missing or not a finite number", rows["labresult"].isna())],
-                       file, quarantine)
-    counts = rows["labname"][valid].value_counts()
-    frequent = valid & rows["labname"].isin(counts[counts >= config.lab_min_count].index).to_numpy()
+    cohort (streamed in chunks; on disk under `scratch`, by stay range, sorted: `event_parts`)."""
+    file, counts = et.LAB.file, [pd.Series(dtype="int64")]
+
+    def valid_events():
+        for rows in cohort_rows_by_key(raw, et.LAB, ["labresultoffset", "labname", "labresult"], ids, config,
+                                       quarantine, scratch / "lab-by-key", numbers=("labresultoffset", "labresult"),
+                                       names=("labname",), progress=True):
+            valid = _set_aside(rows, [("labresultoffset missing or not a number", rows["labresultoffset"].isna()),
+                                      ("labname blank", _blank(rows["labname"])),
+                                      ("labresult missing or not a finite number", rows["labresult"].isna())],
+                               file, quarantine)
+            counts[0] = counts[0].add(rows["labname"][valid].value_counts(), fill_value=0)
+            yield _events(rows, valid, "labresultoffset", "labname", "labresult")
+
+    events = _by_stay(valid_events(), ids, scratch / "lab-unsorted")
+    frequent = counts[0].index[counts[0] >= config.lab_min_count]
     quarantine.count_filtered(file, f"lab name with fewer than {config.lab_min_count} results in the cohort",
-                              (valid & ~frequent).sum())
-    return _events(rows, frequent, "labresultoffset", "labname", "labresult")
+                              counts[0][counts[0] < config.lab_min_count].sum())
+    return events.rewrite(lambda part: _sorted(_where(part, part["name"].isin(frequent).to_numpy())), scratch / "lab")
 
 
-def term_events(raw: Path, modality: str, ids: StayIds, config: EicuConfig, quarantine: Quarantine) -> pd.DataFrame:
-    """One event per row of the table naming a term."""
+def term_events(raw: Path, modality: str, ids: StayIds, config: EicuConfig, scratch: Path,
+                quarantine: Quarantine) -> Parts:
+    """One event per row of the table naming a term (on disk under `scratch`, by stay range,
+    sorted: `event_parts`)."""
     table, column, offset = TERM_TABLES[modality]
-    rows = cohort_rows(raw, table, [offset, column], ids, config, quarantine, numbers=(offset,), names=(column,))
-    valid = _set_aside(rows, [(f"{offset} missing or not a number", rows[offset].isna()),
-                              (f"{column} blank", _blank(rows[column]))], table.file, quarantine)
-    return _events(rows, valid, offset, column, None)
+
+    def valid_events():
+        for rows in cohort_rows_by_key(raw, table, [offset, column], ids, config, quarantine,
+                                       scratch / f"{modality}-by-key", numbers=(offset,), names=(column,)):
+            valid = _set_aside(rows, [(f"{offset} missing or not a number", rows[offset].isna()),
+                                      (f"{column} blank", _blank(rows[column]))], table.file, quarantine)
+            yield _events(rows, valid, offset, column, None)
+
+    return _by_stay(valid_events(), ids, scratch / f"{modality}-unsorted").rewrite(_sorted, scratch / modality)
+
+
+def _by_stay(events: Iterator[pd.DataFrame], ids: StayIds, folder: Path) -> Parts:
+    """`events` as they come, to disk by stay range (`event_parts.stay_parts`)."""
+    writer, part_of = PartWriter(folder, parts_for(ids.cohort)), stay_parts(ids.cohort)
+    for part in events:
+        writer.append(part, part_of(part["stay_id"].to_numpy()))
+    return writer.close()
 
 
 def _events(rows: pd.DataFrame, keep: np.ndarray, offset: str, name: str, value: str | None) -> pd.DataFrame:
     """Timeline rows of the `keep` rows, column by column (no copy of `rows` first): stay_id,
-    time_hours (from unit admission), name (categories, `cohort_rows`), value, raw row index."""
+    time_hours (from unit admission), name (categories), value, raw row index."""
     return pd.DataFrame({
         "stay_id": rows["stay_id"].to_numpy("int64")[keep],
         "time_hours": rows[offset].to_numpy(float)[keep] / 60.0,
         "name": rows[name].array[keep],
-        "value": rows[value].to_numpy(float)[keep] if value else 1.0,
+        "value": rows[value].to_numpy(float)[keep] if value else np.ones(int(keep.sum())),
         "row": rows["row"].to_numpy("int64")[keep],
     }, copy=False)
 
@@ -318,21 +368,29 @@ def aps_table(raw: Path, ids: StayIds, config: EicuConfig,
     return pd.DataFrame(table).assign(row=rows["row"]).reset_index(drop=True), flags
 
 
-def build(raw: Path, config: EicuConfig | None = None) -> CohortTables:
-    """Cohort, labels and the events of every modality of one raw eICU folder."""
+def build(raw: Path, config: EicuConfig | None = None, scratch: Path | None = None) -> CohortTables:
+    """Cohort, labels and the events of every modality of one raw eICU folder. The event tables
+    stay on disk under `scratch` when given (an empty folder every reader can reach: `event_parts`;
+    `data.prepare`'s way at full size), else they come back in memory, as DataFrames."""
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="clintraj-eicu-") as folder:
+            tables = build(raw, config, Path(folder))
+            tables.events = {name: pd.concat(list(event_frames(events)), ignore_index=True)
+                             for name, events in tables.events.items()}
+            return tables
     config = config or EicuConfig()
     quarantine = Quarantine()
-    raw = Path(raw)
+    raw, scratch = Path(raw), Path(scratch)
     stays, funnel, demographics, known, patient_flags = load_cohort(raw, config, quarantine)
     ids = StayIds(known, stays["stay_id"].to_numpy())
-    readers = [partial(lab_events, raw, ids, config),
-               *(partial(term_events, raw, name, ids, config) for name in TERM_TABLES),
+    readers = [partial(lab_events, raw, ids, config, scratch),
+               *(partial(term_events, raw, name, ids, config, scratch) for name in TERM_TABLES),
                partial(aps_table, raw, ids, config)]
     lab, *terms, (aps, aps_flags) = rawio.read_apart(readers, quarantine)  # on a Ray cluster: over its nodes
     events = {"lab": lab, **dict(zip(TERM_TABLES, terms))}
     static = {"demographics": demographics, "aps": aps}
 
-    with_lab = stays["stay_id"].isin(events["lab"]["stay_id"])
+    with_lab = stays["stay_id"].isin(lab.stays())
     step = "no lab results (cohort anchored on lab)"
     funnel.append({"step": step, "removed": int((~with_lab).sum()), "remaining": int(with_lab.sum())})
     quarantine.count_filtered(et.PATIENT.file, step, (~with_lab).sum())
@@ -341,7 +399,7 @@ def build(raw: Path, config: EicuConfig | None = None) -> CohortTables:
     cohort = stays["stay_id"]
     files = {"lab": et.LAB.file, "aps": et.APACHE_APS_VAR.file, **{m: t.file for m, (t, _, _) in TERM_TABLES.items()}}
     for name in ("lab", *TERM_TABLES):
-        events[name] = _used(events[name], cohort, files[name], quarantine)
+        events[name] = _used_parts(events[name], cohort, files[name], quarantine, scratch / f"{name}-used")
     static["aps"] = _used(static["aps"], cohort, files["aps"], quarantine).drop(columns="row")
     patient_flags.enter(et.PATIENT.file, cohort, quarantine)
     aps_flags.enter(files["aps"], cohort, quarantine)
@@ -350,7 +408,6 @@ def build(raw: Path, config: EicuConfig | None = None) -> CohortTables:
     known_at = {"demographics": 0.0, "aps": config.aps_available_hours or 0.0}
     for name, table in static.items():  # one event each, when the values become known
         events[name] = pd.DataFrame({"stay_id": table["stay_id"], "time_hours": known_at[name]})
-    events = {name: _sorted(events[name], cohort) for name in events}
     return CohortTables(MODALITIES, stays, events, static, funnel, quarantine, label_columns=("died", "los_hours"))
 
 
@@ -362,7 +419,16 @@ def _used(rows: pd.DataFrame, cohort: pd.Series, file: str, quarantine: Quaranti
     return _where(rows, inside)
 
 
-def _sorted(events: pd.DataFrame, cohort: pd.Series) -> pd.DataFrame:
-    events = _where(events, events["stay_id"].isin(cohort).to_numpy())
-    order = ["stay_id", "time_hours", *(["row"] if "row" in events else [])]
-    return events.sort_values(order, kind="stable").reset_index(drop=True)
+def _used_parts(events: Parts, cohort: pd.Series, file: str, quarantine: Quarantine, folder: Path) -> Parts:
+    """`_used` of events on disk: rewritten only when some are not the final cohort's."""
+    outside = sum(int((~np.isin(stay, cohort)).sum()) for stay in events.column_by_part("stay_id"))
+    quarantine.count_filtered(file, OTHER_STAY, outside)
+    quarantine.count_used(file, len(events) - outside)
+    if not outside:
+        return events
+    return events.rewrite(lambda part: _where(part, part["stay_id"].isin(cohort).to_numpy()), folder)
+
+
+def _sorted(events: pd.DataFrame) -> pd.DataFrame:
+    """By stay, time and raw row (`CohortTables`' order)."""
+    return events.sort_values(["stay_id", "time_hours", "row"], kind="stable").reset_index(drop=True)

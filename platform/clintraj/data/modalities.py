@@ -26,6 +26,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from clintraj.data.event_parts import Parts
+
 Kind = Literal["terms", "values", "time_series", "image", "text", "static"]
 NOTE_SEPARATOR = "\n\n"
 IMAGE_COLUMNS = ("stay_id", "dicom_id", "study_id", "path", "study_time_hours")
@@ -56,12 +58,15 @@ class TermRule:
     encoding: Literal["presence", "count"] = "presence"
 
 
-def fit_vocabulary(events: pd.DataFrame, train_ids, rule: TermRule) -> list[str]:
+def fit_vocabulary(events: pd.DataFrame | Parts, train_ids, rule: TermRule) -> list[str]:
     """The terms of `events` (stay_id, name) kept by `rule` on the training stays, sorted."""
-    train = events[events["stay_id"].isin(train_ids)]
-    stays = max(int(pd.Index(train_ids).nunique()), 1)
-    rows = train.groupby("name", observed=True).size()
-    share = train.drop_duplicates(["stay_id", "name"]).groupby("name", observed=True).size() / stays
+    rows, with_term = [], []
+    for part in event_frames(events):  # a stay's events are in one part: its counts add up
+        train = part[part["stay_id"].isin(train_ids)]
+        rows.append(train.groupby("name", observed=True).size())
+        with_term.append(train.drop_duplicates(["stay_id", "name"]).groupby("name", observed=True).size())
+    rows, with_term = (pd.concat(counts).groupby(level=0, observed=True).sum() for counts in (rows, with_term))
+    share = with_term / max(int(pd.Index(train_ids).nunique()), 1)
     frame = pd.DataFrame({"rows": rows, "share": share.reindex(rows.index).fillna(0.0)})
     frame = frame[(frame["share"] >= rule.min_share) & (frame["rows"] >= rule.min_count)]
     frame = frame.sort_values(["rows"], ascending=False, kind="stable")
@@ -109,16 +114,32 @@ def aggregate_by_stays(modality: Modality, events: pd.DataFrame, keep=None, stat
     return filled[0] if len(filled) == 1 else pd.concat(filled, ignore_index=True)
 
 
-def stay_slices(events: pd.DataFrame, stays: int | None = None):
+def stay_slices(events: pd.DataFrame | Parts, stays: int | None = None):
     """`events` (sorted by stay: `CohortTables`' contract) in slices of `stays` stays each
-    (default `STAYS_AT_A_TIME`), as views; events not sorted by stay come whole, as one slice."""
-    stay = events["stay_id"].to_numpy()
-    if len(stay) < 2 or not (stay[1:] >= stay[:-1]).all():
+    (default `STAYS_AT_A_TIME`), as views; events not sorted by stay come whole, as one slice.
+    Events on disk come a part at a time, each part sliced so."""
+    for part in event_frames(events):
+        stay = part["stay_id"].to_numpy()
+        if len(stay) < 2 or not (stay[1:] >= stay[:-1]).all():
+            yield part
+            continue
+        starts = np.flatnonzero(np.r_[True, stay[1:] != stay[:-1]])[::stays or STAYS_AT_A_TIME]
+        for begin, end in zip(starts, [*starts[1:], len(stay)]):
+            yield part.iloc[begin:end]
+
+
+def event_frames(events: pd.DataFrame | Parts):
+    """A modality's events as DataFrames: held in memory, the one frame; on disk (the eICU
+    reader's event tables, `event_parts`), a part at a time, in stay order."""
+    if isinstance(events, Parts):
+        yield from events.frames()
+    else:
         yield events
-        return
-    starts = np.flatnonzero(np.r_[True, stay[1:] != stay[:-1]])[::stays or STAYS_AT_A_TIME]
-    for begin, end in zip(starts, [*starts[1:], len(stay)]):
-        yield events.iloc[begin:end]
+
+
+def event_stays(events: pd.DataFrame | Parts) -> np.ndarray:
+    """The stays with at least one event."""
+    return events.stays() if isinstance(events, Parts) else events["stay_id"].unique()
 
 
 def _pivot(modality: Modality, events: pd.DataFrame, vocabulary: list[str] | None, rule: TermRule,

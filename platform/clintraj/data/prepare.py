@@ -9,7 +9,9 @@ from the others.
 
 from __future__ import annotations
 
+import errno
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from clintraj.artifacts.dataset import Dataset, DatasetWriter
 from clintraj.config import to_dict
 from clintraj.data import eicu, meds, mimic, windows
 from clintraj.data.cohort import CohortTables
-from clintraj.data.modalities import TermRule, aggregate_by_stays, fit_vocabulary, stay_slices
+from clintraj.data.modalities import (Modality, TermRule, aggregate_by_stays, event_frames, event_stays, fit_vocabulary,
+                                     stay_slices)
 from clintraj.data.splits import GIVEN_SPLIT, given_split, split_around_test, split_stays
 from clintraj.tasks import TASKS, dataset_tasks, prediction_hours, window_text
 
@@ -48,9 +51,11 @@ class PrepareConfig:
         return prediction_hours(self.dataset, self.prediction_hours)
 
 
-def build_cohort(raw: Path, config: PrepareConfig, cxr: Path | None = None, notes: Path | None = None) -> CohortTables:
+def build_cohort(raw: Path, config: PrepareConfig, scratch: Path, cxr: Path | None = None,
+                 notes: Path | None = None) -> CohortTables:
+    """The dataset's reader; `scratch`, an empty folder, for what a reader keeps on disk."""
     if config.dataset == "eicu":
-        return eicu.build(Path(raw), config.eicu)
+        return eicu.build(Path(raw), config.eicu, scratch)
     if config.dataset == "mimic":
         return mimic.build(Path(raw), cxr, notes, config.mimic)
     if config.dataset == "meds":
@@ -79,19 +84,24 @@ def fit_vocabularies(tables: CohortTables, train_ids, rule: TermRule,
         if modality.kind == "terms" or (modality.kind == "values" and values is not None):
             vocabularies[modality.name] = fit_vocabulary(events, train_ids, rule if modality.kind == "terms" else values)
         elif modality.kind == "values":
-            vocabularies[modality.name] = sorted(str(n) for n in events["name"].dropna().unique())
+            names = {str(n) for part in event_frames(events) for n in part["name"].dropna().unique()}
+            vocabularies[modality.name] = sorted(names)
     return vocabularies
+
+
+def modality_table(tables: CohortTables, modality: Modality, vocabularies: dict, rule: TermRule,
+                   window: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A modality's per-stay table from its events: all of them (the whole-stay view), or those
+    inside `window` (a task's: `data.windows`), aggregated a slice of stays at a time."""
+    inside = None if window is None else lambda events: windows.select(events, window, modality.after_stay)
+    return aggregate_by_stays(modality, tables.events[modality.name], inside, tables.static.get(modality.name),
+                              vocabularies.get(modality.name), rule)
 
 
 def modality_tables(tables: CohortTables, vocabularies: dict, rule: TermRule,
                     window: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Every modality's per-stay table from its events: all of them (the whole-stay view), or those
-    inside `window` (a task's: `data.windows`), aggregated a slice of stays at a time."""
-    def inside(modality):
-        return None if window is None else lambda events: windows.select(events, window, modality.after_stay)
-
-    return {m.name: aggregate_by_stays(m, tables.events[m.name], inside(m), tables.static.get(m.name),
-                                       vocabularies.get(m.name), rule) for m in tables.modalities}
+    """Every modality's `modality_table`."""
+    return {m.name: modality_table(tables, m, vocabularies, rule, window) for m in tables.modalities}
 
 
 def presence(stays: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -146,14 +156,29 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
 
 
 def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None, notes: Path | None = None) -> dict:
-    """Build the dataset folder `out` from `raw`; return the report. Same input, same bytes."""
+    """Build the dataset folder `out` from `raw`; return the report. Same input, same bytes. The
+    readers' scratch folder (eICU's events on disk) is a sibling of `out`, so on a Ray cluster it
+    is where `out` is, on storage every node reaches, and it goes when the folder is written."""
     config.windows()  # a misnamed task or a bad window fails before any reading
-    tables = build_cohort(raw, config, cxr, notes)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{Path(out).name}.scratch-", dir=Path(out).parent) as scratch:
+        return _prepare(raw, out, config, Path(scratch), cxr, notes)
+
+
+def _prepare(raw: Path, out: Path, config: PrepareConfig, scratch: Path, cxr: Path | None,
+             notes: Path | None) -> dict:
+    try:
+        tables = build_cohort(raw, config, scratch, cxr, notes)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        raise OSError(error.errno, f"writing the dataset {out} failed in the readers' scratch folder "
+                                   f"({error.strerror or error}); nothing was written there") from error
     stays = tables.stays.drop(columns=[c for c in tables.stays.columns
                                        if pd.api.types.is_datetime64_any_dtype(tables.stays[c])])
     names = list(tables.modality_names)
     for name in names:  # the pretraining view: a modality is present when the stay has any event of it
-        stays[f"has_{name}"] = stays["stay_id"].isin(tables.events[name]["stay_id"])
+        stays[f"has_{name}"] = stays["stay_id"].isin(event_stays(tables.events[name]))
     presence_columns = [f"has_{m}" for m in names]
     if GIVEN_SPLIT in stays:  # the dataset's own split (a MEDS dataset's subject_splits)
         stays["split"], split_report = given_split(stays, presence_columns)
@@ -164,44 +189,45 @@ def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None
     train_ids = stays.loc[stays["split"] == "train", "stay_id"]
     rule = term_rule(config)
     vocabularies = fit_vocabularies(tables, train_ids, rule, values_rule(config))
-    whole_stay = modality_tables(tables, vocabularies, rule)
-    task_cohorts = [task_cohort(name, number, stays, tables, vocabularies, config)
-                    for number, name in enumerate(dataset_tasks(config.dataset), start=1)]
-
-    report = {
-        "clintraj_version": __version__,
-        "dataset": config.dataset,
-        "config": to_dict(config),
-        "sources": {"raw": str(Path(raw).resolve()), "cxr": str(Path(cxr).resolve()) if cxr else None,
-                    "notes": str(Path(notes).resolve()) if notes else None},
-        "modalities": names,
-        "modality_kinds": {m.name: m.kind for m in tables.modalities},
-        "after_stay": [m.name for m in tables.modalities if m.after_stay],
-        "labels": list(tables.label_columns),
-        "funnel": [{k: v for k, v in step.items() if k in ("step", "removed", "remaining")} for step in tables.funnel],
-        "stays": len(stays),
-        "presence_share": {m: float(stays[f"has_{m}"].mean()) for m in names},
-        "modalities_per_stay": _per_split_counts(stays, presence_columns),
-        "splits": _split_summary(split_report),
-        "windows": {task.name: task.prediction_hours for task in task_cohorts},
-        "lookback_hours": config.lookback_hours,
-        "tasks": {task.name: task.report for task in task_cohorts},
-        "vocabulary_sizes": {m: len(v) for m, v in vocabularies.items()},
-        "events": {m: int(len(tables.events[m])) for m in names},
-        "quarantine": tables.quarantine.summary(),
-        "accounts": tables.quarantine.accounts(),
-        **({"reading": tables.reading} if tables.reading else {}),
-    }
-    for account in report["accounts"]:  # a row in no bucket, or in two, is a reader's bug: say so
-        if account["unaccounted"]:
-            log.warning("%s: %d raw rows not accounted for (rows != used + filtered + quarantined)",
-                        account["table"], account["unaccounted"])
-    with DatasetWriter(out, config.rows_per_shard) as writer:
+    task_reports, windows_hours = {}, {}
+    with DatasetWriter(out, config.rows_per_shard) as writer:  # one per-stay table in memory at a time
         writer.stays(stays)
-        for name in names:
-            writer.modality(name, whole_stay[name], tables.events[name].drop(columns="row", errors="ignore"))
-        for task in task_cohorts:
+        for modality in tables.modalities:  # the whole-stay view
+            writer.modality(modality.name, modality_table(tables, modality, vocabularies, rule),
+                            (part.drop(columns="row", errors="ignore") for part in event_frames(tables.events[modality.name])))
+        for number, name in enumerate(dataset_tasks(config.dataset), start=1):
+            task = task_cohort(name, number, stays, tables, vocabularies, config)
             writer.task(task.name, task.cohort, task.tables)
+            task_reports[task.name], windows_hours[task.name] = task.report, task.prediction_hours
+        report = {
+            "clintraj_version": __version__,
+            "dataset": config.dataset,
+            "config": to_dict(config),
+            "sources": {"raw": str(Path(raw).resolve()), "cxr": str(Path(cxr).resolve()) if cxr else None,
+                        "notes": str(Path(notes).resolve()) if notes else None},
+            "modalities": names,
+            "modality_kinds": {m.name: m.kind for m in tables.modalities},
+            "after_stay": [m.name for m in tables.modalities if m.after_stay],
+            "labels": list(tables.label_columns),
+            "funnel": [{k: v for k, v in step.items() if k in ("step", "removed", "remaining")}
+                       for step in tables.funnel],
+            "stays": len(stays),
+            "presence_share": {m: float(stays[f"has_{m}"].mean()) for m in names},
+            "modalities_per_stay": _per_split_counts(stays, presence_columns),
+            "splits": _split_summary(split_report),
+            "windows": windows_hours,
+            "lookback_hours": config.lookback_hours,
+            "tasks": task_reports,
+            "vocabulary_sizes": {m: len(v) for m, v in vocabularies.items()},
+            "events": {m: int(len(tables.events[m])) for m in names},
+            "quarantine": tables.quarantine.summary(),
+            "accounts": tables.quarantine.accounts(),
+            **({"reading": tables.reading} if tables.reading else {}),
+        }
+        for account in report["accounts"]:  # a row in no bucket, or in two, is a reader's bug: say so
+            if account["unaccounted"]:
+                log.warning("%s: %d raw rows not accounted for (rows != used + filtered + quarantined)",
+                            account["table"], account["unaccounted"])
         writer.quarantine(tables.quarantine.frame())
         writer.report(report, render_report(report))
         plot_missingness(stays, presence_columns, writer.figure)

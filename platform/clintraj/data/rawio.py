@@ -310,7 +310,9 @@ class Quarantine:
         self._used.update(other._used)
 
     def frame(self) -> pd.DataFrame:
-        parts = [pd.DataFrame({"table": table, "reason": reason, "row": np.concatenate(arrays),
+        """(table, reason, row, field_only) per entry, by table and reason, rows in row order
+        (whatever order a reader found them in: by chunk, by key part)."""
+        parts = [pd.DataFrame({"table": table, "reason": reason, "row": np.sort(np.concatenate(arrays)),
                                "field_only": (table, reason) in self._field_only})
                  for (table, reason), arrays in sorted(self._rows.items())]
         empty = pd.DataFrame({"table": [], "reason": [], "row": [], "field_only": []})
