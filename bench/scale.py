@@ -64,9 +64,10 @@ MIMIC_CHART_ROWS_PER_STAY = 4500  # MIMIC-IV v2.2: 314 M chartevents rows over 7
 # --- setup --------------------------------------------------------------------------------------------
 
 
-def raw_folder(workdir: Path, stays: int, dataset: str = "eicu") -> Path:
+def raw_folder(workdir: Path, stays: int, dataset: str = "eicu", real_notes: bool = False) -> Path:
     """The synthetic raw tables of `stays` stays at the real density, written once: eICU with
-    `LAB_DRAWS`; MIMIC-IV (hosp, icu, CXR-JPG, Note) with `MIMIC_CHART_ROWS_PER_STAY` chart rows."""
+    `LAB_DRAWS`; MIMIC-IV (hosp, icu, CXR-JPG, Note) with `MIMIC_CHART_ROWS_PER_STAY` chart rows,
+    and with `real_notes` its notes padded to real lengths (`REAL_NOTE_CHARS`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ignore = workdir.parent / ".gitignore" if workdir.parent.name == ".cache" else workdir / ".gitignore"
     if not ignore.exists():
@@ -75,6 +76,10 @@ def raw_folder(workdir: Path, stays: int, dataset: str = "eicu") -> Path:
                "mimic": (f"chart{MIMIC_CHART_ROWS_PER_STAY}", {"chart_rows_per_stay": MIMIC_CHART_ROWS_PER_STAY},
                          "icu/chartevents.csv.gz", "chart")}
     suffix, options, table, what = density[dataset]
+    if real_notes and dataset == "mimic":
+        from clintraj.data.synthetic.mimic.notes import REAL_NOTE_CHARS
+
+        suffix, options = f"{suffix}-realnotes", {**options, "note_chars": REAL_NOTE_CHARS}
     raw = workdir / f"{dataset}-{stays}-{suffix}" / "raw"
     done = raw / "bench.json"
     if not done.is_file():
@@ -343,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="print the table of a finished run (its results-*.json) and exit")
     parser.add_argument("--dataset", choices=("eicu", "mimic"), default="eicu",
                         help="mimic: synthetic MIMIC-IV at the real chart density (up to 10,000 stays here)")
+    parser.add_argument("--real-notes", action="store_true",
+                        help="mimic: notes padded to real lengths (discharge ~10,500 characters, radiology ~1,200)")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "scale")
     args = parser.parse_args(argv)
     if args.from_json:
@@ -358,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {}
     record = workdir / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"  # each stage's figures, as they come
     for stays in sizes:
-        base = raw_folder(workdir, stays, args.dataset).parent
+        base = raw_folder(workdir, stays, args.dataset, args.real_notes).parent
         for stage in stages:
             if stage in ("pretrain", "sequential") and args.train_max_stays and stays > args.train_max_stays:
                 continue

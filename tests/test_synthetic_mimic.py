@@ -174,6 +174,24 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     assert first[mt.CHARTEVENTS.path] != other[mt.CHARTEVENTS.path]
 
 
+def test_notes_padded_to_real_length_change_nothing_else(tmp_path):
+    """`note_chars` lengthens each note of a modality (memory at real note sizes, bench/scale.py)
+    and leaves every other table, and each note's own text before the filler, as it was."""
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    generate("mimic", tmp_path / "short", n_stays=40, seed=3, progress=False)
+    generate("mimic", tmp_path / "long", n_stays=40, seed=3, progress=False, note_chars={"discharge_note": 3000})
+    short, long = files(tmp_path / "short"), files(tmp_path / "long")
+    changed = {path for path in short if short[path] != long[path]}
+    assert changed == {mt.DISCHARGE.path}
+    before, after = (pd.read_csv(tmp_path / name / mt.DISCHARGE.path) for name in ("short", "long"))
+    assert len(before) == len(after) > 5 and (before["text"].str.len() < 3000).all()
+    assert (after["text"].str.len() == 3000).all()
+    assert all(padded.startswith(text + "\n\n") for text, padded in zip(before["text"], after["text"]))
+    assert before.drop(columns="text").equals(after.drop(columns="text"))
+
+
 def test_every_cxr_metadata_row_has_a_jpeg(small):
     out, _ = small
     meta = read(out, mt.CXR_METADATA)

@@ -36,7 +36,7 @@ from clintraj.data.synthetic.mimic.chest import chest_findings
 from clintraj.data.synthetic.mimic.events import chartevents_table, labevents_table
 from clintraj.data.synthetic.mimic.images import IMAGE_SIZE, cxr_metadata_table, cxr_studies, write_images
 from clintraj.data.synthetic.mimic.notes import (
-    LEAK_AFTER_HOURS, LEAK_TEXTS, discharge_table, leak_notes, radiology_table,
+    LEAK_AFTER_HOURS, LEAK_TEXTS, discharge_table, leak_notes, padded, radiology_table,
 )
 from clintraj.data.synthetic.mimic.other_items import other_item_batches, rows_per_stay
 from clintraj.data.synthetic.mimic.phenotypes import MORTALITY
@@ -74,6 +74,7 @@ def generate(
     progress: bool = True,
     leak: bool = False,
     chart_rows_per_stay: int = 0,
+    note_chars: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """Write synthetic MIMIC-IV + MIMIC-CXR-JPG + MIMIC-IV-Note under `out`.
 
@@ -83,7 +84,11 @@ def generate(
     other table is the same as without it. `chart_rows_per_stay` (0: off) adds chartevents rows of
     MIMIC-IV items outside the 17 variables (`other_items.py`) until the stays with the time-series
     modality have that many chart rows on average (real MIMIC-IV: about 4,300); the 17 variables'
-    rows, and every other table, are the same as without them.
+    rows, and every other table, are the same as without them. `note_chars` (note modality ->
+    characters, e.g. `REAL_NOTE_CHARS`) pads each note of that modality with clinical filler
+    text to at least that length (the synthetic notes are a few hundred characters; real
+    discharge summaries about 10,000), for measuring memory at real note sizes; the draws, and
+    so every other column and table, are the same as without it.
     Returns the rows written per table, keyed by path relative to `out`.
     """
     if not 1 <= n_stays < 10_000_000:
@@ -108,6 +113,9 @@ def generate(
             if leak:
                 planted = leak_notes(stays, np.random.default_rng([seed, _LEAK_STREAM, k]))
                 tables[mt.RADIOLOGY.path] = pd.concat([tables[mt.RADIOLOGY.path], planted], ignore_index=True)
+            for modality, length in (note_chars or {}).items():
+                path = NOTE_TABLES[modality]
+                tables[path] = tables[path].assign(text=padded(tables[path]["text"], length))
             for path, frame in tables.items():
                 writers[path].write(frame)
             if chart_rows_per_stay:
@@ -118,6 +126,9 @@ def generate(
                     chart.write_arrow(batch)
             bar.update(stop - start)
     return {path: writer.rows for path, writer in writers.items()}
+
+
+NOTE_TABLES = {"discharge_note": mt.DISCHARGE.path, "radiology_note": mt.RADIOLOGY.path}
 
 
 def _presence_profile(presence: dict[str, float] | None) -> dict[str, float]:

@@ -92,6 +92,25 @@ def radiology_table(stays: Stays, findings: ChestFindings, rng: np.random.Genera
     return frame
 
 
+# Mean characters of a real note (`generate`'s `note_chars`): discharge summaries 2,267 tokens on
+# average (MIMIC-IV-Ext-BHC, PhysioNet 2024), about 10,500 characters; radiology reports about
+# 1,200, our estimate (2.3 M reports; no published mean found).
+REAL_NOTE_CHARS = {"discharge_note": 10_500, "radiology_note": 1_200}
+_FILLER = (
+    "patient seen and examined. vital signs reviewed with nursing. continue current management and "
+    "reassess in the morning. labs and imaging reviewed; see results section for values. plan discussed "
+    "with the patient and family, who agree. medications reconciled on transfer. "
+)
+
+
+def padded(texts: pd.Series, length: int) -> pd.Series:
+    """Each text followed by a blank line and filler up to at least `length` characters."""
+    def pad(text: str) -> str:
+        short = length - len(text) - 2
+        return text if short <= 0 else text + "\n\n" + (_FILLER * (short // len(_FILLER) + 1))[:short]
+    return texts.map(pad)
+
+
 def leak_notes(stays: Stays, rng: np.random.Generator) -> pd.DataFrame:
     """The planted leak: a report stating the label inside the ICU stay, after 48 h when the stay
     is longer (the others leave the 48 h task anyway)."""
