@@ -64,10 +64,10 @@ MIMIC_CHART_ROWS_PER_STAY = 4500  # MIMIC-IV v2.2: 314 M chartevents rows over 7
 # --- setup --------------------------------------------------------------------------------------------
 
 
-def raw_folder(workdir: Path, stays: int, dataset: str = "eicu", real_notes: bool = False) -> Path:
+def raw_folder(workdir: Path, stays: int, dataset: str = "eicu", note_chars: dict[str, int] | None = None) -> Path:
     """The synthetic raw tables of `stays` stays at the real density, written once: eICU with
     `LAB_DRAWS`; MIMIC-IV (hosp, icu, CXR-JPG, Note) with `MIMIC_CHART_ROWS_PER_STAY` chart rows,
-    and with `real_notes` its notes padded to real lengths (`REAL_NOTE_CHARS`)."""
+    and with `note_chars` its notes padded to those lengths (`generate`'s option)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ignore = workdir.parent / ".gitignore" if workdir.parent.name == ".cache" else workdir / ".gitignore"
     if not ignore.exists():
@@ -76,10 +76,9 @@ def raw_folder(workdir: Path, stays: int, dataset: str = "eicu", real_notes: boo
                "mimic": (f"chart{MIMIC_CHART_ROWS_PER_STAY}", {"chart_rows_per_stay": MIMIC_CHART_ROWS_PER_STAY},
                          "icu/chartevents.csv.gz", "chart")}
     suffix, options, table, what = density[dataset]
-    if real_notes and dataset == "mimic":
-        from clintraj.data.synthetic.mimic.notes import REAL_NOTE_CHARS
-
-        suffix, options = f"{suffix}-realnotes", {**options, "note_chars": REAL_NOTE_CHARS}
+    if note_chars and dataset == "mimic":
+        lengths = "-".join(f"{name.split('_')[0]}{length}" for name, length in sorted(note_chars.items()))
+        suffix, options = f"{suffix}-notes-{lengths}", {**options, "note_chars": note_chars}
     raw = workdir / f"{dataset}-{stays}-{suffix}" / "raw"
     done = raw / "bench.json"
     if not done.is_file():
@@ -348,8 +347,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="print the table of a finished run (its results-*.json) and exit")
     parser.add_argument("--dataset", choices=("eicu", "mimic"), default="eicu",
                         help="mimic: synthetic MIMIC-IV at the real chart density (up to 10,000 stays here)")
-    parser.add_argument("--real-notes", action="store_true",
-                        help="mimic: notes padded to real lengths (discharge ~10,500 characters, radiology ~1,200)")
+    parser.add_argument("--note-chars", default=None,
+                        help="mimic: notes padded to these lengths, 'real' (REAL_NOTE_CHARS: discharge 10,500 "
+                             "characters, radiology 1,200) or e.g. 'discharge_note=10500,radiology_note=120000'")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "scale")
     args = parser.parse_args(argv)
     if args.from_json:
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {}
     record = workdir / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"  # each stage's figures, as they come
     for stays in sizes:
-        base = raw_folder(workdir, stays, args.dataset, args.real_notes).parent
+        base = raw_folder(workdir, stays, args.dataset, note_lengths(args.note_chars)).parent
         for stage in stages:
             if stage in ("pretrain", "sequential") and args.train_max_stays and stays > args.train_max_stays:
                 continue
@@ -378,6 +378,17 @@ def main(argv: list[str] | None = None) -> None:
             record.write_text(json.dumps([{"stays": n, "stage": stage, **r} for (n, stage), r in rows.items()], indent=1))
 
     report(rows, args.dataset)
+
+
+def note_lengths(spec: str | None) -> dict[str, int] | None:
+    """`--note-chars`: 'real', or 'modality=characters,...'."""
+    if not spec:
+        return None
+    if spec == "real":
+        from clintraj.data.synthetic.mimic.notes import REAL_NOTE_CHARS
+
+        return REAL_NOTE_CHARS
+    return {name: int(length) for name, length in (item.split("=") for item in spec.split(","))}
 
 
 def report(rows: dict, dataset: str = "eicu") -> None:
