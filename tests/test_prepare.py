@@ -75,10 +75,10 @@ def test_rerun_gives_identical_bytes(eicu_raw, tmp_path):
 
 @pytest.mark.parametrize("dataset", ["eicu", "mimic"])
 def test_a_few_stays_at_a_time_gives_identical_bytes(dataset, eicu_raw, mimic_raw, tmp_path, monkeypatch):
-    """The per-stay tables are aggregated a slice of stays at a time, and eICU's events go to disk
-    and back in parts of a range of stays (bounded memory at full size): slices of 40 stays, some
-    with no event inside a task's window, and parts of 70 stays (event shards of 1,000 rows
-    spanning parts) write the very bytes of one slice and one part."""
+    """The per-stay tables are aggregated a slice of stays at a time, and eICU's events and
+    MIMIC-IV's notes go to disk and back in parts of a range of stays (bounded memory at full
+    size): slices of 40 stays, some with no event inside a task's window, and parts of 70 stays
+    (event shards of 1,000 rows spanning parts) write the very bytes of one slice and one part."""
     from clintraj.data import event_parts, modalities
 
     raw = eicu_raw if dataset == "eicu" else mimic_raw
@@ -89,14 +89,31 @@ def test_a_few_stays_at_a_time_gives_identical_bytes(dataset, eicu_raw, mimic_ra
     monkeypatch.setattr(event_parts.PartWriter, "close", lambda self: parts.append(self.parts) or writer_close(self))
     prepare(raw, tmp_path / "whole", config(dataset, rows_per_shard=1000), **extra)
     whole = len(calls)
-    assert set(parts) == ({1} if dataset == "eicu" else set())
+    assert set(parts) == {1}
     monkeypatch.setattr(modalities, "STAYS_AT_A_TIME", 40)
     monkeypatch.setattr(event_parts, "STAYS_PER_PART", 70)
     parts.clear()
     prepare(raw, tmp_path / "sliced", config(dataset, rows_per_shard=1000), **extra)
     assert len(calls) - whole > 4 * whole  # it did aggregate in slices
-    assert dataset == "mimic" or min(parts) > 4  # and wrote eICU's events in parts
+    assert min(parts) > 4  # and wrote the events in parts
     assert digest(tmp_path / "whole") == digest(tmp_path / "sliced")
+
+
+def test_shards_cut_by_rows_and_by_text_whatever_the_parts(tmp_path, monkeypatch):
+    """A shard holds `rows_per_shard` rows, or fewer where its text would pass `TEXT_PER_SHARD`
+    characters (a row longer than that alone); the rows in one frame or in parts, the same shards."""
+    from clintraj.artifacts import dataset
+
+    monkeypatch.setattr(dataset, "TEXT_PER_SHARD", 10)
+    notes = pd.DataFrame({"stay_id": range(7), "text": pd.array(["abc", "defg", "hi", "j" * 12, "k", "lm", "n"],
+                                                                 dtype="string")})
+    for name, frames in (("whole", [notes]), ("parts", [notes.iloc[:2], notes.iloc[2:2], notes.iloc[2:5], notes.iloc[5:]])):
+        with dataset.DatasetWriter(tmp_path / name, rows_per_shard=3) as writer:
+            writer.task_table("t", "note", frames)
+    shards = sorted((tmp_path / "whole" / "tasks" / "t" / "modalities" / "note").glob("*.parquet"))
+    assert [pd.read_parquet(s)["stay_id"].tolist() for s in shards] == [[0, 1, 2], [3], [4, 5, 6]]
+    assert [p.read_bytes() for p in shards] == [
+        p.read_bytes() for p in sorted((tmp_path / "parts" / "tasks" / "t" / "modalities" / "note").glob("*.parquet"))]
 
 
 def test_mimic_dataset_folder_with_all_modalities(mimic_raw, tmp_path):

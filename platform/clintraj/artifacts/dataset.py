@@ -23,12 +23,27 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clintraj.storage import replaced_when_done
 from clintraj.tasks import window_text
 
 FORMAT = 2
+# Characters of text (notes) per shard at most, besides `rows_per_shard`: a shard of 200,000
+# discharge summaries would be 2 GB of text in memory at once.
+TEXT_PER_SHARD = 256 * 2**20
+
+
+def _text_per_row(frame: pd.DataFrame) -> np.ndarray:
+    """Characters of text in each row (0 for a frame without text columns)."""
+    weight = np.zeros(len(frame), dtype=np.int64)
+    for column, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.StringDtype) or dtype == object:
+            weight += frame[column].str.len().fillna(0).to_numpy("int64")
+    return weight
 
 
 @dataclass(frozen=True)
@@ -155,38 +170,56 @@ class DatasetWriter:
         return self._staging.__exit__(kind, error, traceback)
 
     def _shards(self, frames: Iterable[pd.DataFrame], folder: Path) -> None:
-        """The rows of `frames`, in order, as shards of `rows_per_shard` rows (one shard, maybe
-        empty, at least): the same shards whether the rows come as one frame or in parts."""
+        """The rows of `frames`, in order, as shards of `rows_per_shard` rows, or fewer where
+        their text passes `TEXT_PER_SHARD` characters (notes): at least one shard, maybe empty.
+        The cuts depend on the rows only, so one frame or the same rows in parts give the same
+        shards."""
         folder.mkdir(parents=True, exist_ok=True)
-        pending, held, shard = [], 0, 0
+        pending, rows, text, shard, last = [], 0, 0, 0, None
+
+        def flush():
+            nonlocal pending, rows, text, shard
+            self._shard(pd.concat(pending) if len(pending) > 1 else pending[0], folder / f"part-{shard:05d}.parquet")
+            pending, rows, text, shard = [], 0, 0, shard + 1
+
         for frame in frames:
-            pending.append(frame)
-            held += len(frame)
-            while held >= self.rows_per_shard:
-                rows = pd.concat(pending) if len(pending) > 1 else pending[0]
-                self._shard(rows.iloc[:self.rows_per_shard], folder, shard)
-                shard, pending, held = shard + 1, [rows.iloc[self.rows_per_shard:]], held - self.rows_per_shard
-        if held or not shard:
-            self._shard(pd.concat(pending) if len(pending) > 1 else pending[0], folder, shard)
+            last, weight, start = frame.iloc[:0], _text_per_row(frame), 0
+            while start < len(frame):
+                room = min(self.rows_per_shard - rows, len(frame) - start)
+                total = text + np.cumsum(weight[start:start + room])
+                fits = min(room, int(np.searchsorted(total, TEXT_PER_SHARD, side="right")))
+                if not fits and not rows:  # one row past the limit alone: a shard of its own
+                    fits = 1
+                if fits:
+                    pending.append(frame.iloc[start:start + fits])
+                    rows, text, start = rows + fits, int(total[fits - 1]), start + fits
+                if rows == self.rows_per_shard or start < len(frame):
+                    flush()
+        if rows or not shard:
+            pending = pending or [last if last is not None else pd.DataFrame()]
+            flush()
 
     @staticmethod
-    def _shard(rows: pd.DataFrame, folder: Path, number: int) -> None:
+    def _shard(rows: pd.DataFrame, path: Path) -> None:
         rows = rows.astype({c: "string" for c, dtype in rows.dtypes.items()  # a reader's codes, as text
                             if isinstance(dtype, pd.CategoricalDtype)})
-        rows.to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+        # one chunk per column: the same bytes whether the rows came in one frame or several
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False).combine_chunks(), path)
 
     def stays(self, stays: pd.DataFrame) -> None:
         stays.to_parquet(self.path / "stays.parquet", index=False)
 
-    def modality(self, name: str, table: pd.DataFrame, events: Iterable[pd.DataFrame]) -> None:
-        """The modality's per-stay table, and its events (sorted by stay and time) in parts."""
-        self._shards([table], self.path / "modalities" / name)
+    def modality(self, name: str, table: Iterable[pd.DataFrame], events: Iterable[pd.DataFrame]) -> None:
+        """The modality's per-stay table and its events (sorted by stay and time), each in parts."""
+        self._shards(table, self.path / "modalities" / name)
         self._shards(events, self.path / "events" / name)
 
-    def task(self, name: str, cohort: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
-        cohort.to_parquet(self.path / "tasks" / f"{name}.parquet", index=False)
-        for modality, table in tables.items():
-            self._shards([table], self.path / "tasks" / name / "modalities" / modality)
+    def task_table(self, task: str, modality: str, table: Iterable[pd.DataFrame]) -> None:
+        """A modality's per-stay table over the task's window, in parts."""
+        self._shards(table, self.path / "tasks" / task / "modalities" / modality)
+
+    def task_cohort(self, task: str, cohort: pd.DataFrame) -> None:
+        cohort.to_parquet(self.path / "tasks" / f"{task}.parquet", index=False)
 
     def quarantine(self, frame: pd.DataFrame) -> None:
         frame.to_parquet(self.path / "quarantine.parquet", index=False)

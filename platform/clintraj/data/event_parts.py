@@ -1,17 +1,18 @@
 """A long table's rows on disk, in parts, so a reader holds one part at a time, not the table.
 
 At full eICU the lab table is 39 M rows: held whole, its events alone were 1.4 GB and grew with
-the cohort. A reader appends each chunk's rows to the part each row belongs to (`PartWriter`: one
+the cohort; MIMIC-IV-Note's notes of the cohort's admissions are gigabytes of text. A reader appends each chunk's rows to the part each row belongs to (`PartWriter`: one
 Arrow IPC stream per part), then reads the parts back one at a time (`Parts.frames`), rewriting
 them where a later step changes them (`Parts.rewrite`). Two ways of cutting:
 
 - by key (`key_parts`): every row of one key in one part, so repeats of a key are found part
-  by part (`rawio.drop_repeated`);
+  by part (`rawio.drop_repeated`), or every note of one admission;
 - by stay range (`stay_parts`): each part the events of a range of stays, so the per-stay
   aggregations and the dataset's event shards go a part at a time, in stay order
   (`modalities.stay_slices`).
 
-Categorical columns are stored as their codes, their categories kept once (`Parts.coded`).
+Categorical columns are stored as their codes, their categories kept once (`Parts.coded`); every
+other column comes back with the pandas dtype it was appended with (`Parts.dtypes`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Parts:
     rows: int
     schema: pa.Schema
     coded: dict[str, pd.Index] = field(default_factory=dict)
+    dtypes: dict[str, object] = field(default_factory=dict)  # the other columns' pandas dtypes, as appended
 
     def __len__(self) -> int:
         return self.rows
@@ -90,6 +92,8 @@ class Parts:
 
     def _frame(self, table: pa.Table) -> pd.DataFrame:
         frame = table.to_pandas()
+        changed = {column: dtype for column, dtype in self.dtypes.items() if frame[column].dtype != dtype}
+        frame = frame.astype(changed) if changed else frame  # e.g. text back to pandas' "string"
         for column, categories in self.coded.items():
             frame[column] = pd.Categorical.from_codes(frame[column].to_numpy(), categories=categories)
         return frame
@@ -112,6 +116,7 @@ class PartWriter:
         self._streams: dict[int, tuple] = {}
         self._schema: pa.Schema | None = None
         self._coded: dict[str, pd.Index] = {}
+        self._dtypes: dict[str, object] = {}
 
     def append(self, frame: pd.DataFrame | dict, part: np.ndarray | int) -> None:
         table = self._table(pd.DataFrame(frame, copy=False) if isinstance(frame, dict) else frame)
@@ -132,7 +137,7 @@ class PartWriter:
         if self._schema is None:
             raise ValueError(f"{self.folder}: no rows were appended, not even an empty batch")
         return Parts(tuple(self.folder / _name(n) for n in sorted(self._streams)), self.rows, self._schema,
-                     dict(self._coded))
+                     dict(self._coded), dict(self._dtypes))
 
     def _table(self, frame: pd.DataFrame) -> pa.Table:
         columns = {}
@@ -142,7 +147,9 @@ class PartWriter:
                 if not known.equals(values.cat.categories):
                     raise ValueError(f"{self.folder}: column {name} appended with other categories")
                 values = values.cat.codes.astype(np.int32)
-            columns[name] = pa.array(np.asarray(values))
+            else:
+                self._dtypes.setdefault(name, values.dtype)
+            columns[name] = pa.array(values, from_pandas=True)
         table = pa.table(columns)
         if self._schema is None:
             self._schema = table.schema

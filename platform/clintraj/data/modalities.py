@@ -101,17 +101,32 @@ def aggregate(modality: Modality, events: pd.DataFrame, static: pd.DataFrame | N
     raise ValueError(f"{modality.name}: unknown modality kind {kind!r}")
 
 
-def aggregate_by_stays(modality: Modality, events: pd.DataFrame, keep=None, static: pd.DataFrame | None = None,
+def aggregate_by_stays(modality: Modality, events: pd.DataFrame | Parts, keep=None, static: pd.DataFrame | None = None,
                        vocabulary: list[str] | None = None, rule: TermRule | None = None,
                        stays_at_a_time: int | None = None) -> pd.DataFrame:
+    """The per-stay table of `stay_tables`' slices, joined."""
+    tables = list(stay_tables(modality, events, keep, static, vocabulary, rule, stays_at_a_time))
+    return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
+
+
+def stay_tables(modality: Modality, events: pd.DataFrame | Parts, keep=None, static: pd.DataFrame | None = None,
+                vocabulary: list[str] | None = None, rule: TermRule | None = None,
+                stays_at_a_time: int | None = None):
     """`aggregate` over `events` a slice of stays at a time (`stay_slices`), each slice's events cut
-    by `keep(slice)` (a row mask; None: all of them) first: the same table, with one slice's
-    transients (masks, selections, the pivot's grouping) instead of the whole table's."""
-    parts = []
+    by `keep(slice)` (a row mask; None: all of them) first: the per-stay table in slices, in stay
+    order, with one slice's transients (masks, selections, the pivot's grouping) instead of the
+    whole table's. The slices with rows; one empty table when none has (an empty slice's dtypes
+    are not the table's)."""
+    empty = None
     for part in stay_slices(events, stays_at_a_time):
-        parts.append(aggregate(modality, part if keep is None else part[keep(part)], static, vocabulary, rule))
-    filled = [part for part in parts if len(part)] or parts[:1]  # an empty part's dtypes are not the table's
-    return filled[0] if len(filled) == 1 else pd.concat(filled, ignore_index=True)
+        table = aggregate(modality, part if keep is None else part[keep(part)], static, vocabulary, rule)
+        if len(table):
+            empty = False
+            yield table
+        elif empty is None:
+            empty = table
+    if empty is not None and empty is not False:
+        yield empty
 
 
 def stay_slices(events: pd.DataFrame | Parts, stays: int | None = None):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import errno
 import logging
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from clintraj import __version__
@@ -22,8 +24,8 @@ from clintraj.artifacts.dataset import Dataset, DatasetWriter
 from clintraj.config import to_dict
 from clintraj.data import eicu, meds, mimic, windows
 from clintraj.data.cohort import CohortTables
-from clintraj.data.modalities import (Modality, TermRule, aggregate_by_stays, event_frames, event_stays, fit_vocabulary,
-                                     stay_slices)
+from clintraj.data.modalities import (Modality, TermRule, event_frames, event_stays, fit_vocabulary, stay_slices,
+                                     stay_tables)
 from clintraj.data.splits import GIVEN_SPLIT, given_split, split_around_test, split_stays
 from clintraj.tasks import TASKS, dataset_tasks, prediction_hours, window_text
 
@@ -57,7 +59,7 @@ def build_cohort(raw: Path, config: PrepareConfig, scratch: Path, cxr: Path | No
     if config.dataset == "eicu":
         return eicu.build(Path(raw), config.eicu, scratch)
     if config.dataset == "mimic":
-        return mimic.build(Path(raw), cxr, notes, config.mimic)
+        return mimic.build(Path(raw), cxr, notes, config.mimic, scratch)
     if config.dataset == "meds":
         return meds.build(Path(raw), config.meds, config.windows(), config.lookback_hours)
     raise ValueError(f"unknown dataset {config.dataset!r}; choose eicu, mimic or meds")
@@ -90,46 +92,38 @@ def fit_vocabularies(tables: CohortTables, train_ids, rule: TermRule,
 
 
 def modality_table(tables: CohortTables, modality: Modality, vocabularies: dict, rule: TermRule,
-                   window: pd.DataFrame | None = None) -> pd.DataFrame:
-    """A modality's per-stay table from its events: all of them (the whole-stay view), or those
-    inside `window` (a task's: `data.windows`), aggregated a slice of stays at a time."""
+                   window: pd.DataFrame | None = None) -> Iterator[pd.DataFrame]:
+    """A modality's per-stay table from its events, in slices of stays (`modalities.stay_tables`):
+    over all of them (the whole-stay view), or those inside `window` (a task's: `data.windows`)."""
     inside = None if window is None else lambda events: windows.select(events, window, modality.after_stay)
-    return aggregate_by_stays(modality, tables.events[modality.name], inside, tables.static.get(modality.name),
-                              vocabularies.get(modality.name), rule)
+    return stay_tables(modality, tables.events[modality.name], inside, tables.static.get(modality.name),
+                       vocabularies.get(modality.name), rule)
 
 
-def modality_tables(tables: CohortTables, vocabularies: dict, rule: TermRule,
-                    window: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Every modality's `modality_table`."""
-    return {m.name: modality_table(tables, m, vocabularies, rule, window) for m in tables.modalities}
-
-
-def presence(stays: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """has_<modality>: whether the stay has a row in the modality's table."""
-    return pd.DataFrame({f"has_{name}": stays["stay_id"].isin(table["stay_id"]).to_numpy()
-                         for name, table in tables.items()}, index=stays.index)
-
-
-@dataclass
-class TaskCohort:
-    name: str
-    prediction_hours: float | None
-    cohort: pd.DataFrame  # stay_id, split, prediction_hours, start_hours, end_hours
-    tables: dict[str, pd.DataFrame]  # the window's per-stay tables
-    report: dict
+def _with_stays(frames: Iterable[pd.DataFrame], seen: list) -> Iterator[pd.DataFrame]:
+    """`frames`, their stay ids added to `seen` as they pass."""
+    for frame in frames:
+        seen.append(frame["stay_id"].to_numpy())
+        yield frame
 
 
 def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTables, vocabularies: dict,
-                config: PrepareConfig) -> TaskCohort:
+                config: PrepareConfig, writer: DatasetWriter) -> dict:
     """The task's cohort: stays of the pretraining val + test pool with the label, still in the ICU at
-    the prediction time; their window's tables; re-split by the window's modality presence."""
+    the prediction time; their window's tables, written as they are made; re-split by the window's
+    modality presence. Returns the task's report."""
     task, hours = TASKS[name], config.windows()[name]
     pool = stays[stays["split"].isin(["val", "test"])]
     labelled = pool[task.has_label(pool)]
     members = labelled[windows.long_enough(labelled, hours)]
     window = windows.bounds(members, hours, config.lookback_hours)
-    task_tables = modality_tables(tables, vocabularies, term_rule(config), window)
-    presence_columns = presence(members, task_tables)
+    presence_columns = {}
+    for modality in tables.modalities:  # has_<modality>: the stay has a row in the window's table
+        seen = []
+        writer.task_table(name, modality.name,
+                          _with_stays(modality_table(tables, modality, vocabularies, term_rule(config), window), seen))
+        presence_columns[f"has_{modality.name}"] = members["stay_id"].isin(np.concatenate(seen)).to_numpy()
+    presence_columns = pd.DataFrame(presence_columns, index=members.index)
     split_options = {"seed": config.seed + number, "fractions": config.fractions,
                      "min_units_per_stratum": config.min_units_per_stratum}
     if GIVEN_SPLIT in members:  # the dataset's held-out stays stay the test split
@@ -140,9 +134,10 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
                                           **split_options)
     cohort = window.assign(split=split.to_numpy(),
                            prediction_hours=pd.array([hours] * len(window), dtype="Float64"))
-    cohort = cohort[["stay_id", "split", "prediction_hours", "start_hours", "end_hours"]]
+    writer.task_cohort(name, cohort[["stay_id", "split", "prediction_hours", "start_hours", "end_hours"]]
+                       .reset_index(drop=True))
     with_unit = window.assign(unit_hours=members["unit_hours"].to_numpy())
-    report = {
+    return {
         "prediction_hours": hours, "window": window_text(hours), "lookback_hours": config.lookback_hours,
         "stays_with_label": int(len(labelled)),
         "excluded_icu_stay_shorter_than_window": int(len(labelled) - len(members)),
@@ -152,7 +147,6 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
                            for m in tables.modality_names},
         **_split_summary(split_report),
     }
-    return TaskCohort(name, hours, cohort.reset_index(drop=True), task_tables, report)
 
 
 def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None, notes: Path | None = None) -> dict:
@@ -196,9 +190,8 @@ def _prepare(raw: Path, out: Path, config: PrepareConfig, scratch: Path, cxr: Pa
             writer.modality(modality.name, modality_table(tables, modality, vocabularies, rule),
                             (part.drop(columns="row", errors="ignore") for part in event_frames(tables.events[modality.name])))
         for number, name in enumerate(dataset_tasks(config.dataset), start=1):
-            task = task_cohort(name, number, stays, tables, vocabularies, config)
-            writer.task(task.name, task.cohort, task.tables)
-            task_reports[task.name], windows_hours[task.name] = task.report, task.prediction_hours
+            task_reports[name] = task_cohort(name, number, stays, tables, vocabularies, config, writer)
+            windows_hours[name] = task_reports[name]["prediction_hours"]
         report = {
             "clintraj_version": __version__,
             "dataset": config.dataset,

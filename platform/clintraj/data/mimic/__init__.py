@@ -49,15 +49,18 @@ counted once in the Quarantine's ledger, as used, filtered (by reason) or quaran
 from __future__ import annotations
 
 import logging
+import tempfile
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from clintraj.data.cohort import CohortTables
+from clintraj.data.event_parts import Parts
 from clintraj.data.mimic import tables as mt
 from clintraj.data.mimic.config import HOUR, MODALITIES, MODALITY_NAMES, MimicConfig
 from clintraj.data.mimic.cxr import cxr_modality, study_datetime
+from clintraj.data.modalities import event_frames, event_stays
 from clintraj.data.mimic.demographics import demographics_table, read_patients
 from clintraj.data.mimic.labels import OTHER_ADMISSION, expire_flags, load_phenotypes, mortality, phenotype_labels
 from clintraj.data.mimic.measurements import discretize, load_measurements, normal_values, time_series
@@ -93,9 +96,18 @@ _MODALITY_STEPS = {
 }
 
 
-def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig | None = None) -> CohortTables:
+def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig | None = None,
+          scratch: Path | None = None) -> CohortTables:
     """Cohort, labels and the events of every modality of one raw MIMIC-IV folder, with the
-    MIMIC-CXR-JPG and MIMIC-IV-Note roots when given (None: that modality is absent)."""
+    MIMIC-CXR-JPG and MIMIC-IV-Note roots when given (None: that modality is absent). The notes'
+    events stay on disk under `scratch` when given (an empty folder every reader can reach:
+    `event_parts`; `data.prepare`'s way at full size), else they come back in memory."""
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="clintraj-mimic-") as folder:
+            tables = build(raw, cxr, notes, config, Path(folder))
+            tables.events = {name: pd.concat(list(event_frames(events)), ignore_index=True)
+                             for name, events in tables.events.items()}
+            return tables
     config = config or MimicConfig()
     raw = Path(raw)
     quarantine = Quarantine()
@@ -115,7 +127,7 @@ def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig |
     if cxr is not None:
         readers["cxr"] = partial(cxr_modality, cxr, stays, config)
     if notes is not None:
-        readers |= {name: partial(note_modality, notes, name, stays, config)
+        readers |= {name: partial(note_modality, notes, name, stays, config, scratch=scratch)
                     for name in ("discharge_note", "radiology_note")}
     read = dict(zip(readers, read_apart(list(readers.values()), quarantine)))  # on a Ray cluster: over its nodes
     events = {name: read[name][0] if name in read else _absent(name)
@@ -128,7 +140,7 @@ def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig |
     missing_source = {"cxr": cxr is None, "discharge_note": notes is None, "radiology_note": notes is None}
     has = {}
     for name in MODALITY_NAMES:
-        has[name] = stays["stay_id"].isin(events[name]["stay_id"])
+        has[name] = stays["stay_id"].isin(event_stays(events[name]))
         step = _MODALITY_STEPS[name]
         if missing_source.get(name, False):
             step = f"not provided ({'cxr' if name == 'cxr' else 'notes'}=None): absent for every stay"
@@ -139,7 +151,7 @@ def build(raw: Path, cxr: Path | None, notes: Path | None, config: MimicConfig |
     funnel.append({"step": "no modality present", "removed": int((~present).sum()), "remaining": int(present.sum())})
     quarantine.count_filtered(mt.ICUSTAYS.path, "no modality present", (~present).sum())
     _account_stay_tables(stays[present], admissions, patients, diagnoses, quarantine)
-    return _cohort_tables(stays[present], events, static, funnel, quarantine)
+    return _cohort_tables(stays[present], events, static, funnel, quarantine, scratch)
 
 
 def _account_stay_tables(cohort: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFrame,
@@ -166,8 +178,9 @@ def _account_stay_tables(cohort: pd.DataFrame, admissions: pd.DataFrame, patient
 
 
 def _cohort_tables(stays: pd.DataFrame, events: dict, static: dict, funnel: list[dict],
-                   quarantine: Quarantine) -> CohortTables:
-    """The final CohortTables: everything restricted to the cohort and sorted by stay_id."""
+                   quarantine: Quarantine, scratch: Path) -> CohortTables:
+    """The final CohortTables: everything restricted to the cohort and sorted by stay_id (events
+    on disk a part at a time: each holds a range of stays)."""
     stays = stays.sort_values("stay_id", kind="stable").reset_index(drop=True)
     stays.insert(1, "patient_id", stays.pop("subject_id").astype("string"))
     labels = ["died", *[c for c in stays.columns if c.startswith(PHENOTYPE_PREFIX)]]
@@ -181,7 +194,10 @@ def _cohort_tables(stays: pd.DataFrame, events: dict, static: dict, funnel: list
     static = {m: restrict(table, ["stay_id"]) for m, table in static.items()}
     order = {"cxr": ["stay_id", "time_hours", "dicom_id"], "discharge_note": ["stay_id", "time_hours", "note_index"],
              "radiology_note": ["stay_id", "time_hours", "note_index"]}
-    timelines = {m: restrict(events[m], order.get(m, ["stay_id", "time_hours"])) for m in MODALITY_NAMES}
+    timelines = {}
+    for m in MODALITY_NAMES:
+        by = partial(restrict, order=order.get(m, ["stay_id", "time_hours"]))
+        timelines[m] = events[m].rewrite(by, scratch / f"{m}-cohort") if isinstance(events[m], Parts) else by(events[m])
     log.info("MIMIC-IV cohort: %d stays; %s", len(stays),
-             ", ".join(f"{m} {timelines[m]['stay_id'].nunique()}" for m in MODALITY_NAMES))
+             ", ".join(f"{m} {len(event_stays(timelines[m]))}" for m in MODALITY_NAMES))
     return CohortTables(MODALITIES, stays, timelines, static, funnel, quarantine, label_columns=tuple(labels))

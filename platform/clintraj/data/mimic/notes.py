@@ -10,12 +10,14 @@ notes. Which notes a task sees is its window's business (`data.windows`).
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from clintraj.data.mimic import tables as mt
+from clintraj.data.event_parts import PartWriter, Parts, key_parts, parts_for, stay_parts
 from clintraj.data.mimic.config import HOUR, MODALITY_BY_NAME, Counts, MimicConfig
 from clintraj.data.rawio import Quarantine, parse_datetime, stream_table
 
@@ -66,14 +68,23 @@ def _note_path(root: Path, name: str) -> str:
     return flat if not (Path(root) / relative).is_file() and (Path(root) / flat).is_file() else relative
 
 
-def note_modality(root: Path, name: str, stays: pd.DataFrame, config: MimicConfig,
-                  quarantine: Quarantine) -> tuple[pd.DataFrame, dict]:
+def note_modality(root: Path, name: str, stays: pd.DataFrame, config: MimicConfig, quarantine: Quarantine,
+                  scratch: Path | None = None) -> tuple[pd.DataFrame | Parts, dict]:
     """One event per note (stay_id, time_hours, note_index: its place in the admission's notes in
-    charttime order, text) of each stay's admission (subject_id, hadm_id), and filtering counts."""
+    charttime order, text) of each stay's admission (subject_id, hadm_id), sorted by stay and
+    note_index, and filtering counts. With `scratch`, the notes go to disk as they are read, by
+    admission, and the events by stay range (`event_parts`: the cohort's note text is gigabytes
+    at full MIMIC-IV-Note), and come back as `Parts`; without it, as one DataFrame."""
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="clintraj-notes-") as folder:
+            events, detail = note_modality(root, name, stays, config, quarantine, Path(folder))
+            return pd.concat(list(events.frames()), ignore_index=True), detail
     relative = _note_path(root, name)
     keys = stays[["subject_id", "hadm_id"]].dropna().drop_duplicates()
     admissions = pd.MultiIndex.from_arrays([keys["subject_id"].astype("int64"), keys["hadm_id"].astype("int64")])
-    detail, notes = Counts(), []
+    parts = parts_for(stays["stay_id"].to_numpy())
+    by_admission, part_of = PartWriter(scratch / f"{name}-by-admission", parts), key_parts(parts)
+    detail = Counts()
     chunks = stream_table(root, relative, ["subject_id", "hadm_id", "charttime", "text"],
                           chunk_rows=config.chunk_rows)
     for _, chunk in tqdm(chunks, desc=f"MIMIC {name}", unit="chunk", disable=not config.progress):
@@ -91,22 +102,38 @@ def note_modality(root: Path, name: str, stays: pd.DataFrame, config: MimicConfi
         quarantine.add(relative, "charttime missing or unparseable", chunk.index[time.isna()])
         quarantine.add(relative, "text empty after cleaning", chunk.index[time.notna() & text.eq("")])
         ok = (time.notna() & text.ne("")).to_numpy()
-        notes.append(pd.DataFrame({"subject_id": subject[ok], "hadm_id": hadm[ok], "t": time[ok],
-                                   "row": chunk.index[ok], "text": text[ok].astype("string")}))
-    notes = pd.concat(notes, ignore_index=True).sort_values(["subject_id", "hadm_id", "t", "row"], kind="stable")
+        notes = pd.DataFrame({"subject_id": subject[ok].to_numpy(), "hadm_id": hadm[ok].to_numpy(),
+                              "t": time[ok].to_numpy(), "row": chunk.index[ok].to_numpy("int64"),
+                              "text": text[ok].astype("string").array})
+        by_admission.append(notes, part_of(notes["hadm_id"].to_numpy()))
+    by_admission = by_admission.close()
+    events = PartWriter(scratch / f"{name}-by-stay", parts)
+    in_range = stay_parts(stays["stay_id"].to_numpy())
+    base = stays[["stay_id", "subject_id", "hadm_id", "intime", "dischtime"]].dropna(subset=["hadm_id"])
+    base = base.astype({"hadm_id": "int64"})
+    for notes in by_admission.frames():  # every note of an admission is in one part
+        part = _admission_events(notes, base, name, relative, quarantine, detail)
+        events.append(part, in_range(part["stay_id"].to_numpy()))
+    by_admission.remove()
+    by_stay = events.close().rewrite(
+        lambda part: part.sort_values(["stay_id", "note_index"], kind="stable").reset_index(drop=True), scratch / name)
+    return by_stay, dict(detail)
+
+
+def _admission_events(notes: pd.DataFrame, base: pd.DataFrame, name: str, relative: str, quarantine: Quarantine,
+                      detail: Counts) -> pd.DataFrame:
+    """The events of these admissions' notes (all of each admission's): repeats quarantined, each
+    note's place in its admission, one event per note and ICU stay of the admission."""
+    notes = notes.sort_values(["subject_id", "hadm_id", "t", "row"], kind="stable")
     repeated = notes.duplicated(["subject_id", "hadm_id", "t", "text"], keep="first")
     quarantine.add(relative, "duplicate row (same admission, charttime and text)", notes.loc[repeated, "row"])
     notes = notes[~repeated]
     quarantine.count_used(relative, len(notes))
-    notes["note_index"] = notes.groupby(["subject_id", "hadm_id"]).cumcount()
-    notes["repeat"] = notes.duplicated(["subject_id", "hadm_id", "text"], keep="first")
+    notes = notes.assign(note_index=notes.groupby(["subject_id", "hadm_id"]).cumcount())
     detail["notes repeating an earlier text of their admission (an event, not repeated in the text)"] += int(
-        notes["repeat"].sum())
-    base = stays[["stay_id", "subject_id", "hadm_id", "intime", "dischtime"]].dropna(subset=["hadm_id"])
-    base = base.astype({"hadm_id": "int64"})
-    events = base.merge(notes, on=["subject_id", "hadm_id"]).sort_values(["stay_id", "note_index"], kind="stable")
+        notes.duplicated(["subject_id", "hadm_id", "text"], keep="first").sum())
+    events = base.merge(notes, on=["subject_id", "hadm_id"])
     if MODALITY_BY_NAME[name].after_stay:  # written at hospital discharge: known then, whatever its charttime
         events["t"] = events["t"].where(~(events["dischtime"] > events["t"]), events["dischtime"])
     events["time_hours"] = (events["t"] - events["intime"]) / HOUR
-    events = events[["stay_id", "time_hours", "note_index", "text"]].reset_index(drop=True)
-    return events.astype({"text": "string"}), dict(detail)
+    return events[["stay_id", "time_hours", "note_index", "text"]].astype({"text": "string"})
