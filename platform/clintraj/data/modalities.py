@@ -31,7 +31,7 @@ from clintraj.data.event_parts import Parts
 Kind = Literal["terms", "values", "time_series", "image", "text", "static"]
 NOTE_SEPARATOR = "\n\n"
 IMAGE_COLUMNS = ("stay_id", "dicom_id", "study_id", "path", "study_time_hours")
-# Stays aggregated at a time (`aggregate_by_stays`): at full eICU (39 M lab rows) aggregating every
+# Stays aggregated at a time (`stay_tables`): at full eICU (39 M lab rows) aggregating every
 # stay at once held about a gigabyte more of grouping transients than the events themselves.
 STAYS_AT_A_TIME = 10_000
 
@@ -99,14 +99,6 @@ def aggregate(modality: Modality, events: pd.DataFrame, static: pd.DataFrame | N
             raise ValueError(f"{modality.name}: a static modality needs its table")
         return static[static["stay_id"].isin(events["stay_id"])].reset_index(drop=True)
     raise ValueError(f"{modality.name}: unknown modality kind {kind!r}")
-
-
-def aggregate_by_stays(modality: Modality, events: pd.DataFrame | Parts, keep=None, static: pd.DataFrame | None = None,
-                       vocabulary: list[str] | None = None, rule: TermRule | None = None,
-                       stays_at_a_time: int | None = None) -> pd.DataFrame:
-    """The per-stay table of `stay_tables`' slices, joined."""
-    tables = list(stay_tables(modality, events, keep, static, vocabulary, rule, stays_at_a_time))
-    return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
 
 
 def stay_tables(modality: Modality, events: pd.DataFrame | Parts, keep=None, static: pd.DataFrame | None = None,

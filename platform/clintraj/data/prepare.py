@@ -151,8 +151,9 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
 
 def prepare(raw: Path, out: Path, config: PrepareConfig, cxr: Path | None = None, notes: Path | None = None) -> dict:
     """Build the dataset folder `out` from `raw`; return the report. Same input, same bytes. The
-    readers' scratch folder (eICU's events on disk) is a sibling of `out`, so on a Ray cluster it
-    is where `out` is, on storage every node reaches, and it goes when the folder is written."""
+    readers' scratch folder (eICU's events and MIMIC-IV's notes on disk) is a sibling of `out`, so
+    on a Ray cluster it is where `out` is, on storage every node reaches; it goes when `out` is
+    written."""
     config.windows()  # a misnamed task or a bad window fails before any reading
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{Path(out).name}.scratch-", dir=Path(out).parent) as scratch:
