@@ -79,8 +79,10 @@ def test_a_few_stays_at_a_time_gives_identical_bytes(dataset, eicu_raw, mimic_ra
     MIMIC-IV's notes go to disk and back in parts of a range of stays (bounded memory at full
     size): slices of 40 stays, some with no event inside a task's window, and parts of 70 stays
     (event shards of 1,000 rows spanning parts) write the very bytes of one slice and one part."""
+    from clintraj import runtime
     from clintraj.data import event_parts, modalities
 
+    monkeypatch.setattr(runtime, "ray_is_up", lambda: False)  # readers here, where the patches hold
     raw = eicu_raw if dataset == "eicu" else mimic_raw
     extra = {} if dataset == "eicu" else {"cxr": raw / "mimic-cxr-jpg", "notes": raw / "mimic-iv-note"}
     calls, parts = [], []

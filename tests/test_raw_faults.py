@@ -235,6 +235,9 @@ def test_duplicate_rows_are_judged_by_the_tables_key(tmp_path, eicu_demo_raw, cl
     far = int(cohort.iloc[-1])  # the last stay: another part when parts hold 20 stays
     elsewhere = victim.assign(patientunitstayid=str(far))  # its labid, another stay
     if stays_per_part:
+        from clintraj import runtime
+
+        monkeypatch.setattr(runtime, "ray_is_up", lambda: False)  # readers here, where the patch holds
         monkeypatch.setattr(event_parts, "STAYS_PER_PART", stays_per_part)
         part_of = event_parts.stay_parts(cohort.to_numpy())
         assert len(cohort) > 3 * stays_per_part and part_of(np.array([cohort.iloc[0]]))[0] != part_of(np.array([far]))[0]
