@@ -20,6 +20,11 @@ Setup (cached under `--workdir`, default `bench/.cache`): `data.synthetic.genera
 
     .venv/bin/python bench/scaling.py                   # 2 rounds x (1, 2 workers) x 6 epochs (~6 min)
     .venv/bin/python bench/scaling.py --rounds 1 --epochs 3
+    .venv/bin/python bench/scaling.py --stays 20000 --latent-dim 128 --batch-size 512   # heavier steps
+
+`--batch-size` is per worker, as in DDP: 2 workers step on twice the stays of 1 worker's step,
+each worker computing the same per-step work (the MGA loss is contrastive within a worker's
+batch, so its cost grows with the square of the per-worker batch, not the global one).
 """
 
 from __future__ import annotations
@@ -118,19 +123,24 @@ def summary(epochs: list[dict], train_stays: int) -> dict:
 
 
 def main() -> None:
+    from clintraj.workflows.end_to_end import EndToEndConfig
+
+    demo = load(EndToEndConfig, recipe("demo")).pretrain
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stays", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=demo.batch_size,
+                        help="stays per step of each worker (DDP's: 2 workers step on twice the stays)")
+    parser.add_argument("--latent-dim", type=int, default=demo.latent_dim, help="the model's width")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache")
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from clintraj.runtime import init_ray, shutdown_ray
-    from clintraj.workflows.end_to_end import EndToEndConfig
 
-    demo = load(EndToEndConfig, recipe("demo")).pretrain
     config = from_dict(pretrain.PretrainConfig, {**to_dict(demo), "epochs": args.epochs, "patience": args.epochs,
-                                                 "cpus_per_worker": 0.5, "max_failures": 0})
+                                                 "cpus_per_worker": 0.5, "max_failures": 0,
+                                                 "batch_size": args.batch_size, "latent_dim": args.latent_dim})
     inputs_dir, meta = setup(args.workdir.resolve(), args.stays, config)
     train_stays = pq.read_table(inputs_dir / "train", columns=["stay_id"]).num_rows
     scratch = args.workdir.resolve() / "scaling" / "runs"
@@ -149,7 +159,8 @@ def main() -> None:
     print()
     print(f"MGA pretraining, {train_stays} training stays, batch {config.batch_size} per worker, latent "
           f"{config.latent_dim}; {args.rounds} round(s) x {args.epochs} epochs, the first of each run left out "
-          f"({time.perf_counter() - start:.0f} s)")
+          f"({time.perf_counter() - start:.0f} s); the controller polls every "
+          f"{os.environ.get('RAY_TRAIN_HEALTH_CHECK_INTERVAL_S', '2 (Ray default)')} s")
     print(f"   {'workers':>7} {'epochs':>6} {'samples/s best':>14} {'median':>7} {'train s':>7} {'epoch s':>7} "
           f"{'rest s':>6} {'data wait':>9} {'epoch samples/s':>15}")
     for workers, row in table.items():
