@@ -4,7 +4,7 @@ all-reduce (DDP's step) and without it (`no_sync`). The 2-process step without t
 against the 1-process step is what sharing the cores costs; with it, what the all-reduce adds.
 
 Batches are slices of the training split (each process its own), collated once before the clock
-starts; the median of `--steps` steps after 4 left out.
+starts; the median of `--steps` steps after 4 left out, the two 2-process modes alternating.
 
     .venv/bin/python bench/ddp_steps.py                 # the demo's configuration
     .venv/bin/python bench/ddp_steps.py --heavy         # scaling.py --heavy's
@@ -51,22 +51,23 @@ def steps(rank: int, world: int, port: int, inputs_dir: Path, meta: dict, config
         part = table.slice((index * world + rank) * config.batch_size, config.batch_size)
         batches.append(collate({name: part.column(name).to_numpy(zero_copy_only=False) for name in part.column_names},
                                meta["feature_dims"]))
-    for mode in ("DDP step", "no all-reduce") if world > 1 else ("alone",):
-        times = []
-        for index in range(WARMUP + count):
-            batch = batches[index % WARMUP]
-            began = time.perf_counter()
-            with model.no_sync() if mode == "no all-reduce" else contextlib.nullcontext():
-                output = model(batch)
-                loss, _ = mga_loss(output["z"], output["present"], output["tau"], config.missing_tokens_in_context)
-                forward = time.perf_counter()
-                optimizer.zero_grad()
-                loss.backward()
-                backward = time.perf_counter()
-            optimizer.step()
-            times.append((time.perf_counter() - began, forward - began, backward - forward))
-        if rank == 0:
-            out[mode] = [1000 * statistics.median(t[i] for t in times[WARMUP:]) for i in range(3)]
+    modes = ("DDP step", "no all-reduce") if world > 1 else ("alone",)
+    times = {mode: [] for mode in modes}
+    for index in range(len(modes) * (WARMUP + count)):  # the modes alternate: others' load falls on both
+        mode, batch = modes[index % len(modes)], batches[index // len(modes) % WARMUP]
+        began = time.perf_counter()
+        with model.no_sync() if mode == "no all-reduce" else contextlib.nullcontext():
+            output = model(batch)
+            loss, _ = mga_loss(output["z"], output["present"], output["tau"], config.missing_tokens_in_context)
+            forward = time.perf_counter()
+            optimizer.zero_grad()
+            loss.backward()
+            backward = time.perf_counter()
+        optimizer.step()
+        times[mode].append((time.perf_counter() - began, forward - began, backward - forward))
+    if rank == 0:
+        out.update({mode: [1000 * statistics.median(t[i] for t in timed[WARMUP:]) for i in range(3)]
+                    for mode, timed in times.items()})
     if rank == 0:
         out["parameters"] = sum(p.numel() for p in model.parameters())
     if world > 1:
@@ -109,7 +110,7 @@ def main() -> None:
         print(f"   {label:<27} {step:>7.1f}  (forward {forward:.1f}, backward {backward:.1f}, "
               f"optimizer {step - forward - backward:.1f})")
     alone, shared, synced = (out[mode][0] for mode in ("alone", "no all-reduce", "DDP step"))
-    print(f"   sharing the cores: +{shared / alone - 1:.0%} a step; the all-reduce: +{synced - shared:.1f} ms "
+    print(f"   sharing the cores: {shared / alone - 1:+.0%} a step; the all-reduce: {synced - shared:+.1f} ms "
           f"({(synced - shared) / synced:.0%} of the DDP step); 2 processes' samples/s against 1: "
           f"{2 * alone / synced:.2f}x (without the all-reduce {2 * alone / shared:.2f}x)")
 
