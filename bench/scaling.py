@@ -98,9 +98,9 @@ def epoch_stamps(path: Path):
 
 
 class CpuUse:
-    """Where the machine's cores go during a run, sampled every `interval` s in a thread: the CPU seconds of
-    the Train workers, of the rest of this process tree (the driver, Ray's controller, raylet and
-    object store) and of every other process on the machine (its busy time, /proc/stat, less ours)."""
+    """Where the machine's cores go during a run, sampled every `interval` s in a thread: the CPU
+    seconds of the Train workers, of the rest of this process tree (the driver, Ray's controller,
+    raylet and object store) and of every other process (the machine's busy time less ours)."""
 
     def __init__(self, interval: float = 0.25):
         import psutil
