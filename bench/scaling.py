@@ -20,6 +20,11 @@ Setup (cached under `--workdir`, default `bench/.cache`): `data.synthetic.genera
 
     .venv/bin/python bench/scaling.py                   # 2 rounds x (1, 2 workers) x 6 epochs (~6 min)
     .venv/bin/python bench/scaling.py --rounds 1 --epochs 3
+    .venv/bin/python bench/scaling.py --heavy           # 20,000 stays, latent 128, batch 1,024 per worker
+
+`--batch-size` is per worker, as in DDP: 2 workers step on twice the stays of 1 worker's step,
+each worker computing the same per-step work (the MGA loss is contrastive within a worker's
+batch, so its cost grows with the square of the per-worker batch, not the global one).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from clintraj.config import from_dict, load, recipe, to_dict  # noqa: E402
 from clintraj.training import pretrain  # noqa: E402
+
+
+# The paper's width (PretrainConfig's default latent 128) and 1,024 stays per worker's step: a step
+# of ~0.2 s on one core, against the demo's ~8 ms, so the gradients' all-reduce is a small part of it
+HEAVY = {"stays": 20000, "latent_dim": 128, "batch_size": 1024}
 
 
 def setup(workdir: Path, stays: int, config: pretrain.PretrainConfig) -> tuple[Path, dict]:
@@ -86,24 +97,80 @@ def epoch_stamps(path: Path):
     return Stamps()
 
 
-def run(workers: int, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, workdir: Path) -> list[dict]:
-    """The steady-state epochs (all but the first) of one run: its reports, with epoch wall seconds."""
+class CpuUse:
+    """Where the machine's cores go during a run, sampled every `interval` s in a thread: the CPU
+    seconds of the Train workers, of the rest of this process tree (the driver, Ray's controller,
+    raylet and object store) and of every other process (the machine's busy time less ours)."""
+
+    def __init__(self, interval: float = 0.25):
+        import psutil
+
+        self.root, self.interval, self.stop = psutil.Process(), interval, threading.Event()
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[bool, float]] = {}
+        self.samples: list[tuple[float, float, float, float]] = []  # time, workers, ours, the machine's busy
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        import psutil
+
+        for process in [self.root, *self.root.children(recursive=True)]:
+            try:
+                worker = "RayTrainWorker" in " ".join(process.cmdline())
+                times = process.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            self.first.setdefault(process.pid, times.user + times.system)
+            self.last[process.pid] = (worker, times.user + times.system)
+        machine = psutil.cpu_times()
+        used = {kind: sum(cpu - self.first[pid] for pid, (worker, cpu) in self.last.items() if worker == kind)
+                for kind in (True, False)}
+        self.samples.append((time.time(), used[True], used[False], sum(machine) - machine.idle - machine.iowait))
+
+    def shares(self, start: float, end: float) -> dict:
+        """Each kind's share of the machine's cores between two times (the samples nearest them)."""
+        first, last = (min(self.samples, key=lambda sample: abs(sample[0] - at)) for at in (start, end))
+        capacity = (last[0] - first[0]) * os.cpu_count()
+        workers, ours, busy = (last[i] - first[i] for i in (1, 2, 3))
+        return {"workers": workers / capacity, "rest of ours": ours / capacity,
+                "others": max(busy - workers - ours, 0.0) / capacity}
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def run(workers: int, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, workdir: Path,
+        train_stays: int) -> list[dict]:
+    """The steady-state epochs (all but the first) of one run: its reports, with epoch wall seconds
+    and the shares of the machine's cores during the training pass (`CpuUse.shares`)."""
     from clintraj.training.loop import make_trainer
 
     config = from_dict(pretrain.PretrainConfig, {**to_dict(config), "num_workers": workers})
     name = f"scaling-{workers}w-{os.getpid()}-{time.time_ns()}"
     stamps, record = workdir / f"{name}.jsonl", str(workdir / f"{name}.threads")
     started = time.time()
-    make_trainer(threads_checked(record), pretrain.PretrainRun(config, meta), name=name, storage=workdir / "ray",
-                 datasets=pretrain.datasets(inputs_dir, meta, config), workers=workers,
-                 cpus_per_worker=config.cpus_per_worker, use_gpu=False, keep=1,
-                 callbacks=[epoch_stamps(stamps)]).fit()
+    with CpuUse() as use:
+        make_trainer(threads_checked(record), pretrain.PretrainRun(config, meta), name=name, storage=workdir / "ray",
+                     datasets=pretrain.datasets(inputs_dir, meta, config), workers=workers,
+                     cpus_per_worker=config.cpus_per_worker, use_gpu=False, keep=1,
+                     callbacks=[epoch_stamps(stamps)]).fit()
     threads = {Path(f"{record}.{rank}").read_text() for rank in range(workers)}
     if threads != {"1"}:
         raise RuntimeError(f"workers ran {threads} torch threads, not 1")
     reports = [json.loads(line) for line in stamps.read_text().splitlines()]
     previous = started
-    for report in reports:
+    for report in reports:  # an epoch's training pass starts as the report before it returns
+        report["cpu"] = use.shares(previous, previous + train_stays / report["train_samples_per_s"])
         report["epoch_s"], previous = report["at"] - previous, report["at"]
     return reports[1:]
 
@@ -114,23 +181,33 @@ def summary(epochs: list[dict], train_stays: int) -> dict:
     return {"epochs": len(epochs), "best": max(rates), "median": statistics.median(rates),
             "train_s": statistics.median(train_s), "epoch_s": statistics.median(e["epoch_s"] for e in epochs),
             "wait": statistics.median(e["data_wait_share"] for e in epochs),
-            "epoch_rate": max(train_stays / e["epoch_s"] for e in epochs)}
+            "epoch_rate": max(train_stays / e["epoch_s"] for e in epochs),
+            "cpu": {kind: statistics.median(e["cpu"][kind] for e in epochs) for kind in epochs[0]["cpu"]}}
 
 
 def main() -> None:
+    from clintraj.workflows.end_to_end import EndToEndConfig
+
+    demo = load(EndToEndConfig, recipe("demo")).pretrain
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stays", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=demo.batch_size,
+                        help="stays per step of each worker (DDP's: 2 workers step on twice the stays)")
+    parser.add_argument("--latent-dim", type=int, default=demo.latent_dim, help="the model's width")
+    parser.add_argument("--heavy", action="store_true",
+                        help=f"compute-heavier steps: {HEAVY}, each unless given")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / ".cache")
+    if parser.parse_known_args()[0].heavy:
+        parser.set_defaults(**HEAVY)
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from clintraj.runtime import init_ray, shutdown_ray
-    from clintraj.workflows.end_to_end import EndToEndConfig
 
-    demo = load(EndToEndConfig, recipe("demo")).pretrain
     config = from_dict(pretrain.PretrainConfig, {**to_dict(demo), "epochs": args.epochs, "patience": args.epochs,
-                                                 "cpus_per_worker": 0.5, "max_failures": 0})
+                                                 "cpus_per_worker": 0.5, "max_failures": 0,
+                                                 "batch_size": args.batch_size, "latent_dim": args.latent_dim})
     inputs_dir, meta = setup(args.workdir.resolve(), args.stays, config)
     train_stays = pq.read_table(inputs_dir / "train", columns=["stay_id"]).num_rows
     scratch = args.workdir.resolve() / "scaling" / "runs"
@@ -141,7 +218,7 @@ def main() -> None:
     try:
         for round_ in range(args.rounds):
             for workers in ((1, 2) if round_ % 2 == 0 else (2, 1)):
-                epochs[workers] += run(workers, inputs_dir, meta, config, scratch)
+                epochs[workers] += run(workers, inputs_dir, meta, config, scratch, train_stays)
                 print(f"round {round_}, {workers} worker(s): done", flush=True)
     finally:
         shutdown_ray()
@@ -149,13 +226,17 @@ def main() -> None:
     print()
     print(f"MGA pretraining, {train_stays} training stays, batch {config.batch_size} per worker, latent "
           f"{config.latent_dim}; {args.rounds} round(s) x {args.epochs} epochs, the first of each run left out "
-          f"({time.perf_counter() - start:.0f} s)")
+          f"({time.perf_counter() - start:.0f} s); the controller polls every "
+          f"{os.environ.get('RAY_TRAIN_HEALTH_CHECK_INTERVAL_S', '2 (Ray default)')} s")
     print(f"   {'workers':>7} {'epochs':>6} {'samples/s best':>14} {'median':>7} {'train s':>7} {'epoch s':>7} "
           f"{'rest s':>6} {'data wait':>9} {'epoch samples/s':>15}")
     for workers, row in table.items():
         print(f"   {workers:>7} {row['epochs']:>6} {row['best']:>14,.0f} {row['median']:>7,.0f} {row['train_s']:>7.2f} "
               f"{row['epoch_s']:>7.2f} {row['epoch_s'] - row['train_s']:>6.2f} {row['wait'] * 100:>8.1f}% "
               f"{row['epoch_rate']:>15,.0f}")
+    print(f"   the {os.cpu_count()} cores in the training pass (median over epochs): "
+          + "; ".join(f"{workers} worker(s): " + ", ".join(f"{kind} {share:.0%}" for kind, share in row["cpu"].items())
+                      for workers, row in table.items()))
     one, two = table[1], table[2]
     print(f"   2 / 1 workers: training samples/s {two['best'] / one['best']:.2f}x (median "
           f"{two['median'] / one['median']:.2f}x), whole epochs {two['epoch_rate'] / one['epoch_rate']:.2f}x")

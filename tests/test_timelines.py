@@ -10,11 +10,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sklearn.preprocessing import StandardScaler
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
 from clintraj.config import from_dict
 from clintraj.data.prepare import PrepareConfig, prepare
+from clintraj.data import sequences
 from clintraj.data.sequences import task_sequences
 from clintraj.data.synthetic import generate
 from clintraj.data.timelines import assemble_timelines, write_event_inputs
@@ -94,11 +96,16 @@ def test_timelines_by_shard_equal_the_whole_cohort_at_once(embedded, tmp_path):
                 file.unlink()
 
 
+def mortality_timelines(source: Dataset, target: Embeddings, scratch) -> pd.DataFrame:
+    """The mortality timelines written to `target` (latent 4), by stay."""
+    target.write_record({"modalities": source.modalities, "modality_kinds": source.modality_kinds, "latent_dim": 4})
+    write_task_timelines(source, target, ["mortality"], source.modalities, scratch)
+    return target.timelines("mortality").set_index("stay_id")
+
+
 def test_sequences_by_shard_equal_the_whole_task_at_once(embedded, tmp_path):
     source, target, _ = embedded
-    target.write_record({"modalities": source.modalities, "modality_kinds": source.modality_kinds, "latent_dim": 4})
-    write_task_timelines(source, target, ["mortality"], source.modalities, tmp_path / "scratch")
-    timelines = target.timelines("mortality").set_index("stay_id")
+    timelines = mortality_timelines(source, target, tmp_path / "scratch")
     limit = int(timelines["n_events"].median())  # about half the stays truncated
     whole = task_sequences(source.path, target.path, "mortality", tmp_path / "whole", limit, shard_stays=10**9)
     sharded = task_sequences(source.path, target.path, "mortality", tmp_path / "sharded", limit, shard_stays=7)
@@ -133,3 +140,27 @@ def test_tied_events_keep_the_datasets_order_whatever_order_they_come_back_in():
         table = assemble_timelines(arrived, cohort, after_stay=[]).to_pandas()
         assert np.asarray(table.loc[0, "h"]).reshape(-1, 2)[:, 0].tolist() == [20, 10, 11, 12]
         assert table["n_events"].tolist() == [4, 1]
+
+
+def test_standardisation_blocks_are_the_same_whatever_the_shard(embedded, tmp_path, monkeypatch):
+    """The training events go to `StandardScaler.partial_fit` a block of `MOMENT_BLOCK_STAYS` stays at
+    a time, the block carried across shards: shards smaller and larger than the block give the very
+    same calls, hence the very same event_mean and event_std."""
+    source, target, _ = embedded
+    timelines = mortality_timelines(source, target, tmp_path / "scratch")
+    monkeypatch.setattr(sequences, "MOMENT_BLOCK_STAYS", 5)
+    calls = []
+    fit = StandardScaler.partial_fit
+    monkeypatch.setattr(StandardScaler, "partial_fit", lambda self, x: calls.append(len(x)) or fit(self, x))
+    limit = int(timelines["n_events"].median())
+    runs = {}
+    for shard_stays in (10**9, 7, 3):
+        calls.clear()
+        info = task_sequences(source.path, target.path, "mortality", tmp_path / str(shard_stays), limit, shard_stays)
+        runs[shard_stays] = (info, list(calls))
+    info, blocks = runs[10**9]
+    assert all({**other, "embeddings": None} == {**info, "embeddings": None} and calls == blocks
+               for other, calls in runs.values())
+    assert len(blocks) == -(-info["stays"]["train"] // 5) > 3  # every training stay has events; several blocks
+    train = pq.read_table(tmp_path / "3" / "train.parquet")
+    assert blocks == [sum(train["n_events"].to_numpy()[i:i + 5]) for i in range(0, train.num_rows, 5)]
