@@ -44,6 +44,17 @@ def test_logs_and_warnings_go_to_the_file_and_the_console_shows_stages(tmp_path,
     assert "propagate: true" in open(console.os.environ["RAY_DATA_LOGGING_CONFIG"]).read()
 
 
+def test_ray_datas_logging_config_is_found_from_any_working_directory(tmp_path, restore_logging, monkeypatch):
+    """The job's work folder is relative by default (clintraj-work); Tune runs each trial in a
+    folder of its own, where Ray Data reads the config the path names."""
+    monkeypatch.delenv("RAY_DATA_LOGGING_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    console.setup("clintraj-work", "job")
+    monkeypatch.chdir(tmp_path / "clintraj-work")  # as a trial's process would, elsewhere
+    config = console.os.environ["RAY_DATA_LOGGING_CONFIG"]
+    assert os.path.isabs(config) and "propagate: true" in open(config).read()
+
+
 def test_verbose_brings_the_logs_back_to_the_console(tmp_path, capsys, restore_logging):
     console.setup(tmp_path, "job", verbose=True)
     logging.getLogger("clintraj.training").info("epoch 3 of 5")

@@ -55,7 +55,8 @@ def setup(workdir: Path, job: str, verbose: bool = False) -> Path:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         logging_config = folder / "ray-data-logging.yaml"
         logging_config.write_text(_RAY_DATA_LOGGING)
-        os.environ["RAY_DATA_LOGGING_CONFIG"] = str(logging_config)
+        # absolute: Ray's trial and worker processes read it from their own working directories
+        os.environ["RAY_DATA_LOGGING_CONFIG"] = str(logging_config.resolve())
     logging.captureWarnings(True)
     quiet_ray_loggers()
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # MLflow's records go to the root logger too
