@@ -1,9 +1,10 @@
 """A long table's rows on disk, in parts, so a reader holds one part at a time, not the table.
 
 At full eICU the lab table is 39 M rows: held whole, its events alone were 1.4 GB and grew with
-the cohort; MIMIC-IV-Note's notes of the cohort's admissions are gigabytes of text. A reader appends each chunk's rows to the part each row belongs to (`PartWriter`: one
-Arrow IPC stream per part), then reads the parts back one at a time (`Parts.frames`), rewriting
-them where a later step changes them (`Parts.rewrite`). Two ways of cutting:
+the cohort; MIMIC-IV-Note's notes of the cohort's admissions are gigabytes of text. A reader
+appends each chunk's rows to the part each row belongs to (`PartWriter`: one Arrow IPC stream
+per part), then reads the parts back one at a time (`Parts.frames`), rewriting them where a
+later step changes them (`Parts.rewrite`). Two ways of cutting:
 
 - by key (`key_parts`): every row of one key in one part, so repeats of a key are found part
   by part (`rawio.drop_repeated`), or every note of one admission;
@@ -75,7 +76,8 @@ class Parts:
 
     def stays(self) -> np.ndarray:
         """The stay ids with a row, sorted (parts by stay range: `stay_parts`)."""
-        return np.unique(np.concatenate([np.unique(s) for s in self.column_by_part("stay_id")] or [np.zeros(0, np.int64)]))
+        per_part = [np.unique(stay) for stay in self.column_by_part("stay_id")]
+        return np.unique(np.concatenate(per_part)) if per_part else np.zeros(0, dtype=np.int64)
 
     def rewrite(self, change: Callable[[pd.DataFrame], pd.DataFrame], folder: Path) -> Parts:
         """`change` applied to each part, written to `folder` as the same parts; these files are

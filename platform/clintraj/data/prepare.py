@@ -188,8 +188,8 @@ def _prepare(raw: Path, out: Path, config: PrepareConfig, scratch: Path, cxr: Pa
     with DatasetWriter(out, config.rows_per_shard) as writer:  # one per-stay table in memory at a time
         writer.stays(stays)
         for modality in tables.modalities:  # the whole-stay view
-            writer.modality(modality.name, modality_table(tables, modality, vocabularies, rule),
-                            (part.drop(columns="row", errors="ignore") for part in event_frames(tables.events[modality.name])))
+            events = (part.drop(columns="row", errors="ignore") for part in event_frames(tables.events[modality.name]))
+            writer.modality(modality.name, modality_table(tables, modality, vocabularies, rule), events)
         for number, name in enumerate(dataset_tasks(config.dataset), start=1):
             task_reports[name] = task_cohort(name, number, stays, tables, vocabularies, config, writer)
             windows_hours[name] = task_reports[name]["prediction_hours"]
