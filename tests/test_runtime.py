@@ -119,3 +119,27 @@ def test_our_warnings_are_errors_in_ray_workers_too(ray_local):
     assert ray.get(warn.remote("some_library")) == "warned"  # not ours: printed, not raised
     with pytest.raises(ray.exceptions.RayTaskError, match="probe"):
         ray.get(warn.remote("clintraj.training.probe"))
+
+
+# slow: tests/conftest.py marks every test that uses ray_local
+def test_a_failing_ray_task_is_raised_once_the_others_have_stopped(ray_local, tmp_path):
+    """The readers of eICU's tables write into one scratch folder that their caller removes when
+    one fails: a sibling still writing there made the removal fail (`Directory not empty`)."""
+    import time
+
+    def fail_soon():
+        time.sleep(0.5)
+        raise ValueError("this reader failed")
+
+    def write_on(folder):
+        for step in range(400):  # 20 s unless stopped
+            (folder / f"{step}.part").touch()
+            time.sleep(0.05)
+        (folder / "finished").touch()
+
+    with pytest.raises(ValueError, match="this reader failed"):
+        runtime.run_each([lambda: write_on(tmp_path), fail_soon])
+    written = sorted(tmp_path.iterdir())
+    time.sleep(0.5)
+    assert written and sorted(tmp_path.iterdir()) == written  # it had started, and it has stopped
+    assert not (tmp_path / "finished").exists()  # stopped by cancelling, not waited for

@@ -213,16 +213,21 @@ def run_each(calls: Sequence[Callable[[], object]], what: str = "tasks") -> list
     (`_placements`) when this process has Ray (`init_ray`: --ray-address, $RAY_ADDRESS), else one
     after the other here.
     The calls must not depend on each other, and what they read must be where every node sees
-    it (shared storage). An error of a call is raised as itself, as it would be here."""
+    it (shared storage). An error of a call is raised as itself, as it would be here, once the
+    other calls have stopped (cancelled): none writes on while the caller cleans up after it."""
     if not ray_is_up():
         return [call() for call in calls]
     import ray
 
     task = ray.remote(_on_node)
+    running = [task.options(num_cpus=1, scheduling_strategy=where).remote(call)
+               for call, where in zip(calls, _placements(len(calls)))]
     try:
-        done = ray.get([task.options(num_cpus=1, scheduling_strategy=where).remote(call)
-                        for call, where in zip(calls, _placements(len(calls)))])
+        done = ray.get(running)
     except ray.exceptions.RayTaskError as error:
+        for call in running:
+            ray.cancel(call)
+        ray.wait(running, num_returns=len(running))
         raise error.cause from error
     nodes = [node for _, node in done]
     log.info("%s: %d Ray tasks on %d nodes", what, len(calls), len(set(nodes)))
