@@ -295,9 +295,10 @@ def _where(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
 def lab_events(raw: Path, ids: StayIds, config: EicuConfig, scratch: Path, quarantine: Quarantine) -> Parts:
     """One event per numeric result of a lab name with at least `lab_min_count` results across the
     cohort (streamed in chunks; on disk under `scratch`, by stay range, sorted: `event_parts`)."""
-    file, counts = et.LAB.file, [pd.Series(dtype="int64")]
+    file, counts = et.LAB.file, pd.Series(dtype="int64")  # results per lab name, added up as chunks pass
 
     def valid_events():
+        nonlocal counts
         for rows in cohort_rows_by_key(raw, et.LAB, ["labresultoffset", "labname", "labresult"], ids, config,
                                        quarantine, scratch / "lab-by-key", numbers=("labresultoffset", "labresult"),
                                        names=("labname",), progress=True):
@@ -305,13 +306,13 @@ def lab_events(raw: Path, ids: StayIds, config: EicuConfig, scratch: Path, quara
                                       ("labname blank", _blank(rows["labname"])),
                                       ("labresult missing or not a finite number", rows["labresult"].isna())],
                                file, quarantine)
-            counts[0] = counts[0].add(rows["labname"][valid].value_counts(), fill_value=0)
+            counts = counts.add(rows["labname"][valid].value_counts(), fill_value=0)
             yield _events(rows, valid, "labresultoffset", "labname", "labresult")
 
     events = _by_stay(valid_events(), ids, scratch / "lab-unsorted")
-    frequent = counts[0].index[counts[0] >= config.lab_min_count]
+    frequent = counts.index[counts >= config.lab_min_count]
     quarantine.count_filtered(file, f"lab name with fewer than {config.lab_min_count} results in the cohort",
-                              counts[0][counts[0] < config.lab_min_count].sum())
+                              counts[counts < config.lab_min_count].sum())
     return events.rewrite(lambda part: _sorted(_where(part, part["name"].isin(frequent).to_numpy())), scratch / "lab")
 
 
