@@ -4,6 +4,7 @@ tokenisation / image stages. (Learning and MLflow logging of a run: tests/test_e
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -11,6 +12,7 @@ from clintraj.config import from_dict
 from clintraj.data.prepare import PrepareConfig, prepare
 from clintraj.data.synthetic import generate
 from clintraj.tracking import Tracking
+from clintraj.training import pretrain
 from clintraj.training.pretrain import PretrainConfig
 from clintraj.tuning import SearchSpace
 from clintraj.workflows import pretrain as pretrain_workflow
@@ -117,6 +119,16 @@ def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ra
     pairs = summary["retrieval"]["pairs"]
     assert "cxr->radiology_note" in pairs and "time_series->demographics" in pairs
     assert summary["best_val_loss"] < float("inf")
+    # A seeded run is the same run twice: the training split's stays in the same order, with the
+    # same augmented images (Ray Data's default order is the order its blocks finish in).
+    def training_epoch():
+        split = pretrain.datasets(tmp_path / "work" / "inputs", summary["meta"], config, splits=("train",))["train"]
+        return [(batch["stay_id"], batch["cxr.image"]) for batch in split.iter_batches(batch_size=32)]
+
+    first, second = training_epoch(), training_epoch()
+    assert len(first) == len(second) > 1
+    for (stays, images), (stays_again, images_again) in zip(first, second):
+        assert np.array_equal(stays, stays_again) and np.array_equal(images, images_again)
 
 
 def _kill_the_trial_once_epochs_logged(tracking_uri, experiment, epochs_before_kill, done, killed):

@@ -237,6 +237,17 @@ def trial_retries(config) -> int:
     return config.max_failures if trains_in_process(config) else 0
 
 
+def ingest_in_row_order():
+    """Ray Train's data ingest options with the rows in order: a worker's batches (and the
+    augmentations drawn for them) the same every run. Ray Data's default hands blocks on as they
+    finish."""
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
+
+
 def make_trainer(loop: Callable[[dict], None], run, *, name: str, storage: str | Path, datasets: dict,
                  workers: int, cpus_per_worker: float, use_gpu: bool, split: tuple[str, ...] | None = None,
                  max_failures: int = 0, keep: int = 2, score: tuple[str, str] | None = None,
@@ -268,7 +279,8 @@ def make_trainer(loop: Callable[[dict], None], run, *, name: str, storage: str |
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": cpus_per_worker}),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=list(split)) if split is not None else None,
+        dataset_config=ray.train.DataConfig(datasets_to_split="all" if split is None else list(split),
+                                            execution_options=ingest_in_row_order()),
         run_config=ray.train.RunConfig(
             # the epoch reaches MLflow before Tune hears of it (and its scheduler may stop the trial)
             name=name, storage_path=storage_path(storage), callbacks=[*logger, *callbacks],

@@ -170,6 +170,9 @@ def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("trai
     for split in splits:
         rows = ray.data.read_parquet(str(Path(inputs_dir) / split))
         staged = with_map_stages(rows, meta, config.inputs, augment=augment and split == "train", seed=config.seed)
+        # Rows in the same order every run, so the same batches (and augmentations): by default the
+        # map stages' blocks come out as they finish, and two seeded runs differed after one epoch.
+        staged.context.execution_options.preserve_order = True
         # Without images a split is a table of vectors and token ids: held once in the object store
         # (spilled to disk when large), so an epoch reads its blocks instead of starting a Ray Data
         # execution, about a second each on 2 cores (bench/scaling.py). Images are decoded (and
