@@ -105,6 +105,14 @@ def test_mistyped_value_names_key_and_file(tmp_path):
         load(Outer, write(tmp_path, "epochs: true\n"))
 
 
+def test_a_value_its_section_refuses_names_key_and_file(tmp_path):
+    refused = r"c\.yaml: key 'prepare': task_fractions: three shares .* got \[0\.5, 0\.5, 0\.5\]"
+    with pytest.raises(ConfigError, match=refused):
+        load(EndToEndConfig, write(tmp_path, "prepare:\n  task_fractions: [0.5, 0.5, 0.5]\n"))
+    with pytest.raises(ConfigError, match=r"key 'prepare': fractions: three shares"):
+        load(EndToEndConfig, write(tmp_path, "prepare:\n  fractions: [0.8, 0.3, -0.1]\n"))
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
         load(Outer, tmp_path / "nope.yaml")

@@ -67,6 +67,17 @@ def test_eicu_dataset_folder(eicu_raw, tmp_path):
     assert "| mortality | 12 h after ICU admission | 0 h |" in text
 
 
+def test_pretraining_and_task_splits_take_their_own_fractions(eicu_raw, tmp_path):
+    prepare(eicu_raw, tmp_path / "a", config("eicu", fractions=[0.5, 0.25, 0.25], task_fractions=[0.5, 0.15, 0.35]))
+    stays = Dataset(tmp_path / "a").stays()
+    pretraining = stays["split"].value_counts(normalize=True)
+    assert pretraining["train"] == pytest.approx(0.5, abs=0.03) and pretraining["test"] == pytest.approx(0.25, abs=0.03)
+    cohort = Dataset(tmp_path / "a").task_cohort("mortality")
+    assert len(cohort) > 0.9 * (stays["split"] != "train").sum()  # nearly the whole pool (a 12 h window)
+    shares = cohort["split"].value_counts(normalize=True)
+    assert shares["test"] == pytest.approx(0.35, abs=0.04) and shares["val"] == pytest.approx(0.15, abs=0.04)
+
+
 def test_rerun_gives_identical_bytes(eicu_raw, tmp_path):
     prepare(eicu_raw, tmp_path / "a", config("eicu"))
     prepare(eicu_raw, tmp_path / "b", config("eicu"))

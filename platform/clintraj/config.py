@@ -83,8 +83,11 @@ def _build(cls: type[T], values: dict, where: str, base: T | None = None) -> T:
     if unknown:
         raise ConfigError(f"{_key(where, unknown[0])}: unknown key (known keys: {', '.join(sorted(fields))})")
     base = cls() if base is None else base
-    return dataclasses.replace(base, **{k: _check_type(v, hints[k], _key(where, k), getattr(base, k))
-                                        for k, v in values.items()})
+    checked = {k: _check_type(v, hints[k], _key(where, k), getattr(base, k)) for k, v in values.items()}
+    try:
+        return dataclasses.replace(base, **checked)
+    except ValueError as error:  # a value the class's own check (__post_init__) refuses
+        raise ConfigError(f"{where}: {error}") from error
 
 
 def _key(where: str, key: str) -> str:

@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 class PrepareConfig:
     dataset: str = "eicu"
     seed: int = 0
-    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)  # pretraining's train / val / test
+    # Each task cohort's, out of the pretraining val + test pool (the paper's 70/15/15 both times).
+    # A small cohort may want a larger test share: the demo's, for CIs that mean something.
+    task_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     min_units_per_stratum: int = 10
     rows_per_shard: int = 200_000
     # Hours after ICU admission at which each task predicts (null: the whole ICU stay); a task left
@@ -47,6 +50,12 @@ class PrepareConfig:
     eicu: eicu.EicuConfig = field(default_factory=eicu.EicuConfig)
     mimic: mimic.MimicConfig = field(default_factory=mimic.MimicConfig)
     meds: meds.MedsConfig = field(default_factory=meds.MedsConfig)
+
+    def __post_init__(self):
+        for key in ("fractions", "task_fractions"):
+            shares = getattr(self, key)
+            if len(shares) != 3 or min(shares) < 0 or not np.isclose(sum(shares), 1.0):
+                raise ValueError(f"{key}: three shares (train, val, test), each >= 0, summing to 1; got {list(shares)}")
 
     def windows(self) -> dict[str, float | None]:
         """Each of the dataset's tasks' prediction time (hours, or None for the whole stay)."""
@@ -124,7 +133,7 @@ def task_cohort(name: str, number: int, stays: pd.DataFrame, tables: CohortTable
                           _with_stays(modality_table(tables, modality, vocabularies, term_rule(config), window), seen))
         presence_columns[f"has_{modality.name}"] = members["stay_id"].isin(np.concatenate(seen)).to_numpy()
     presence_columns = pd.DataFrame(presence_columns, index=members.index)
-    split_options = {"seed": config.seed + number, "fractions": config.fractions,
+    split_options = {"seed": config.seed + number, "fractions": config.task_fractions,
                      "min_units_per_stratum": config.min_units_per_stratum}
     if GIVEN_SPLIT in members:  # the dataset's held-out stays stay the test split
         split, split_report = split_around_test(members.assign(**presence_columns), list(presence_columns.columns),
