@@ -21,9 +21,7 @@ from test_mimic_cohort import demo_expected
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
-from clintraj.config import load
 from clintraj.data.mimic import tables as mt
-from clintraj.workflows.end_to_end import EndToEndConfig
 
 MIMIC_ABSENT = ("cxr", "discharge_note", "radiology_note")  # no MIMIC-CXR, no MIMIC-IV-Note
 
@@ -72,9 +70,7 @@ def main_job(workdir: Path, config: dict, *arguments: str) -> MainRun:
 def eicu_demo_jobs(tmp_path_factory, eicu_demo_raw, ray_local):
     """The eICU demo through jobs/preprocess.py, and through the main job from the raw files."""
     root = tmp_path_factory.mktemp("eicu-demo-jobs")
-    demo = load(EndToEndConfig, "demo").prepare  # the main job's settings: the demo's splits
-    prepare = {"fractions": list(demo.fractions), "task_fractions": list(demo.task_fractions),
-               "eicu": {"lab_min_count": 100}}  # the demo's 500 is for its synthetic 2,000 stays
+    prepare = {"eicu": {"lab_min_count": 100}}  # the demo's 500 is for its synthetic 2,000 stays
     preprocess = run_job("preprocess", "--dataset", "eicu", "--raw", str(eicu_demo_raw), "--out", str(root / "eicu-v1"),
                          "--config", str(write_yaml(root / "prepare.yaml", prepare)), "--workdir", str(root / "pre"))
     main = main_job(root / "work", small_config("demo-eicu", "eicu", "los", prepare), "--dataset", "eicu",

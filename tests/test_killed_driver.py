@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jobs_in_process import PAPER_SPLITS
 from mlflow.tracking import MlflowClient
 
 from clintraj.tracking import Tracking
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 CONFIG = {
     "base": "demo", "experiment": "killed", "datasets": ["eicu"], "synthetic_stays": {"eicu": 1500}, "seed": 4,
-    "tasks": ["mortality"], "sequential_tasks": ["mortality"],
+    "tasks": ["mortality"], "sequential_tasks": ["mortality"], "prepare": PAPER_SPLITS,
     "pretrain": {"epochs": 1, "patience": 1, "num_workers": 1},
     "pretrain_search": {"eicu": {"metric": "val_recall_at_10", "mode": "max", "num_samples": 1, "scheduler": "fifo",
                                  "params": {"missing_tokens_in_context": {"grid": [True]}}}},

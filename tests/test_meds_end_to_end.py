@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jobs_in_process import PAPER_SPLITS
 from meds_folders import synthetic_icu, write_meds
 
 from clintraj import names
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 CONFIG = {
     "base": "demo", "experiment": "meds-e2e", "seed": 1,
-    "tasks": ["mortality"], "sequential_tasks": ["mortality"],
+    "tasks": ["mortality"], "sequential_tasks": ["mortality"], "prepare": PAPER_SPLITS,
     "pretrain": {"latent_dim": 32, "epochs": 2, "patience": 2, "num_workers": 1},
     "static": {"epochs": 4, "patience": 4, "num_workers": 1},
     "static_search": {"metric": "val_score", "mode": "max", "num_samples": 1, "max_concurrent_trials": 2,
