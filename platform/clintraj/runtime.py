@@ -225,8 +225,8 @@ def run_each(calls: Sequence[Callable[[], object]], what: str = "tasks") -> list
     try:
         done = ray.get(running)
     except ray.exceptions.RayTaskError as error:
-        for call in running:
-            ray.cancel(call)
+        for pending in running:
+            ray.cancel(pending)
         ray.wait(running, num_returns=len(running))
         raise error.cause from error
     nodes = [node for _, node in done]
