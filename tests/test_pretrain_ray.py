@@ -7,6 +7,8 @@ import time
 import numpy as np
 import psutil
 import pytest
+import ray
+from ray.data.dataset import MaterializedDataset
 
 from clintraj.config import from_dict
 from clintraj.data.prepare import PrepareConfig, prepare
@@ -101,7 +103,7 @@ def test_sweep_runs_trials_as_mlflow_children_and_restores(eicu_dataset, tmp_pat
     assert time.time() - started < 60
 
 
-def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ray_local):
+def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ray_local, monkeypatch):
     """MIMIC: notes tokenised and JPEGs decoded + augmented in Ray Data map stages, all five encoders."""
     from clintraj.models.encoders import tiny_bert
 
@@ -121,14 +123,22 @@ def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ra
     assert summary["best_val_loss"] < float("inf")
     # A seeded run is the same run twice: the training split's stays in the same order, with the
     # same augmented images (Ray Data's default order is the order its blocks finish in).
-    def training_epoch():
+    def training_epochs():
         split = pretrain.datasets(tmp_path / "work" / "inputs", summary["meta"], config, splits=("train",))["train"]
-        return [(batch["stay_id"], batch["cxr.image"]) for batch in split.iter_batches(batch_size=32)]
+        return split, [[(batch["stay_id"], batch["cxr.image"]) for batch in split.iter_batches(batch_size=32)]
+                       for _ in range(2)]
 
-    first, second = training_epoch(), training_epoch()
-    assert len(first) == len(second) > 1
-    for (stays, images), (stays_again, images_again) in zip(first, second):
-        assert np.array_equal(stays, stays_again) and np.array_equal(images, images_again)
+    held, (first, second) = training_epochs()
+    # The split fits the object store: decoded once, each epoch reads the same blocks.
+    assert isinstance(held, MaterializedDataset)
+    # Where it would not fit, it streams, decoding each epoch anew: the same rows and images.
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"object_store_memory": 1024})
+    streamed, (third, fourth) = training_epochs()
+    assert not isinstance(streamed, MaterializedDataset)
+    assert len(first) == len(third) > 1
+    for epoch in (second, third, fourth):
+        for (stays, images), (stays_again, images_again) in zip(first, epoch, strict=True):
+            assert np.array_equal(stays, stays_again) and np.array_equal(images, images_again)
 
 
 def _kill_the_trial_once_epochs_logged(tracking_uri, experiment, epochs_before_kill, done, killed):

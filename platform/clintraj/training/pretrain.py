@@ -173,12 +173,28 @@ def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("trai
         # Rows in the same order every run, so the same batches (and augmentations): by default the
         # map stages' blocks come out as they finish, and two seeded runs differed after one epoch.
         staged.context.execution_options.preserve_order = True
-        # Without images a split is a table of vectors and token ids: held once in the object store
-        # (spilled to disk when large), so an epoch reads its blocks instead of starting a Ray Data
-        # execution, about a second each on 2 cores (bench/scaling.py). Images are decoded (and
-        # augmented) anew each epoch.
-        out[split] = staged if decodes_images(rows, meta) else staged.materialize()
+        # Each split's output is the same every epoch (each execution starts the map stages' actors
+        # afresh, seeded alike: the augmentations are drawn once per stay and run), so it is held
+        # once in the object store and each epoch reads its blocks, instead of starting a Ray Data
+        # execution and its actors: MIMIC-IV's demo epochs waited 71% of their time for that
+        # (bench/README). Streamed only where its images would take over half the object store.
+        out[split] = staged.materialize() if fits_object_store(rows, meta, config) else staged
     return out
+
+
+def fits_object_store(rows, meta: dict, config: PretrainConfig) -> bool:
+    """Whether a split's decoded images, one per row at most (float32, 3 x crop x crop), take at most
+    half of the cluster's object store; a split without images always does."""
+    import ray
+
+    if not decodes_images(rows, meta):
+        return True
+    image_bytes = rows.count() * 3 * config.inputs.image_crop ** 2 * 4
+    fits = image_bytes <= ray.cluster_resources().get("object_store_memory", 0) / 2
+    if not fits:
+        log.info("the %s stays' decoded images (%.1f GB) would take over half the object store: streamed "
+                 "and decoded anew each epoch", rows.count(), image_bytes / 1e9)
+    return fits
 
 
 def trainer(inputs_dir: Path, meta: dict, config: PretrainConfig, storage: str | Path, name: str,
