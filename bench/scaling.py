@@ -57,16 +57,21 @@ def setup(workdir: Path, stays: int, config: pretrain.PretrainConfig) -> tuple[P
     from clintraj.data.synthetic import generate
     from clintraj.workflows.pretrain import prepare_inputs
 
-    base = workdir / "scaling" / f"eicu-{stays}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    ignore = workdir / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("*\n")
+    base = cache_folder(workdir, "scaling", f"eicu-{stays}")
     if not (base / "data").is_dir():
         print(f"building {stays} synthetic eICU stays under {base} ...", flush=True)
         generate("eicu", base / "raw", n_stays=stays, seed=0, progress=False)
         prepare(base / "raw", base / "data", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 500}}))
     return prepare_inputs(base / "data", base / "work", config, None)
+
+
+def cache_folder(workdir: Path, *parts: str) -> Path:
+    """`workdir/<parts>`, `workdir` made a folder git ignores."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ignore = workdir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    return workdir.joinpath(*parts)
 
 
 def threads_checked(record: str):
