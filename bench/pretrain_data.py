@@ -16,7 +16,7 @@ included), and per steady-state epoch (the first left out) the training pass's s
 `data_wait_share`. Headline: the whole run's wall time, streamed / held (the best of each over
 the rounds: others' load only ever adds time).
 
-    .venv/bin/python bench/pretrain_data.py                  # 2 rounds x (held, streamed) x 4 epochs (~5 min)
+    .venv/bin/python bench/pretrain_data.py                  # 2 rounds x (held, streamed) x 4 epochs (~7 min; its data built once)
     .venv/bin/python bench/pretrain_data.py --rounds 1 --epochs 3
 """
 

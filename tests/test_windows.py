@@ -76,8 +76,10 @@ def _prepared(root, dataset: str, stays: int, null_windows: bool, **generate_opt
         generate(dataset, raw, n_stays=stays, seed=5, progress=False, leak=True, **generate_options)
     out = root / ("whole-stay" if null_windows else "windows")
     extra = {"cxr": raw / "mimic-cxr-jpg", "notes": raw / "mimic-iv-note"} if dataset == "mimic" else {}
+    # pretraining keeps a fifth of the stays: the task cohorts, drawn from the rest, are large
+    # enough that chance is tight (the tests check their size) from fewer generated stays
     prepare(raw, out, from_dict(PrepareConfig, {
-        "dataset": dataset, "eicu": {"lab_min_count": 100}, "mimic": {"progress": False},
+        "dataset": dataset, "eicu": {"lab_min_count": 100}, "mimic": {"progress": False}, "fractions": [0.2, 0.4, 0.4],
         "prediction_hours": WHOLE_STAY[dataset] if null_windows else {}}), **extra)
     return out
 
@@ -85,13 +87,13 @@ def _prepared(root, dataset: str, stays: int, null_windows: bool, **generate_opt
 @pytest.fixture(scope="module")
 def eicu_leak(tmp_path_factory):
     root = tmp_path_factory.mktemp("eicu-leak")
-    return {null: _prepared(root, "eicu", 7500, null) for null in (False, True)}
+    return {null: _prepared(root, "eicu", 3000, null) for null in (False, True)}
 
 
 @pytest.fixture(scope="module")
 def mimic_leak(tmp_path_factory):
     root = tmp_path_factory.mktemp("mimic-leak")
-    return {null: _prepared(root, "mimic", 6000, null, presence={"cxr": 0.0}) for null in (False, True)}
+    return {null: _prepared(root, "mimic", 2500, null, presence={"cxr": 0.0}) for null in (False, True)}
 
 
 def _labels(dataset, stay_ids) -> np.ndarray:
@@ -231,7 +233,7 @@ def _check_task_tables(dataset, report: dict) -> None:
 
 
 def test_task_tables_hold_the_window_only_and_aps_when_known(tmp_path):
-    generate("eicu", tmp_path / "raw", n_stays=1500, seed=8, progress=False)
+    generate("eicu", tmp_path / "raw", n_stays=800, seed=8, progress=False)
     report = prepare(tmp_path / "raw", tmp_path / "a", from_dict(PrepareConfig, {"eicu": {"lab_min_count": 100}}))
     _check_task_tables(tmp_path / "a", report)
     # APACHE values are first-day summaries: known at 24 h, so no input of a 12 h task by default
