@@ -122,9 +122,10 @@ def test_our_warnings_are_errors_in_ray_workers_too(ray_local):
 
 
 # slow: tests/conftest.py marks every test that uses ray_local
-def test_a_failing_ray_task_is_raised_once_the_others_have_stopped(ray_local, tmp_path):
+def test_a_failing_ray_task_is_raised_once_the_others_have_ended(ray_local, tmp_path):
     """The readers of eICU's tables write into one scratch folder that their caller removes when
-    one fails: a sibling still writing there made the removal fail (`Directory not empty`)."""
+    one fails: a sibling still writing there made the removal fail (`Directory not empty`). The
+    error comes once the sibling has finished (waited for: cancelling it can crash Ray's driver)."""
     import time
 
     def fail_soon():
@@ -132,14 +133,11 @@ def test_a_failing_ray_task_is_raised_once_the_others_have_stopped(ray_local, tm
         raise ValueError("this reader failed")
 
     def write_on(folder):
-        for step in range(400):  # 20 s unless stopped
+        for step in range(60):  # 3 s
             (folder / f"{step}.part").touch()
             time.sleep(0.05)
         (folder / "finished").touch()
 
     with pytest.raises(ValueError, match="this reader failed"):
         runtime.run_each([lambda: write_on(tmp_path), fail_soon])
-    written = sorted(tmp_path.iterdir())
-    time.sleep(0.5)
-    assert written and sorted(tmp_path.iterdir()) == written  # it had started, and it has stopped
-    assert not (tmp_path / "finished").exists()  # stopped by cancelling, not waited for
+    assert (tmp_path / "finished").exists()  # the sibling had ended when the error came

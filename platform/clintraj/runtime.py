@@ -213,8 +213,10 @@ def run_each(calls: Sequence[Callable[[], object]], what: str = "tasks") -> list
     (`_placements`) when this process has Ray (`init_ray`: --ray-address, $RAY_ADDRESS), else one
     after the other here.
     The calls must not depend on each other, and what they read must be where every node sees
-    it (shared storage). An error of a call is raised as itself, as it would be here, once the
-    other calls have stopped (cancelled): none writes on while the caller cleans up after it."""
+    it (shared storage). An error of a call is raised as itself, as it would be here, once every
+    call has ended: none writes on while the caller cleans up after it. The others are waited
+    for, not cancelled: a cancel that races a task's end stops Ray 2.60's driver on a failed
+    internal check ("it != submissible_tasks_.end()", ray-project/ray#54798; it killed a CI run)."""
     if not ray_is_up():
         return [call() for call in calls]
     import ray
@@ -222,12 +224,10 @@ def run_each(calls: Sequence[Callable[[], object]], what: str = "tasks") -> list
     task = ray.remote(_on_node)
     running = [task.options(num_cpus=1, scheduling_strategy=where).remote(call)
                for call, where in zip(calls, _placements(len(calls)))]
+    ray.wait(running, num_returns=len(running))
     try:
         done = ray.get(running)
     except ray.exceptions.RayTaskError as error:
-        for pending in running:
-            ray.cancel(pending)
-        ray.wait(running, num_returns=len(running))
         raise error.cause from error
     nodes = [node for _, node in done]
     log.info("%s: %d Ray tasks on %d nodes", what, len(calls), len(set(nodes)))
