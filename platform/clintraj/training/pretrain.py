@@ -189,11 +189,12 @@ def fits_object_store(rows, meta: dict, config: PretrainConfig) -> bool:
 
     if not decodes_images(rows, meta):
         return True
-    image_bytes = rows.count() * 3 * config.inputs.image_crop ** 2 * 4
+    stays = rows.count()
+    image_bytes = stays * 3 * config.inputs.image_crop ** 2 * 4
     fits = image_bytes <= ray.cluster_resources().get("object_store_memory", 0) / 2
     if not fits:
         log.info("the %s stays' decoded images (%.1f GB) would take over half the object store: streamed "
-                 "and decoded anew each epoch", rows.count(), image_bytes / 1e9)
+                 "and decoded anew each epoch", stays, image_bytes / 1e9)
     return fits
 
 
