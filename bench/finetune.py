@@ -34,8 +34,8 @@ Measured, in one process:
    length): one training epoch of the split with bucket_batches 8 and with 1 (no
    bucketing: each batch pads to its own longest stay of a random-length mix), alternating,
    `--rounds` times: padded share of the positions, tokens/s and tokens per CPU second.
-3. Ray Data alone: the materialised training split through `streaming_split(1)` as the
-   worker reads it, without training: per epoch, the time to the first batch (the
+3. Ray Data alone: the materialised training split's one-worker shard as the worker reads
+   it (`training.shards`), without training: per epoch, the time to the first batch (the
    epoch's pipeline start) and the total wait for the rest.
 4. Ray Train: `sequential.trainer(...).fit()` with one worker, `--epochs` (2) epochs,
    deepspeed_stage 0, batch 16, `--quantization` (nf4 + adamw8bit by default; none:
@@ -309,11 +309,13 @@ def summary(runs: list[dict]) -> dict:
 
 
 def ray_data_alone(sequences: Path, batch_size: int, bucket_batches: int, epochs: int) -> list[dict]:
-    """The training split through streaming_split(1) as the worker reads it, no training."""
+    """The training split's one-worker shard as the worker reads it (`training.shards`), no training."""
     import ray.data
 
+    from clintraj.training.shards import contiguous_shards
+
     dataset = ray.data.read_parquet(str(sequences / "train.parquet")).materialize()
-    shard = dataset.streaming_split(1, equal=True)[0]
+    shard = contiguous_shards(dataset, 1)[0].iterator()
     rng = np.random.default_rng(0)
     out = []
     for _ in range(epochs):
@@ -535,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"headline: length bucketing speed-up in training tokens/s = {on['best'] / off['best']:.2f}x")
         return
     print()
-    print("3. Ray Data alone (streaming_split(1) of the materialised split, no training)")
+    print("3. Ray Data alone (the materialised split's one-worker shard, no training)")
     print(f"   {'epoch':>5} {'batches':>7} {'to 1st batch s':>14} {'rest s':>7}")
     for index, row in enumerate(data_alone):
         print(f"   {index:>5} {row['batches']:>7} {row['first_s']:>14.3f} {row['rest_s']:>7.3f}")

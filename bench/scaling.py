@@ -113,6 +113,8 @@ class CpuUse:
         self.root, self.interval, self.stop = psutil.Process(), interval, threading.Event()
         self.first: dict[int, float] = {}
         self.last: dict[int, tuple[bool, float]] = {}
+        self.names: dict[int, str] = {}
+        self.by_name: list[tuple[float, dict[str, float]]] = []  # time, CPU seconds of each kind of process
         self.samples: list[tuple[float, float, float, float]] = []  # time, workers, ours, the machine's busy
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -123,14 +125,21 @@ class CpuUse:
             try:
                 worker = "RayTrainWorker" in " ".join(process.cmdline())
                 times = process.cpu_times()
+                self.names[process.pid] = process_kind(process)  # a worker process retitles itself
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             self.first.setdefault(process.pid, times.user + times.system)
             self.last[process.pid] = (worker, times.user + times.system)
+        kinds: dict[str, float] = {}
+        for pid, (worker, cpu) in self.last.items():
+            if not worker:
+                kinds[self.names[pid]] = kinds.get(self.names[pid], 0.0) + cpu - self.first[pid]
         machine = psutil.cpu_times()
         used = {kind: sum(cpu - self.first[pid] for pid, (worker, cpu) in self.last.items() if worker == kind)
                 for kind in (True, False)}
-        self.samples.append((time.time(), used[True], used[False], sum(machine) - machine.idle - machine.iowait))
+        now = time.time()
+        self.samples.append((now, used[True], used[False], sum(machine) - machine.idle - machine.iowait))
+        self.by_name.append((now, kinds))
 
     def shares(self, start: float, end: float) -> dict:
         """Each kind's share of the machine's cores between two times (the samples nearest them)."""
@@ -139,6 +148,12 @@ class CpuUse:
         workers, ours, busy = (last[i] - first[i] for i in (1, 2, 3))
         return {"workers": workers / capacity, "rest of ours": ours / capacity,
                 "others": max(busy - workers - ours, 0.0) / capacity}
+
+    def rest_by_kind(self, start: float, end: float) -> dict[str, float]:
+        """The rest of ours between two times, by kind of process (`process_kind`): shares of the cores."""
+        first, last = (min(self.by_name, key=lambda sample: abs(sample[0] - at)) for at in (start, end))
+        capacity = (last[0] - first[0]) * os.cpu_count()
+        return {kind: (cpu - first[1].get(kind, 0.0)) / capacity for kind, cpu in last[1].items()}
 
     def _run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -152,6 +167,18 @@ class CpuUse:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
+
+
+def process_kind(process) -> str:
+    """A process's kind: Ray's processes by their title (`ray::TrainController`, `raylet`, ...)."""
+    command = process.cmdline()
+    if command and command[0].startswith("ray::"):
+        return command[0].split()[0]
+    if any(part.endswith("scaling.py") for part in command[:2]):
+        return "driver (this script)"
+    if any(part.endswith(".py") for part in command[:3]):
+        return next(Path(part).name for part in command[:3] if part.endswith(".py"))
+    return process.name()
 
 
 def run(workers: int, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, workdir: Path,
@@ -175,7 +202,8 @@ def run(workers: int, inputs_dir: Path, meta: dict, config: pretrain.PretrainCon
     reports = [json.loads(line) for line in stamps.read_text().splitlines()]
     previous = started
     for report in reports:  # an epoch's training pass starts as the report before it returns
-        report["cpu"] = use.shares(previous, previous + train_stays / report["train_samples_per_s"])
+        window = (previous, previous + train_stays / report["train_samples_per_s"])
+        report["cpu"], report["rest"] = use.shares(*window), use.rest_by_kind(*window)
         report["epoch_s"], previous = report["at"] - previous, report["at"]
     return reports[1:]
 
@@ -187,7 +215,9 @@ def summary(epochs: list[dict], train_stays: int) -> dict:
             "train_s": statistics.median(train_s), "epoch_s": statistics.median(e["epoch_s"] for e in epochs),
             "wait": statistics.median(e["data_wait_share"] for e in epochs),
             "epoch_rate": max(train_stays / e["epoch_s"] for e in epochs),
-            "cpu": {kind: statistics.median(e["cpu"][kind] for e in epochs) for kind in epochs[0]["cpu"]}}
+            "cpu": {kind: statistics.median(e["cpu"][kind] for e in epochs) for kind in epochs[0]["cpu"]},
+            "rest": {kind: statistics.median(e["rest"].get(kind, 0.0) for e in epochs)
+                     for kind in {kind for e in epochs for kind in e["rest"]}}}
 
 
 def main() -> None:
@@ -242,6 +272,10 @@ def main() -> None:
     print(f"   the {os.cpu_count()} cores in the training pass (median over epochs): "
           + "; ".join(f"{workers} worker(s): " + ", ".join(f"{kind} {share:.0%}" for kind, share in row["cpu"].items())
                       for workers, row in table.items()))
+    for workers, row in table.items():
+        busiest = sorted(row["rest"].items(), key=lambda item: -item[1])[:6]
+        print(f"   the rest of ours beside {workers} worker(s), by process (median share of the cores): "
+              + ", ".join(f"{kind} {share:.1%}" for kind, share in busiest))
     one, two = table[1], table[2]
     print(f"   2 / 1 workers: training samples/s {two['best'] / one['best']:.2f}x (median "
           f"{two['median'] / one['median']:.2f}x), whole epochs {two['epoch_rate'] / one['epoch_rate']:.2f}x")

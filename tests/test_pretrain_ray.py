@@ -135,6 +135,10 @@ def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ra
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"object_store_memory": 1024})
     streamed, (third, fourth) = training_epochs()
     assert not isinstance(streamed, MaterializedDataset)
+    # A split read once (the test split's embeddings, `workflows.pretrain.embed_split`) is not held.
+    monkeypatch.undo()
+    once = pretrain.datasets(tmp_path / "work" / "inputs", summary["meta"], config, splits=("test",), hold=False)
+    assert not isinstance(once["test"], MaterializedDataset)
     assert len(first) == len(third) > 1
     for epoch in (second, third, fourth):
         for (stays, images), (stays_again, images_again) in zip(first, epoch, strict=True):

@@ -267,6 +267,8 @@ def make_trainer(loop: Callable[[dict], None], run, *, name: str, storage: str |
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from clintraj.training.shards import HeldShards
+
     attribute, order = score if score else (None, "max")
     if tune:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -279,8 +281,8 @@ def make_trainer(loop: Callable[[dict], None], run, *, name: str, storage: str |
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": cpus_per_worker}),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split="all" if split is None else list(split),
-                                            execution_options=ingest_in_row_order()),
+        dataset_config=HeldShards(datasets_to_split="all" if split is None else list(split),
+                                  execution_options=ingest_in_row_order()),
         run_config=ray.train.RunConfig(
             # the epoch reaches MLflow before Tune hears of it (and its scheduler may stop the trial)
             name=name, storage_path=storage_path(storage), callbacks=[*logger, *callbacks],

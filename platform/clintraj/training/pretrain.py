@@ -161,9 +161,10 @@ def train_loop(args: dict) -> None:
 
 
 def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("train", "val"),
-             augment: bool = True) -> dict:
+             augment: bool = True, hold: bool = True) -> dict:
     """Ray Datasets of the stay table; tokenisation and image decoding run as Ray Data map stages
-    (images of the training split augmented when `augment`)."""
+    (images of the training split augmented when `augment`). `hold`: each split held in the object
+    store for the epochs that read it again (below); off for a split read once."""
     import ray.data
 
     out = {}
@@ -178,7 +179,7 @@ def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("trai
         # once in the object store and each epoch reads its blocks, instead of starting a Ray Data
         # execution and its actors: MIMIC-IV's demo epochs waited 71% of their time for that
         # (bench/README). Streamed only where its images would take over half the object store.
-        out[split] = staged.materialize() if fits_object_store(rows, meta, config) else staged
+        out[split] = staged.materialize() if hold and fits_object_store(rows, meta, config) else staged
     return out
 
 

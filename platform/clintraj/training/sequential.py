@@ -2,10 +2,10 @@
 
 The driver writes a task's sequences once (`data.sequences.task_sequences`: each stay's timeline
 over the task's window, truncated to `max_events`, keeping demographics / APS and the most recent
-events, the truncation counted). Ray Data streams the training split to the workers
-(`streaming_split` through `DataConfig`; rank 0 reads the small validation and test splits whole,
-from the same storage); each worker reads chunks of `bucket_batches` batches, sorts them by length
-and cuts batches from them, so a batch pads to its own longest stay, not the dataset's.
+events, the truncation counted). The training split is held in Ray's object store, each worker
+reading its fixed shard (`training.shards`; rank 0 reads the small validation and test splits
+whole, from the same storage); each worker reads chunks of `bucket_batches` batches, sorts them by
+length and cuts batches from them, so a batch pads to its own longest stay, not the dataset's.
 
 On each worker: the decoder of `training.decoder` (4-bit NF4 when `quantization: nf4`, LoRA on its
 family's projections, non-reentrant activation checkpointing), 8-bit AdamW, and DeepSpeed ZeRO

@@ -61,7 +61,7 @@ def embed_split(model, inputs_dir: Path, meta: dict, config: pretrain.PretrainCo
     """(z, present, stay_id) of every stay of a split, in eval mode."""
     from clintraj.models.mga import embed
 
-    ds = pretrain.datasets(inputs_dir, meta, config, splits=(split,))[split]
+    ds = pretrain.datasets(inputs_dir, meta, config, splits=(split,), hold=False)[split]  # read once
     zs, presents, ids = [], [], []
     with torch.no_grad():
         for batch in ds.iter_torch_batches(batch_size=256, collate_fn=StayCollate(meta["feature_dims"])):
