@@ -8,8 +8,9 @@ of 72-pixel images, 64-token notes, the tiny BERT) on synthetic MIMIC-IV (`--sta
 split's tokens and decoded images materialised once before training; "streamed": the same
 datasets left as streams (`pretrain.fits_object_store` answering no, as it does for splits whose
 images would take over half the object store), so every epoch starts a Ray Data execution whose
-actors load the tokenizer and decode, resize and augment every image anew. Both give the same
-batches (tests/test_pretrain_ray.py). `--rounds` rounds alternate the order.
+actors load the tokenizer and decode and resize every image anew (the augmentations are drawn in
+the worker either way, `data.images.EpochAugment`). Both give the same batches
+(tests/test_pretrain_ray.py). `--rounds` rounds alternate the order.
 
 Per run: its wall time from building the datasets to the end of training (materialising
 included), and per steady-state epoch (the first left out) the training pass's samples/s and

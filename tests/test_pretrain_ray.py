@@ -104,7 +104,8 @@ def test_sweep_runs_trials_as_mlflow_children_and_restores(eicu_dataset, tmp_pat
 
 
 def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ray_local, monkeypatch):
-    """MIMIC: notes tokenised and JPEGs decoded + augmented in Ray Data map stages, all five encoders."""
+    """MIMIC: notes tokenised and JPEGs decoded in Ray Data map stages (the training images' augmentations
+    drawn in the worker each epoch, tests/test_images.py), all five encoders."""
     from clintraj.models.encoders import tiny_bert
 
     raw = tmp_path / "raw"
@@ -122,10 +123,10 @@ def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ra
     assert "cxr->radiology_note" in pairs and "time_series->demographics" in pairs
     assert summary["best_val_loss"] < float("inf")
     # A seeded run is the same run twice: the training split's stays in the same order, with the
-    # same augmented images (Ray Data's default order is the order its blocks finish in).
+    # same decoded images (Ray Data's default order is the order its blocks finish in).
     def training_epochs():
         split = pretrain.datasets(tmp_path / "work" / "inputs", summary["meta"], config, splits=("train",))["train"]
-        return split, [[(batch["stay_id"], batch["cxr.image"]) for batch in split.iter_batches(batch_size=32)]
+        return split, [[(batch["stay_id"], batch["cxr.resized"]) for batch in split.iter_batches(batch_size=32)]
                        for _ in range(2)]
 
     held, (first, second) = training_epochs()

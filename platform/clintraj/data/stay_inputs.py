@@ -7,10 +7,10 @@ time series as a flat list of normalised (value, measured) steps, the note
 texts and the chosen image's path. `build_task_tables` does the same for each
 task's window, with the same statistics (`InputScaling`). Work that belongs in the data pipeline
 happens in Ray Data map stages: `TokenizeNotes` (the text encoder's
-tokenizer, loaded once per actor) and `LoadImages` (JPEG decoding plus the
-appendix A.1.5 resize / crop / normalise, and the augmentations for the
-training split). `collate` (`StayCollate` for Ray Data) pads the time series and gives the batch layout
-the models take (see `clintraj.models.mga`):
+tokenizer, loaded once per actor) and `data.images.LoadImages` (JPEG decoding plus the
+appendix A.1.5 resize / crop / normalise; the training split's augmentations are drawn in the
+worker each epoch, `data.images.EpochAugment`). `collate` (`StayCollate` for Ray Data) pads the
+time series and gives the batch layout the models take (see `clintraj.models.mga`):
 
     present (B, M) bool; "<m>.x" (B, d); "time_series.values" (B, T, F) and
     "time_series.lengths" (B,); "cxr.image" (B, 3, H, W);
@@ -33,11 +33,8 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from clintraj.artifacts.dataset import Dataset
 from clintraj.data import windows
 from clintraj.data.features import ModalityScaler, modality_vectors
+from clintraj.data.images import LoadImages
 from clintraj.data.modalities import time_series_variables
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass
 class InputConfig:
@@ -198,10 +195,11 @@ def write_split(table: pa.Table, folder: Path, shards: int = 4) -> None:
         pq.write_table(table.slice(start, rows), folder / f"part-{shard:05d}.parquet")
 
 
-def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool, seed: int = 0):
+def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool):
     """A Ray Dataset of stay (or event) rows with the note tokenisation and image decoding stages
-    its modalities need (images augmented when `augment`), each an actor loading its tool once. No
-    image stage without an image root: the dataset has no image (`input_meta`)."""
+    its modalities need (images left for `data.images.EpochAugment` when `augment`), each an actor
+    loading its tool once. No image stage without an image root: the dataset has no image
+    (`input_meta`)."""
     import ray.data
 
     kinds = meta["modality_kinds"]
@@ -212,7 +210,7 @@ def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool, seed: in
             compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, num_cpus=0.25)
     if decodes_images(ds, meta):
         ds = ds.map_batches(LoadImages, fn_constructor_kwargs={
-            "image_root": meta["image_root"], "config": config, "train": augment, "seed": seed},
+            "image_root": meta["image_root"], "config": config, "train": augment},
             compute=ray.data.ActorPoolStrategy(size=1), batch_size=32, num_cpus=0.25)
     return ds
 
@@ -239,40 +237,6 @@ class TokenizeNotes:
                                      max_length=self.max_length, return_tensors="np")
             batch[f"{name}.input_ids"] = encoded["input_ids"].astype(np.int64)
             batch[f"{name}.attention_mask"] = encoded["attention_mask"].astype(np.int64)
-        return batch
-
-
-class LoadImages:
-    """Ray Data map stage: image path -> normalised (3, crop, crop) array; augmented when `train`."""
-
-    def __init__(self, image_root: str, config: InputConfig, train: bool, seed: int = 0):
-        import torch
-        from torchvision.transforms import v2
-
-        self.root = Path(image_root)
-        self.crop = config.image_crop
-        base = [v2.Resize(config.image_resize)]
-        if train:
-            base += [v2.RandomResizedCrop(config.image_crop, scale=config.augment_crop_scale),
-                     v2.RandomHorizontalFlip(config.augment_flip_p),
-                     v2.RandomAffine(config.augment_rotation_degrees,
-                                     translate=(config.augment_translate, config.augment_translate),
-                                     scale=config.augment_scale)]
-        else:
-            base += [v2.CenterCrop(config.image_crop)]
-        self.transform = v2.Compose([*base, v2.ToDtype(torch.float32, scale=True),
-                                     v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        torch.manual_seed(seed)  # the augmentations draw from this actor's global generator
-
-    def __call__(self, batch: dict) -> dict:
-        from torchvision.io import ImageReadMode, decode_image
-
-        images = np.zeros((len(batch["cxr.path"]), 3, self.crop, self.crop), np.float32)
-        for i, relative in enumerate(batch.pop("cxr.path")):
-            if relative:
-                image = decode_image(str(self.root / relative), mode=ImageReadMode.RGB)
-                images[i] = self.transform(image).numpy()
-        batch["cxr.image"] = images
         return batch
 
 

@@ -238,9 +238,8 @@ def trial_retries(config) -> int:
 
 
 def ingest_in_row_order():
-    """Ray Train's data ingest options with the rows in order: a worker's batches (and the
-    augmentations drawn for them) the same every run. Ray Data's default hands blocks on as they
-    finish."""
+    """Ray Train's data ingest options with the rows in order: a worker's batches the same every
+    run. Ray Data's default hands blocks on as they finish."""
     from ray.train import DataConfig
 
     options = DataConfig.default_ingest_options()

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from clintraj.config import from_dict, to_dict
+from clintraj.data.images import EpochAugment
 from clintraj.data.stay_inputs import InputConfig, StayCollate, decodes_images, with_map_stages
 from clintraj.metrics.retrieval import pooled_recall
 from clintraj.models.mga import mga_loss
@@ -73,13 +74,15 @@ def build_model(meta: dict, config: PretrainConfig):
                     missing_tokens_in_context=config.missing_tokens_in_context)
 
 
-def train_epoch(model, optimizer, batches, config: PretrainConfig) -> tuple[torch.Tensor, float, float]:
-    """One pass over the training batches: (loss sum, batches, empty batches, stays), sums that add
-    up across workers; and this worker's seconds waiting for the next batch, and in all."""
+def train_epoch(model, optimizer, batches, config: PretrainConfig,
+                augment=None) -> tuple[torch.Tensor, float, float]:
+    """One pass over the training batches (each through `augment` first, when given: this epoch's
+    image augmentations, `data.images.EpochAugment`): (loss sum, batches, empty batches, stays), sums
+    that add up across workers; and this worker's seconds waiting for the next batch, and in all."""
     model.train()
     totals, timed = torch.zeros(4), TimedBatches(batches)
     for batch in timed:
-        out = model(batch)
+        out = model(augment(batch) if augment else batch)
         loss, info = mga_loss(out["z"], out["present"], out["tau"], config.missing_tokens_in_context)
         optimizer.zero_grad()
         loss.backward()
@@ -128,6 +131,7 @@ def train_loop(args: dict) -> None:
     # An absent modality's encoder is not run, so some parameters get no gradient in a step.
     model = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     batches = StayCollate(meta["feature_dims"])
+    augment = EpochAugment(config.inputs, config.seed)
 
     def epoch_batches(split: str) -> Prefetch:
         """The split's batches for one epoch, their pipeline started now (while the previous epoch
@@ -138,7 +142,7 @@ def train_loop(args: dict) -> None:
     upcoming = epoch_batches("train")
     for epoch in range(first, config.epochs):
         val_batches = epoch_batches("val")
-        totals, waited, elapsed = train_epoch(model, optimizer, upcoming, config)
+        totals, waited, elapsed = train_epoch(model, optimizer, upcoming, config, partial(augment, epoch=epoch))
         if epoch + 1 < config.epochs:
             upcoming = epoch_batches("train")
         val = validate(model, val_batches, config)
@@ -170,28 +174,31 @@ def datasets(inputs_dir: Path, meta: dict, config: PretrainConfig, splits=("trai
     out = {}
     for split in splits:
         rows = ray.data.read_parquet(str(Path(inputs_dir) / split))
-        staged = with_map_stages(rows, meta, config.inputs, augment=augment and split == "train", seed=config.seed)
-        # Rows in the same order every run, so the same batches (and augmentations): by default the
-        # map stages' blocks come out as they finish, and two seeded runs differed after one epoch.
+        augmented = augment and split == "train"
+        staged = with_map_stages(rows, meta, config.inputs, augment=augmented)
+        # Rows in the same order every run, so the same batches: by default the map stages' blocks
+        # come out as they finish, and two seeded runs differed after one epoch.
         staged.context.execution_options.preserve_order = True
-        # Each split's output is the same every epoch (each execution starts the map stages' actors
-        # afresh, seeded alike: the augmentations are drawn once per stay and run), so it is held
-        # once in the object store and each epoch reads its blocks, instead of starting a Ray Data
-        # execution and its actors: MIMIC-IV's demo epochs waited 71% of their time for that
-        # (bench/README). Streamed only where its images would take over half the object store.
-        out[split] = staged.materialize() if hold and fits_object_store(rows, meta, config) else staged
+        # Each split's output is the same every epoch (the training images' augmentations are drawn
+        # in the worker, `data.images.EpochAugment`), so it is held once in the object store and each
+        # epoch reads its blocks, instead of starting a Ray Data execution and its actors: MIMIC-IV's
+        # demo epochs waited 71% of their time for that (bench/README). Streamed only where its
+        # images would take over half the object store.
+        held = hold and fits_object_store(rows, meta, config, augmented)
+        out[split] = staged.materialize() if held else staged
     return out
 
 
-def fits_object_store(rows, meta: dict, config: PretrainConfig) -> bool:
-    """Whether a split's decoded images, one per row at most (float32, 3 x crop x crop), take at most
-    half of the cluster's object store; a split without images always does."""
+def fits_object_store(rows, meta: dict, config: PretrainConfig, augmented: bool = False) -> bool:
+    """Whether a split's decoded images, one per row at most, take at most half of the cluster's
+    object store (float32 3 x crop x crop; for `augmented` training rows, uint8 3 x resize x resize,
+    `data.images.LoadImages`); a split without images always does."""
     import ray
 
     if not decodes_images(rows, meta):
         return True
     stays = rows.count()
-    image_bytes = stays * 3 * config.inputs.image_crop ** 2 * 4
+    image_bytes = stays * 3 * (config.inputs.image_resize ** 2 if augmented else config.inputs.image_crop ** 2 * 4)
     fits = image_bytes <= ray.cluster_resources().get("object_store_memory", 0) / 2
     if not fits:
         log.info("the %s stays' decoded images (%.1f GB) would take over half the object store: streamed "
