@@ -11,8 +11,10 @@ Per epoch the loop reports `train_samples_per_s` (stays trained on by all worker
 training pass's wall time) and `data_wait_share` (rank 0's time blocked on its next batch / the
 training pass); a controller callback stamps each report, so an epoch's wall time splits into
 the training pass and the rest (validation over each worker's shard, the all-reduce of the
-sums, rank 0's checkpoint, the report). Samples/s of the training pass is the headline: the
-best epoch of each setting over the rounds (others' load only ever slows an epoch), medians
+sums, rank 0's checkpoint, the report). A sampler thread records where the machine's cores
+went in each training pass: the workers, the rest of this process tree (also by process: Ray's
+processes by title), and every other process. Samples/s of the training pass is the headline:
+the best epoch of each setting over the rounds (others' load only ever slows an epoch), medians
 beside it.
 
 Setup (cached under `--workdir`, default `bench/.cache`): `data.synthetic.generate` ->
@@ -143,7 +145,7 @@ class CpuUse:
 
     def shares(self, start: float, end: float) -> dict:
         """Each kind's share of the machine's cores between two times (the samples nearest them)."""
-        first, last = (min(self.samples, key=lambda sample: abs(sample[0] - at)) for at in (start, end))
+        first, last = around(self.samples, start, end)
         capacity = (last[0] - first[0]) * os.cpu_count()
         workers, ours, busy = (last[i] - first[i] for i in (1, 2, 3))
         return {"workers": workers / capacity, "rest of ours": ours / capacity,
@@ -151,7 +153,7 @@ class CpuUse:
 
     def rest_by_kind(self, start: float, end: float) -> dict[str, float]:
         """The rest of ours between two times, by kind of process (`process_kind`): shares of the cores."""
-        first, last = (min(self.by_name, key=lambda sample: abs(sample[0] - at)) for at in (start, end))
+        first, last = around(self.by_name, start, end)
         capacity = (last[0] - first[0]) * os.cpu_count()
         return {kind: (cpu - first[1].get(kind, 0.0)) / capacity for kind, cpu in last[1].items()}
 
@@ -167,6 +169,14 @@ class CpuUse:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
+
+
+def around(samples: list, start: float, end: float) -> tuple:
+    """The last sample at or before `start` and the first at or after `end` (time first in each): a
+    window that holds the interval, however short it is against the sampling interval."""
+    before = [sample for sample in samples if sample[0] <= start] or samples[:1]
+    after = [sample for sample in samples if sample[0] >= end] or samples[-1:]
+    return before[-1], after[0]
 
 
 def process_kind(process) -> str:
