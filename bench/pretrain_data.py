@@ -60,7 +60,7 @@ def timed_run(held: bool, inputs_dir: Path, meta: dict, config, scratch: Path, t
     """One run's wall time (datasets built and materialised, then trained) and steady epochs."""
     keep = pretrain.fits_object_store
     if not held:
-        pretrain.fits_object_store = lambda rows, meta, config: False
+        pretrain.fits_object_store = lambda *split: False
     try:
         started = time.perf_counter()
         epochs = run(1, inputs_dir, meta, config, scratch, train_stays)
