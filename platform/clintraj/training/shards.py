@@ -19,14 +19,18 @@ from ray.train import DataConfig
 class HeldShards(DataConfig):
     """`DataConfig` whose split datasets, where materialised, are split once into fixed shards."""
 
+    def __init__(self, datasets_to_split="all", **options):
+        super().__init__(datasets_to_split=datasets_to_split, **options)
+        self.split_names = datasets_to_split
+
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-        names = set(datasets) if self._datasets_to_split == "all" else set(self._datasets_to_split)
-        held = {name for name, dataset in datasets.items() if name in names and isinstance(dataset, MaterializedDataset)}
+        held = {name: dataset for name, dataset in datasets.items()
+                if isinstance(dataset, MaterializedDataset) and (self.split_names == "all" or name in self.split_names)}
         output = super().configure({name: dataset for name, dataset in datasets.items() if name not in held},
                                    world_size, worker_handles, worker_node_ids, **kwargs)
-        for name in held:
-            datasets[name].set_name(datasets[name].name or name)
-            for rank, shard in enumerate(contiguous_shards(datasets[name], world_size)):
+        for name, dataset in held.items():
+            dataset.set_name(dataset.name or name)
+            for rank, shard in enumerate(contiguous_shards(dataset, world_size)):
                 output[rank][name] = shard.iterator()
         return output
 
