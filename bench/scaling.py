@@ -125,11 +125,13 @@ class CpuUse:
 
         for process in [self.root, *self.root.children(recursive=True)]:
             try:
-                worker = "RayTrainWorker" in " ".join(process.cmdline())
+                command = process.cmdline()
                 times = process.cpu_times()
-                self.names[process.pid] = process_kind(process)  # a worker process retitles itself
+                name = process.name()
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
+            worker = "RayTrainWorker" in " ".join(command)
+            self.names[process.pid] = process_kind(command, name)  # a worker process retitles itself
             self.first.setdefault(process.pid, times.user + times.system)
             self.last[process.pid] = (worker, times.user + times.system)
         kinds: dict[str, float] = {}
@@ -144,7 +146,7 @@ class CpuUse:
         self.by_name.append((now, kinds))
 
     def shares(self, start: float, end: float) -> dict:
-        """Each kind's share of the machine's cores between two times (the samples nearest them)."""
+        """Each kind's share of the machine's cores between two times (the samples around them)."""
         first, last = around(self.samples, start, end)
         capacity = (last[0] - first[0]) * os.cpu_count()
         workers, ours, busy = (last[i] - first[i] for i in (1, 2, 3))
@@ -179,16 +181,16 @@ def around(samples: list, start: float, end: float) -> tuple:
     return before[-1], after[0]
 
 
-def process_kind(process) -> str:
-    """A process's kind: Ray's processes by their title (`ray::TrainController`, `raylet`, ...)."""
-    command = process.cmdline()
+def process_kind(command: list[str], name: str) -> str:
+    """A process's kind from its command line and name: Ray's processes by their title
+    (`ray::TrainController`, `raylet`, ...)."""
     if command and command[0].startswith("ray::"):
         return command[0].split()[0]
     if any(part.endswith("scaling.py") for part in command[:2]):
         return "driver (this script)"
     if any(part.endswith(".py") for part in command[:3]):
         return next(Path(part).name for part in command[:3] if part.endswith(".py"))
-    return process.name()
+    return name
 
 
 def run(workers: int, inputs_dir: Path, meta: dict, config: pretrain.PretrainConfig, workdir: Path,
