@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from clintraj.data.images import EpochAugment, LoadImages
-from clintraj.data.stay_inputs import InputConfig
+from clintraj.data.stay_inputs import InputConfig, with_map_stages
 
 CONFIG = InputConfig(image_resize=72, image_crop=64)
 
@@ -55,3 +55,29 @@ def test_the_decode_stage_gives_scored_crops_and_training_squares(tmp_path):
     centre = training["cxr.resized"][0, :, 4:68, 4:68] / 255.0
     mean, std = np.array([0.485, 0.456, 0.406])[:, None, None], np.array([0.229, 0.224, 0.225])[:, None, None]
     assert np.allclose(scored["cxr.image"][0], (centre - mean) / std, atol=1e-5)
+
+
+class RecordedDataset:
+    """Stands in for a Ray Dataset: records which of its methods `with_map_stages` calls, in order."""
+
+    def __init__(self, columns: list[str]):
+        self._columns, self.calls = columns, []
+
+    def columns(self) -> list[str]:
+        self.calls.append("columns")
+        return self._columns
+
+    def map_batches(self, fn, **options):
+        self.calls.append(fn.__name__)
+        return self
+
+
+def test_the_map_stages_are_chosen_from_the_input_columns_without_running_a_stage():
+    """A dataset's columns after a map stage are known only by running it (Ray starts its actors and
+    loads a tokenizer for one row): the columns are asked of the input alone."""
+    meta = {"modality_kinds": {"radiology_note": "text", "cxr": "image"}, "text_model": "bert",
+            "image_root": "/images"}
+    rows = RecordedDataset(["stay_id", "radiology_note.text", "cxr.path"])
+    assert with_map_stages(rows, meta, CONFIG, augment=False) is rows
+    stages = rows.calls.index("TokenizeNotes")
+    assert rows.calls[stages:] == ["TokenizeNotes", "LoadImages"] and "columns" in rows.calls[:stages]

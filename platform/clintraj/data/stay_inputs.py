@@ -203,12 +203,15 @@ def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool):
     import ray.data
 
     kinds = meta["modality_kinds"]
+    # The input's columns, asked once before any stage: a dataset's columns after a map stage are
+    # known only by running it (actors started and a tokenizer loaded for one row, some 6 s).
+    images = decodes_images(ds, meta)
     notes = [m for m, kind in kinds.items() if kind == "text" and f"{m}.text" in ds.columns()]
     if notes:
         ds = ds.map_batches(TokenizeNotes, fn_constructor_kwargs={
             "tokenizer_dir": str(meta["text_model"]), "max_length": config.text_max_length, "modalities": notes},
             compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, num_cpus=0.25)
-    if decodes_images(ds, meta):
+    if images:
         ds = ds.map_batches(LoadImages, fn_constructor_kwargs={
             "image_root": meta["image_root"], "config": config, "train": augment},
             compute=ray.data.ActorPoolStrategy(size=1), batch_size=32, num_cpus=0.25)
