@@ -50,3 +50,15 @@ def test_a_held_dataset_reaches_each_worker_as_the_same_fixed_shard(tmp_path, ra
     for epoch in range(2):  # the streamed one is still split between the workers, every epoch
         rows = [set(rank["streamed"][epoch]) for rank in ranks]
         assert rows[0].isdisjoint(rows[1]) and len(rows[0]) == len(rows[1]) == half
+
+
+def test_the_rows_equal_shards_leave_out_are_counted_in_the_log(ray_local, caplog):
+    import ray.data
+
+    from clintraj.training.shards import HeldShards
+
+    held = ray.data.range(ROWS, override_num_blocks=3).materialize()
+    with caplog.at_level("INFO", logger="clintraj.training.shards"):
+        shards = HeldShards().configure({"held": held}, 2, None, None)
+    assert [len(list(shard["held"].iter_rows())) for shard in shards] == [50, 50]
+    assert "held: 1 of its 101 rows left out of each epoch (2 workers step on equal shards)" in caplog.messages

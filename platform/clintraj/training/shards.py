@@ -12,8 +12,12 @@ order, change from run to run.)"""
 
 from __future__ import annotations
 
+import logging
+
 from ray.data.dataset import MaterializedDataset
 from ray.train import DataConfig
+
+logger = logging.getLogger(__name__)
 
 
 class HeldShards(DataConfig):
@@ -30,6 +34,10 @@ class HeldShards(DataConfig):
                                    world_size, worker_handles, worker_node_ids, **kwargs)
         for name, dataset in held.items():
             dataset.set_name(dataset.name or name)
+            rows = dataset.count()
+            if left_out := rows % world_size:
+                logger.info("%s: %d of its %d rows left out of each epoch (%d workers step on equal shards)",
+                            name, left_out, rows, world_size)
             for rank, shard in enumerate(contiguous_shards(dataset, world_size)):
                 output[rank][name] = shard.iterator()
         return output
