@@ -98,3 +98,12 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def canary_run(tmp_path_factory):
+    """The main job on synthetic raw MIMIC-IV with notes, CXR and canaries planted (tests/canary_run.py),
+    run once: scanned by tests/test_canaries.py, its pretraining read by tests/test_pretrain_ray.py."""
+    from canary_run import run_canaries
+
+    return run_canaries(tmp_path_factory.mktemp("canaries"))

@@ -29,7 +29,7 @@ CONFIG = {
                                  "params": {"missing_tokens_in_context": {"grid": [True]}}}},
     "static": {"epochs": 2, "patience": 2, "num_workers": 1},
     "static_search": {"params": {"architecture": {"grid": ["mlp"]}}},
-    "sequential": {"epochs": 6, "patience": 6, "max_events": 32},  # long enough to be caught mid-trial
+    "sequential": {"epochs": 4, "patience": 4, "max_events": 32},  # long enough to be caught mid-trial
     # four trials, two at a time: some finish while others are still training when the driver dies
     "backbone_search": {"max_concurrent_trials": 2, "params": {"backbone": {"grid": ["llama3-8b", "phi3-mini"]}}},
 }

@@ -1,21 +1,16 @@
 """The main job end to end on a MEDS folder, as a user runs it (`jobs/sweep_backbones.py --dataset
-meds --raw DIR`, its own local Ray): MEDS folder -> dataset -> MGA pretraining -> embeddings ->
-static baseline -> backbone sweep (one tiny backbone) -> report -> MLflow."""
+meds --raw DIR`, in this process on the session's Ray: tests/test_canaries.py and
+tests/test_killed_driver.py run it in its own process with its own local Ray): MEDS folder ->
+dataset -> MGA pretraining -> embeddings -> static baseline -> backbone sweep (one tiny backbone) ->
+report -> MLflow."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 import yaml
-from jobs_in_process import PAPER_SPLITS
+from jobs_in_process import PAPER_SPLITS, run_job
 from meds_folders import synthetic_icu, write_meds
 
 from clintraj import names
 
-REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+# marked slow by tests/conftest.py, as every test that uses ray_local
 
 CONFIG = {
     "base": "demo", "experiment": "meds-e2e", "seed": 1,
@@ -31,7 +26,7 @@ CONFIG = {
 }
 
 
-def test_the_main_job_runs_on_a_meds_folder(tmp_path):
+def test_the_main_job_runs_on_a_meds_folder(tmp_path, ray_local):
     from mlflow.tracking import MlflowClient
 
     from clintraj.artifacts.dataset import Dataset
@@ -41,15 +36,11 @@ def test_the_main_job_runs_on_a_meds_folder(tmp_path):
     config = tmp_path / "meds-e2e.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     workdir = tmp_path / "work"
-    done = subprocess.run([sys.executable, "jobs/sweep_backbones.py", "--config", str(config), "--dataset", "meds",
-                           "--raw", str(raw), "--splits", "meds", "--workdir", str(workdir)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "RAY_ADDRESS": ""})
-    logs = done.stdout + done.stderr
-    assert done.returncode == 0, logs[-6000:]
-    assert "MEDS dataset (no paper table)" in done.stdout and "| llama3-8b | " in done.stdout
+    console = run_job("sweep_backbones", "--config", str(config), "--dataset", "meds", "--raw", str(raw),
+                      "--splits", "meds", "--workdir", str(workdir))
+    assert "MEDS dataset (no paper table)" in console and "| llama3-8b | " in console
     heading = names.section("meds", "mortality", "48 h after ICU admission")  # one table per task
-    assert f"{heading}: AUROC\n| model | " in done.stdout
+    assert f"{heading}: AUROC\n| model | " in console
 
     dataset = Dataset(next((workdir / "datasets").iterdir()))
     assert dataset.name == "meds" and dataset.report["reading"]["splits"] == "meds"

@@ -1,8 +1,10 @@
 """MGA pretraining on local Ray: worker failure and resume, the Tune sweep with restore, and MIMIC's
 tokenisation / image stages. (Learning and MLflow logging of a run: tests/test_end_to_end.py.)"""
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -103,29 +105,23 @@ def test_sweep_runs_trials_as_mlflow_children_and_restores(eicu_dataset, tmp_pat
     assert time.time() - started < 60
 
 
-def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ray_local, monkeypatch):
+def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(canary_run, ray_local, monkeypatch):
     """MIMIC: notes tokenised and JPEGs decoded in Ray Data map stages (the training images' augmentations
-    drawn in the worker each epoch, tests/test_images.py), all five encoders."""
-    from clintraj.models.encoders import tiny_bert
-
-    raw = tmp_path / "raw"
-    generate("mimic", raw, n_stays=300, seed=8, progress=False)
-    prepare(raw, tmp_path / "data", from_dict(PrepareConfig, {"dataset": "mimic"}),
-            cxr=raw / "mimic-cxr-jpg", notes=raw / "mimic-iv-note")
-    config = from_dict(PretrainConfig, {
-        "latent_dim": 16, "batch_size": 32, "epochs": 2, "num_workers": 1,
-        "text_model": str(tiny_bert(tmp_path / "bert")),
-        "inputs": {"text_max_length": 32, "image_resize": 40, "image_crop": 32, "ts_max_steps": 24}})
-    tracking = Tracking.resolve(None, tmp_path / "mlflow")
-    summary = pretrain_workflow.run(tmp_path / "data", tmp_path / "work", config, tracking, "mimic-pretrain")
+    drawn in the worker each epoch, tests/test_images.py), all five encoders: the main job's pretraining
+    on synthetic MIMIC-IV with notes and CXR (the canary run, tests/canary_run.py)."""
+    summary = canary_run.pretraining
     assert summary["meta"]["modalities"] == ["time_series", "cxr", "discharge_note", "radiology_note", "demographics"]
     pairs = summary["retrieval"]["pairs"]
     assert "cxr->radiology_note" in pairs and "time_series->demographics" in pairs
     assert summary["best_val_loss"] < float("inf")
+    checkpoint = Path(summary["checkpoint"])
+    meta, config = json.loads((checkpoint / "meta.json").read_text()), pretrain.saved_config(checkpoint)
+    inputs = checkpoint.parents[2] / "inputs"  # <pretraining folder>/ray_results/trial-<id>/checkpoint_<n>
+
     # A seeded run is the same run twice: the training split's stays in the same order, with the
     # same decoded images (Ray Data's default order is the order its blocks finish in).
     def training_epochs():
-        split = pretrain.datasets(tmp_path / "work" / "inputs", summary["meta"], config, splits=("train",))["train"]
+        split = pretrain.datasets(inputs, meta, config, splits=("train",))["train"]
         return split, [[(batch["stay_id"], batch["cxr.resized"]) for batch in split.iter_batches(batch_size=32)]
                        for _ in range(2)]
 
@@ -138,7 +134,7 @@ def test_mimic_pretraining_tokenises_and_decodes_images_in_ray_data(tmp_path, ra
     assert not isinstance(streamed, MaterializedDataset)
     # A split read once (the test split's embeddings, `workflows.pretrain.embed_split`) is not held.
     monkeypatch.undo()
-    once = pretrain.datasets(tmp_path / "work" / "inputs", summary["meta"], config, splits=("test",), hold=False)
+    once = pretrain.datasets(inputs, meta, config, splits=("test",), hold=False)
     assert not isinstance(once["test"], MaterializedDataset)
     assert len(first) == len(third) > 1
     for epoch in (second, third, fourth):
