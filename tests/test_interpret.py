@@ -65,6 +65,10 @@ def setup(tmp_path_factory):
     return root, sequences, checkpoints
 
 
+def trained(checkpoints: dict, sequences) -> dict:
+    return {name: interpret.Trained(checkpoint, sequences) for name, checkpoint in checkpoints.items()}
+
+
 def test_attention_is_causal_and_removal_is_exact(setup):
     _, sequences, checkpoints = setup
     model, _ = decoder.load_checkpoint(checkpoints["contrastive"], attention="eager")
@@ -104,7 +108,7 @@ def test_the_dominant_key_is_reported_as_the_sink():
 
 def test_explain_stay_writes_differing_heatmaps_and_the_events_table(setup, tmp_path):
     _, sequences, checkpoints = setup
-    summary = interpret.explain_stay(checkpoints, sequences, 503, "lab", tmp_path)
+    summary = interpret.explain_stay(trained(checkpoints, sequences), 503, "lab", tmp_path)
     full = (tmp_path / "heatmap_contrastive_full.png").read_bytes()
     ablated = (tmp_path / "heatmap_contrastive_ablated.png").read_bytes()
     assert full != ablated and (tmp_path / "attention_stay3_lab.png").stat().st_size > 10_000
@@ -116,7 +120,31 @@ def test_explain_stay_writes_differing_heatmaps_and_the_events_table(setup, tmp_
     assert len(events) == 10 and set(events["modality"]) <= set(NAMES)  # the window's events, not the later one
     assert events["time_hours"].max() <= 30
     with pytest.raises(ValueError, match="not in the test split"):
-        interpret.explain_stay(checkpoints, sequences, 999, "lab", tmp_path)
+        interpret.explain_stay(trained(checkpoints, sequences), 999, "lab", tmp_path)
+
+
+def test_each_model_reads_the_timelines_it_was_trained_on(setup, tmp_path):
+    """A contrastive and a scratch run hold the same stays and events, embedded by different encoders:
+    each model is explained on its own run's embeddings."""
+    _, sequences, checkpoints = setup
+    scratch_sequences = tmp_path / "scratch-sequences"
+    scratch_sequences.mkdir()
+    (scratch_sequences / "sequences.json").write_text((sequences / "sequences.json").read_text())
+    table = pd.read_parquet(sequences / "test.parquet")
+    table["h"] = [-h for h in table["h"]]  # other encoders: other vectors for the same events
+    table.to_parquet(scratch_sequences / "test.parquet")
+    models = {"contrastive": interpret.Trained(checkpoints["contrastive"], sequences),
+              "scratch": interpret.Trained(checkpoints["scratch"], scratch_sequences)}
+    summary = interpret.explain_stay(models, 503, "lab", tmp_path / "out")
+    model, _ = interpret._load(checkpoints["scratch"])
+    own, other = (interpret._panel(model, attn.stay_row(Sequences(folder).split("test"), 3), LATENT, NAMES)
+                  for folder in (scratch_sequences, sequences))
+    assert summary["models"]["scratch"]["prediction_full"] == pytest.approx(float(own["logits"][-1, 0]))
+    assert abs(float(own["logits"][-1, 0]) - float(other["logits"][-1, 0])) > 1e-3  # the check can tell them apart
+    # stays are paired by their row: runs whose test splits differ are refused
+    table.iloc[::-1].to_parquet(scratch_sequences / "test.parquet")
+    with pytest.raises(ValueError, match="test splits hold different stays"):
+        interpret.explain_stay(models, 503, "lab", tmp_path / "out")
 
 
 def test_summary_pairs_the_two_models_on_the_same_stays():

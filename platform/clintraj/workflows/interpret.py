@@ -11,12 +11,16 @@ Across the cohort (beyond the paper): for every test stay with the modality,
 the change of the final prediction and of each modality's attention share when
 it is removed, computed by Ray Data actors (each loads its model once),
 summarised with quantiles, and, for a pair of models, a paired Wilcoxon test.
+
+Each model reads the timelines it was trained on: a contrastive and a scratch run hold
+the same stays and events, embedded by different encoders.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,29 @@ from clintraj.training import decoder
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A fine-tuned model's checkpoint and the timelines it was trained on (its encoders' embeddings)."""
+
+    checkpoint: Path
+    sequences: Path
+
+
+def same_test_stays(models: dict[str, Trained]) -> None:
+    """Models compared stay by stay must hold the same test stays in the same order (rows are paired
+    by index: stay ids never leave the work folder)."""
+    import pyarrow.parquet as pq
+
+    first, *others = [Sequences(m.sequences) for m in models.values()]
+    stays = pq.read_table(first.file("test"), columns=["stay_id"]).column("stay_id")
+    for other in others:
+        if other.info["modalities"] != first.info["modalities"] or other.info["latent_dim"] != first.info["latent_dim"]:
+            raise ValueError(f"the runs' timelines have different modalities or widths: {first.path}, {other.path}")
+        if not pq.read_table(other.file("test"), columns=["stay_id"]).column("stay_id").equals(stays):
+            raise ValueError(f"the runs' test splits hold different stays ({first.path}, {other.path}): "
+                             "compare runs of the same dataset and task")
+
+
 def _load(checkpoint: Path):
     model, record = decoder.load_checkpoint(checkpoint, attention="eager")
     return model, record
@@ -46,24 +73,27 @@ def _panel(model, row: dict, latent: int, names: list[str]) -> dict:
             "shares": attn.modality_shares(attention, labels), "sink": attn.attention_sink(attention, labels)}
 
 
-def explain_stay(checkpoints: dict[str, Path], sequences: Path, stay_id: int, remove: str, out: Path) -> dict:
-    """Figures and summary for one test stay; `checkpoints` maps a name (e.g. contrastive) to a checkpoint."""
-    info = Sequences(sequences).info
+def explain_stay(models: dict[str, Trained], stay_id: int, remove: str, out: Path) -> dict:
+    """Figures and summary for one test stay; `models` maps a name (e.g. contrastive) to a model and
+    its timelines."""
+    same_test_stays(models)
+    info = Sequences(next(iter(models.values())).sequences).info
     names, latent = info["modalities"], info["latent_dim"]
     if remove not in names:
         raise ValueError(f"unknown modality {remove!r}; the models know {names}")
-    split = Sequences(sequences).split("test")
-    where = np.flatnonzero(split["stay_id"] == stay_id)
-    if not len(where):
-        raise ValueError(f"the stay asked for is not in the test split of {sequences}")
-    row = attn.stay_row(split, int(where[0]))
-    if names.index(remove) not in np.asarray(row["modality"][0]):
-        raise ValueError(f"the stay has no {remove} event to remove")
-    ablated = attn.remove_modality(row, names.index(remove), latent)
-    panels, summary = [], {"stay_index": int(where[0]), "removed": remove, "models": {}}
-    for name, checkpoint in checkpoints.items():
-        model, _ = _load(checkpoint)
-        full, cut = _panel(model, row, latent, names), _panel(model, ablated, latent, names)
+    panels, summary, row = [], {"removed": remove, "models": {}}, None
+    for name, trained in models.items():
+        split = Sequences(trained.sequences).split("test")
+        where = np.flatnonzero(split["stay_id"] == stay_id)
+        if not len(where):
+            raise ValueError(f"the stay asked for is not in the test split of {trained.sequences}")
+        row = attn.stay_row(split, int(where[0]))
+        if names.index(remove) not in np.asarray(row["modality"][0]):
+            raise ValueError(f"the stay has no {remove} event to remove")
+        summary["stay_index"] = int(where[0])
+        model, _ = _load(trained.checkpoint)
+        full = _panel(model, row, latent, names)
+        cut = _panel(model, attn.remove_modality(row, names.index(remove), latent), latent, names)
         panels.append({"name": name, "full": full, "ablated": cut})
         summary["models"][name] = {
             "prediction_full": float(full["logits"][-1, 0]), "prediction_ablated": float(cut["logits"][-1, 0]),
@@ -74,8 +104,8 @@ def explain_stay(checkpoints: dict[str, Path], sequences: Path, stay_id: int, re
             "sink_ablated": {"position": cut["sink"][0], "modality": cut["sink"][1], "weight": cut["sink"][2]}}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    label = float(np.asarray(row["y"][0])[0])
-    attn.comparison_figure(panels, out / f"attention_stay{where[0]}_{remove}.png", label, info["task"])
+    label, index = float(np.asarray(row["y"][0])[0]), summary["stay_index"]
+    attn.comparison_figure(panels, out / f"attention_stay{index}_{remove}.png", label, info["task"])
     for panel in panels:
         for variant in ("full", "ablated"):
             figure = attn.plt.figure(figsize=(7, 5))
@@ -85,7 +115,7 @@ def explain_stay(checkpoints: dict[str, Path], sequences: Path, stay_id: int, re
             figure.savefig(out / f"heatmap_{panel['name']}_{variant}.png", dpi=100)
             attn.plt.close(figure)
     if info.get("dataset"):
-        raw_events(info["dataset"], stay_id, names, info["task"]).to_csv(out / f"stay{where[0]}_events.csv",
+        raw_events(info["dataset"], stay_id, names, info["task"]).to_csv(out / f"stay{index}_events.csv",
                                                                          index=False)
     else:
         log.warning("the timelines do not name their dataset: no raw events table")
@@ -212,20 +242,19 @@ def run(tracking, run_id: str, compare_run_id: str | None, remove: str, out: Pat
     client = MlflowClient(tracking.uri)
     runs = [client.get_run(r) for r in (run_id, compare_run_id) if r]
     # a checkpoint in cluster run storage (s3://...) is copied once under workdir/staged
-    checkpoints = {run.data.tags.get("initialisation", run.info.run_id):
-                   stage_in(run.data.tags["checkpoint"], Path(workdir) / "staged") for run in runs}
-    if len(checkpoints) < len(runs):
+    models = {run.data.tags.get("initialisation", run.info.run_id):
+              Trained(stage_in(run.data.tags["checkpoint"], Path(workdir) / "staged"), Path(run.data.params["sequences"]))
+              for run in runs}
+    if len(models) < len(runs):
         raise ValueError("the two runs have the same initialisation; compare a contrastive and a scratch run")
-    if len({run.data.params["sequences"] for run in runs}) > 1 and stay_id is not None:
-        log.warning("the runs were trained on different timelines; the stay is read from the first run's")
-    sequences = Path(runs[0].data.params["sequences"])
+    same_test_stays(models)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     if stay_id is not None:
-        results["stay"] = explain_stay(checkpoints, sequences, stay_id, remove, out / "stay")
+        results["stay"] = explain_stay(models, stay_id, remove, out / "stay")
     if whole_cohort:
-        frames = {name: cohort(checkpoint, sequences, remove) for name, checkpoint in checkpoints.items()}
+        frames = {name: cohort(trained.checkpoint, trained.sequences, remove) for name, trained in models.items()}
         for name, frame in frames.items():
             frame.to_csv(out / f"cohort_{name}.csv", index=False)
         results["cohort"] = summarise(frames)
