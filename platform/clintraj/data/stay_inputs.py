@@ -195,26 +195,31 @@ def write_split(table: pa.Table, folder: Path, shards: int = 4) -> None:
         pq.write_table(table.slice(start, rows), folder / f"part-{shard:05d}.parquet")
 
 
-def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool):
-    """A Ray Dataset of stay (or event) rows with the note tokenisation and image decoding stages
-    its modalities need (images left for `data.images.EpochAugment` when `augment`), each an actor
-    loading its tool once. No image stage without an image root: the dataset has no image
+def map_stages(ds, meta: dict, config: InputConfig, augment: bool) -> list[tuple[type, dict, int]]:
+    """The map stages rows of `ds` need, as (callable class, its constructor's arguments, batch size):
+    note tokenisation where they carry note text, image decoding where they name image files (left
+    for `data.images.EpochAugment` when `augment`). Only the input's columns are asked: a dataset's
+    columns after a map stage are known only by running it (actors started and a tokenizer loaded
+    for one row, some 6 s). No image stage without an image root: the dataset has no image
     (`input_meta`)."""
-    import ray.data
-
     kinds = meta["modality_kinds"]
-    # The input's columns, asked once before any stage: a dataset's columns after a map stage are
-    # known only by running it (actors started and a tokenizer loaded for one row, some 6 s).
-    images = decodes_images(ds, meta)
+    stages = []
     notes = [m for m, kind in kinds.items() if kind == "text" and f"{m}.text" in ds.columns()]
     if notes:
-        ds = ds.map_batches(TokenizeNotes, fn_constructor_kwargs={
-            "tokenizer_dir": str(meta["text_model"]), "max_length": config.text_max_length, "modalities": notes},
-            compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, num_cpus=0.25)
-    if images:
-        ds = ds.map_batches(LoadImages, fn_constructor_kwargs={
-            "image_root": meta["image_root"], "config": config, "train": augment},
-            compute=ray.data.ActorPoolStrategy(size=1), batch_size=32, num_cpus=0.25)
+        stages.append((TokenizeNotes, {"tokenizer_dir": str(meta["text_model"]), "max_length": config.text_max_length,
+                                       "modalities": notes}, 64))
+    if decodes_images(ds, meta):
+        stages.append((LoadImages, {"image_root": meta["image_root"], "config": config, "train": augment}, 32))
+    return stages
+
+
+def with_map_stages(ds, meta: dict, config: InputConfig, augment: bool):
+    """A Ray Dataset of stay (or event) rows with `map_stages`'s stages, each an actor loading its tool once."""
+    import ray.data
+
+    for stage, arguments, batch_size in map_stages(ds, meta, config, augment):
+        ds = ds.map_batches(stage, fn_constructor_kwargs=arguments, compute=ray.data.ActorPoolStrategy(size=1),
+                            batch_size=batch_size, num_cpus=0.25)
     return ds
 
 

@@ -3,7 +3,9 @@ static view) and every event into one embedding (the sequential view).
 
 Ray Data pipelines: the tasks' stay tables (`data.stay_inputs.build_task_tables`, each task's
 window), the tokenisation / image map stages (no augmentation), then `EmbedStays` in an actor
-pool, so each actor builds the encoders once (on a GPU when the pool asks for one). An absent
+pool, so each actor builds the encoders once (on a GPU when the pool asks for one). With a GPU the
+map stages are CPU actors of their own, feeding it; on CPU they run inside the embedding actor: one
+pass is one process instead of three, and each of its actors costs a process importing torch. An absent
 modality gets the learned missing token. "contrastive" encoders come from an MGA checkpoint;
 "scratch" encoders are the same architecture randomly initialised with a recorded seed.
 `embeddings.json` records which.
@@ -28,7 +30,8 @@ import pyarrow.parquet as pq
 
 from clintraj.artifacts.dataset import Dataset
 from clintraj.artifacts.embeddings import Embeddings
-from clintraj.data.stay_inputs import InputScaling, build_task_tables, collate, input_meta, with_map_stages
+from clintraj.data.stay_inputs import (InputScaling, build_task_tables, collate, input_meta, map_stages,
+                                      with_map_stages)
 from clintraj.data.timelines import assemble_timelines, events_by_shard, write_event_inputs
 from clintraj.storage import is_uri, redact, replaced_when_done, stage_in
 from clintraj.training import pretrain
@@ -47,20 +50,29 @@ def _encoders(meta: dict, config: pretrain.PretrainConfig, checkpoint: str | Non
     return model.to(device).eval()
 
 
+def _built(stages: list) -> list:
+    """`map_stages`'s stages built inside this actor, to apply in turn to each batch."""
+    return [stage(**arguments) for stage, arguments, _ in stages]
+
+
 class EmbedStays:
-    """Ray Data actor: builds the encoders once, then embeds batches of stays."""
+    """Ray Data actor: builds the encoders (and the map stages it runs itself) once, then embeds
+    batches of stays."""
 
     def __init__(self, meta: dict, config: pretrain.PretrainConfig, checkpoint: str | None, seed: int,
-                 use_gpu: bool):
+                 use_gpu: bool, stages: list = ()):
         self.device = "cuda" if use_gpu else "cpu"
         self.model = _encoders(meta, config, checkpoint, seed, self.device)
         self.meta = meta
+        self.stages = _built(stages)
 
     def __call__(self, batch: dict) -> dict:
         import torch
 
         from clintraj.models.mga import embed
 
+        for stage in self.stages:
+            batch = stage(batch)
         tensors = {k: (v.float() if v.dtype == torch.float64 else v).to(self.device)
                    for k, v in collate(batch, self.meta["feature_dims"]).items()}
         h, present = embed(self.model, tensors)
@@ -78,10 +90,11 @@ class EmbedEvents:
     note's tokens / an image's pixels under `<modality>.<input>` keys, as the stay batches do."""
 
     def __init__(self, meta: dict, config: pretrain.PretrainConfig, checkpoint: str | None, seed: int,
-                 use_gpu: bool):
+                 use_gpu: bool, stages: list = ()):
         self.device = "cuda" if use_gpu else "cpu"
         self.encoders = _encoders(meta, config, checkpoint, seed, self.device).encoders
         self.names = meta["modalities"]
+        self.stages = _built(stages)
 
     def _inputs(self, batch: dict, name: str, rows: np.ndarray) -> dict:
         import torch
@@ -98,6 +111,8 @@ class EmbedEvents:
     def __call__(self, batch: dict) -> dict:
         import torch
 
+        for stage in self.stages:
+            batch = stage(batch)
         kinds = np.asarray(batch["modality"])
         h = None
         for kind in np.unique(kinds):
@@ -158,10 +173,12 @@ def write_task_timelines(source: Dataset, target: Embeddings, tasks: list[str], 
 
 
 def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain.PretrainConfig | None = None,
-        seed: int = 0, actors: int = 1, use_gpu: bool = False, tasks: list[str] | None = None) -> dict:
+        seed: int = 0, actors: int = 1, use_gpu: bool = False, tasks: list[str] | None = None,
+        stage_actors: bool | None = None) -> dict:
     """Embed the task stays of `dataset` (every task's, or `tasks`) with `encoders`: "scratch", or an
     MGA checkpoint folder, local or a URI (s3://... under cluster run storage), staged in under
-    workdir/staged."""
+    workdir/staged. `stage_actors`: tokenisation and image decoding as actors of their own (by
+    default with a GPU) rather than inside the embedding actors."""
     import ray.data
 
     source, workdir = Dataset(dataset), Path(workdir).resolve()
@@ -174,17 +191,22 @@ def run(dataset: Path, out: Path, encoders: str, workdir: Path, config: pretrain
     with replaced_when_done(out, "the embeddings") as staging:  # complete, or as it was
         target = Embeddings(staging)
         stays = build_task_tables(source, workdir / "task_inputs", config.inputs, tasks)
-        stay_rows = with_map_stages(ray.data.read_parquet(str(workdir / "task_inputs")), meta, config.inputs,
-                                    augment=False)
-        stay_rows.map_batches(EmbedStays, fn_constructor_kwargs=actor_args, batch_size=256, **pool
-                              ).write_parquet(str(target.static_folder))
+
+        def staged(rows):
+            """The rows, and the map stages the embedding actors run themselves."""
+            if use_gpu if stage_actors is None else stage_actors:
+                return with_map_stages(rows, meta, config.inputs, augment=False), []
+            return rows, map_stages(rows, meta, config.inputs, augment=False)
+
+        stay_rows, stages = staged(ray.data.read_parquet(str(workdir / "task_inputs")))
+        stay_rows.map_batches(EmbedStays, fn_constructor_kwargs={**actor_args, "stages": stages}, batch_size=256,
+                              **pool).write_parquet(str(target.static_folder))
 
         task_stays = np.unique(np.concatenate([source.task_cohort(t)["stay_id"].to_numpy() for t in tasks]))
         event_inputs = write_event_inputs(source, workdir / "event_inputs", task_stays, scaling)
         for name, file in event_inputs["files"].items():  # one pass per input kind: vectors, each note, images
-            events = with_map_stages(ray.data.read_parquet(str(workdir / "event_inputs" / file)), meta,
-                                     config.inputs, augment=False)
-            events.map_batches(EmbedEvents, fn_constructor_kwargs=actor_args,
+            events, stages = staged(ray.data.read_parquet(str(workdir / "event_inputs" / file)))
+            events.map_batches(EmbedEvents, fn_constructor_kwargs={**actor_args, "stages": stages},
                                batch_size=2048 if name == "vectors" else 64,
                                **pool).write_parquet(str(target.events_folder(name)))
         timelines = write_task_timelines(source, target, tasks, meta["modalities"], workdir / "timeline_shards")
