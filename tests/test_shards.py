@@ -58,7 +58,7 @@ def test_the_rows_equal_shards_leave_out_are_counted_in_the_log(ray_local, caplo
     from clintraj.training.shards import HeldShards
 
     held = ray.data.range(ROWS, override_num_blocks=3).materialize()
-    with caplog.at_level("INFO", logger="clintraj.training.shards"):
+    with caplog.at_level("WARNING", logger="clintraj.training.shards"):
         shards = HeldShards().configure({"held": held}, 2, None, None)
     assert [len(list(shard["held"].iter_rows())) for shard in shards] == [50, 50]
     assert "held: 1 of its 101 rows left out of each epoch (2 workers step on equal shards)" in caplog.messages

@@ -35,8 +35,8 @@ class HeldShards(DataConfig):
         for name, dataset in held.items():
             dataset.set_name(dataset.name or name)
             rows = dataset.count()
-            if left_out := rows % world_size:
-                logger.info("%s: %d of its %d rows left out of each epoch (%d workers step on equal shards)",
+            if left_out := rows % world_size:  # a warning: Ray's workers log nothing under it (no handler)
+                logger.warning("%s: %d of its %d rows left out of each epoch (%d workers step on equal shards)",
                             name, left_out, rows, world_size)
             for rank, shard in enumerate(contiguous_shards(dataset, world_size)):
                 output[rank][name] = shard.iterator()
