@@ -36,6 +36,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # Tests that start a Ray of their own run first, before the session's Ray (ray_local) starts:
+    # beside a session Ray that most of the suite had used, the main job on a Ray head took 233 s
+    # in the suite against 202 s alone (2026-12-06).
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is None)
 
 
 @pytest.fixture(autouse=True)

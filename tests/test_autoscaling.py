@@ -108,6 +108,7 @@ def stop_group(head: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.own_ray
 def test_a_gpu_sweep_scales_out_from_zero_up_to_max_workers_and_back(fake_cluster, tmp_path):
     address, config, env = fake_cluster
     trials = 3

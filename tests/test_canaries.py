@@ -16,7 +16,7 @@ from canary_run import CANARIES, DATE, NOTE, STAY, SUBJECT
 
 from clintraj.artifacts.dataset import Dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 
 
 def hits(text: str, where: str) -> list[tuple[str, str]]:

@@ -56,6 +56,7 @@ def test_readers_with_ledgers_of_their_own_leave_the_ledger_of_reading_in_turn()
 
 
 @pytest.mark.slow
+@pytest.mark.own_ray
 def test_prepare_and_embed_on_two_nodes_match_one_process(tmp_path):
     raw = {"eicu": tmp_path / "eicu", "mimic": tmp_path / "mimic"}
     generate("eicu", raw["eicu"], n_stays=300, seed=5, progress=False)

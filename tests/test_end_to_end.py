@@ -25,7 +25,7 @@ from clintraj.runtime import LOCAL_RAY_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 
 CONFIG = {
     "base": "demo",  # the main job's default recipe; only what this test changes below

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from clintraj.tracking import Tracking
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 
 CONFIG = {
     "base": "demo", "experiment": "killed", "datasets": ["eicu"], "synthetic_stays": {"eicu": 1500}, "seed": 4,
