@@ -32,22 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clintraj.config import from_dict, load, recipe, to_dict  # noqa: E402
 from clintraj.training import pretrain  # noqa: E402
-from scaling import cache_folder  # noqa: E402
-
-
-def dataset(workdir: Path, stays: int, prepare_section) -> Path:
-    """Synthetic MIMIC-IV with notes and CXR, prepared once."""
-    from clintraj.data.prepare import prepare
-    from clintraj.data.synthetic import generate
-
-    base = cache_folder(workdir, "embed_stages", f"mimic-{stays}")
-    if not (base / "data").is_dir():
-        print(f"building {stays} synthetic MIMIC-IV stays under {base} ...", flush=True)
-        generate("mimic", base / "raw", n_stays=stays, seed=0, progress=False)
-        prepare(base / "raw", base / "data", from_dict(type(prepare_section), {**to_dict(prepare_section),
-                                                                                "dataset": "mimic"}),
-                cxr=base / "raw" / "mimic-cxr-jpg", notes=base / "raw" / "mimic-iv-note")
-    return base / "data"
+from pretrain_data import synthetic_mimic  # noqa: E402
 
 
 def machine_cpu_s() -> float:
@@ -96,7 +81,7 @@ def main() -> None:
     from clintraj.runtime import init_ray, shutdown_ray
 
     config = from_dict(pretrain.PretrainConfig, to_dict(demo.pretrain))
-    data = dataset(args.workdir.resolve(), args.stays, demo.prepare)
+    data = synthetic_mimic(args.workdir.resolve(), args.stays, demo.prepare)
     scratch = args.workdir.resolve() / "embed_stages" / "runs"
     init_ray(num_cpus=4)
     runs: dict[str, list[dict]] = {"stage actors": [], "inside": []}

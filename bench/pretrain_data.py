@@ -40,20 +40,28 @@ from clintraj.training import pretrain  # noqa: E402
 from scaling import cache_folder, run  # noqa: E402
 
 
-def setup(workdir: Path, stays: int, config: pretrain.PretrainConfig, prepare_section) -> tuple[Path, dict]:
-    """The demo's MIMIC-IV pretraining inputs (stay table, tokenizer, image root), built once."""
+def synthetic_mimic(workdir: Path, stays: int, prepare_section) -> Path:
+    """`stays` synthetic MIMIC-IV stays with notes and CXR (seed 0), prepared once under `workdir`:
+    the dataset folder (also `embed_stages.py`'s)."""
     from clintraj.data.prepare import prepare
     from clintraj.data.synthetic import generate
-    from clintraj.workflows.pretrain import prepare_inputs
 
-    base = cache_folder(workdir, "pretrain_data", f"mimic-{stays}")
+    base = cache_folder(workdir, "synthetic", f"mimic-{stays}")
     if not (base / "data").is_dir():
         print(f"building {stays} synthetic MIMIC-IV stays under {base} ...", flush=True)
         generate("mimic", base / "raw", n_stays=stays, seed=0, progress=False)
         prepare(base / "raw", base / "data", from_dict(type(prepare_section), {**to_dict(prepare_section),
                                                                                 "dataset": "mimic"}),
                 cxr=base / "raw" / "mimic-cxr-jpg", notes=base / "raw" / "mimic-iv-note")
-    return prepare_inputs(base / "data", base / "work", config, None)
+    return base / "data"
+
+
+def setup(workdir: Path, stays: int, config: pretrain.PretrainConfig, prepare_section) -> tuple[Path, dict]:
+    """The demo's MIMIC-IV pretraining inputs (stay table, tokenizer, image root), built once."""
+    from clintraj.workflows.pretrain import prepare_inputs
+
+    data = synthetic_mimic(workdir, stays, prepare_section)
+    return prepare_inputs(data, cache_folder(workdir, "pretrain_data", f"mimic-{stays}", "work"), config, None)
 
 
 def timed_run(held: bool, inputs_dir: Path, meta: dict, config, scratch: Path, train_stays: int) -> dict:
