@@ -53,6 +53,29 @@ def test_keeps_the_best_checkpoints_and_the_latest_and_resumes_after_the_latest(
     assert [m["epoch"] for _, m in resumed.best_checkpoints] == [1, 2]  # epoch 2 trained once, after the resume
 
 
+def test_an_epoch_persisted_but_not_logged_is_logged_once_on_resume(tmp_path):
+    """A trial's process can die after persisting an epoch's checkpoint and before logging it: the
+    resumed run does not redo that epoch, so it logs it then, and an epoch logged before is not
+    logged again."""
+    from mlflow.tracking import MlflowClient
+
+    from clintraj.tracking import Tracking
+    from clintraj.training.callbacks import MlflowEpochLogger
+
+    client = MlflowClient(Tracking.resolve(None, tmp_path / "mlflow").uri)
+    run_id = client.create_run(client.create_experiment("catch-up")).info.run_id
+    logger = MlflowEpochLogger(client.tracking_uri, run_id)
+    storage = tmp_path / "ray"
+    InProcessTrainer(scored_loop, 2, name="run", storage=storage, datasets={}, keep=2, score=None,
+                     callbacks=[logger], tune=False).fit()  # epochs 0 and 1, each logged
+    logger.run_id = client.create_run(client.get_run(run_id).info.experiment_id).info.run_id  # a run without them
+    for resumed_run in (logger.run_id, run_id):
+        InProcessTrainer(scored_loop, 2, name="run", storage=storage, datasets={}, keep=2, score=None,
+                         callbacks=[MlflowEpochLogger(client.tracking_uri, resumed_run)], tune=False).fit()
+    assert [(m.step, m.value) for m in client.get_metric_history(logger.run_id, "val_score")] == [(1, 0.9)]
+    assert [m.step for m in client.get_metric_history(run_id, "val_score")] == [0, 1]  # not logged twice
+
+
 def test_the_loop_sees_one_worker_and_the_whole_dataset(tmp_path):
     seen = {}
 

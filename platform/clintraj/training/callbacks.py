@@ -21,13 +21,28 @@ class MlflowEpochLogger(UserCallback):
         self.run_id = run_id
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
+        import time
+
+        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         reported = metrics[0] if metrics else {}
         if reported.get("final"):  # a closing report repeats the best epoch: not a new epoch
             return
-        step = int(reported.get("epoch", 0))
-        client = MlflowClient(self.tracking_uri)
-        for key, value in reported.items():
-            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                client.log_metric(self.run_id, key, float(value), step=step)
+        step, now = int(reported.get("epoch", 0)), int(time.time() * 1000)
+        logged = [Metric(key, float(value), now, step) for key, value in reported.items()
+                  if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value)]
+        MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=logged)  # all of the epoch, or none
+
+    def catch_up(self, reported: dict) -> None:
+        """Log a resumed run's last persisted report unless it is logged: its process can die after
+        persisting the checkpoint and before logging the epoch, which the resumed run does not redo."""
+        from mlflow.tracking import MlflowClient
+
+        key = next((k for k, v in reported.items() if k != "epoch" and isinstance(v, (int, float))
+                    and math.isfinite(v)), None)
+        if key is None or reported.get("final"):
+            return
+        history = MlflowClient(self.tracking_uri).get_metric_history(self.run_id, key)
+        if int(reported.get("epoch", 0)) not in {m.step for m in history}:
+            self.after_report(None, [reported], None)

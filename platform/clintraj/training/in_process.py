@@ -76,6 +76,9 @@ class InProcessTrainer:
         if self.saved:
             log.warning("%s: resuming after checkpoint %d, left by an earlier attempt", self.location,
                         self.saved[-1].index)
+            for callback in self.callbacks:  # the attempt may have died between persisting and logging it
+                if hasattr(callback, "catch_up"):
+                    callback.catch_up(self.saved[-1].metrics)
         _running = self
         try:
             self.loop({"run": self.run})
