@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from ray.train import UserCallback
 
@@ -21,8 +22,6 @@ class MlflowEpochLogger(UserCallback):
         self.run_id = run_id
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        import time
-
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 

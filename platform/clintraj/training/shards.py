@@ -37,7 +37,7 @@ class HeldShards(DataConfig):
             rows = dataset.count()
             if left_out := rows % world_size:  # a warning: Ray's workers log nothing under it (no handler)
                 logger.warning("%s: %d of its %d rows left out of each epoch (%d workers step on equal shards)",
-                            name, left_out, rows, world_size)
+                               name, left_out, rows, world_size)
             for rank, shard in enumerate(contiguous_shards(dataset, world_size)):
                 output[rank][name] = shard.iterator()
         return output
