@@ -26,7 +26,7 @@ from clintraj.data import eicu, meds, mimic, windows
 from clintraj.data.cohort import CohortTables
 from clintraj.data.modalities import (Modality, TermRule, event_frames, event_stays, fit_vocabulary, stay_slices,
                                      stay_tables)
-from clintraj.data.splits import GIVEN_SPLIT, given_split, split_around_test, split_stays
+from clintraj.data.splits import GIVEN_SPLIT, given_split, presence_combination, split_around_test, split_stays
 from clintraj.tasks import TASKS, dataset_tasks, prediction_hours, window_text
 
 log = logging.getLogger(__name__)
@@ -257,16 +257,16 @@ def _per_split_counts(stays: pd.DataFrame, presence: list[str]) -> dict:
 
 def plot_missingness(stays: pd.DataFrame, presence: list[str], path: Path, top: int = 15) -> None:
     """Paper appendix A.1-A.7 style: the most common modality combinations, and stays by
-    number of modalities present, per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    number of modalities present, per split. Drawn on a `Figure` of its own (no pyplot: no global
+    figure state, and 0.7 s less of imports in a process that plots nothing else)."""
+    from matplotlib.figure import Figure
 
     names = [p.removeprefix("has_") for p in presence]
-    combination = stays[presence].apply(lambda row: " + ".join(n for n, v in zip(names, row) if v) or "none", axis=1)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 2]})
-    counts = combination.value_counts().head(top)[::-1]
+    codes = presence_combination(stays, presence)
+    labels = {code: " + ".join(n for n, bit in zip(names, code) if bit == "1") or "none" for code in codes.unique()}
+    figure = Figure(figsize=(14, 5))
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    counts = codes.map(labels).value_counts().head(top)[::-1]
     left.barh(counts.index, counts.to_numpy(), color="tab:blue")
     left.set_xlabel("stays")
     left.set_title("modality combinations (most common)")
@@ -279,7 +279,6 @@ def plot_missingness(stays: pd.DataFrame, presence: list[str], path: Path, top: 
     right.set_title("modalities per stay, by split")
     figure.tight_layout()
     figure.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(figure)
 
 
 def render_report(report: dict) -> str:

@@ -31,9 +31,12 @@ class SplitReport:
 
 
 def presence_combination(stays: pd.DataFrame, presence_columns: list[str]) -> pd.Series:
-    """'10110'-style code of which modalities a stay has, in `presence_columns` order."""
-    bits = stays[presence_columns].astype(bool).astype(int).astype(str)
-    return bits.agg("".join, axis=1) if len(stays) else pd.Series([], dtype=str, index=stays.index)
+    """'10110'-style code of which modalities a stay has, in `presence_columns` order (a column at a
+    time: a row-wise join is a Python call per stay, 1.5 s per 20,000 stays)."""
+    code = pd.Series("", index=stays.index, dtype=str)
+    for column in presence_columns:
+        code = code + np.where(stays[column].astype(bool).to_numpy(), "1", "0")
+    return code
 
 
 def split_stays(
