@@ -30,8 +30,10 @@ demo: setup
 test: setup
 	CLINTRAJ_REQUIRE_SMOLLM=1 $(PY) -m pytest
 
+# The fast set on every core, a test module per process (`loadscope`: a module's fixtures built once);
+# the whole suite stays in one process: its Ray tests share one Ray and each uses every core
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n auto --dist loadscope
 
 # CI's smoke run of the scale bench: every stage at two tiny cohorts (bench/README.md, "scale.py")
 bench-smoke: setup

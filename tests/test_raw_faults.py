@@ -212,12 +212,12 @@ def test_blank_terms_are_quarantined_and_counted(eicu_demo_raw, clean):
     assert len(clean.events["medication"]) == int((cohort & ~blank).sum())
 
 
-@pytest.mark.parametrize("stays_per_part", [None, 20])
+@pytest.mark.parametrize("stays_per_part", [None, 50])
 def test_duplicate_rows_are_judged_by_the_tables_key(tmp_path, eicu_demo_raw, clean, stays_per_part, monkeypatch):
     """An exact repeat of a labid is quarantined, not summed twice; two different rows claiming one
     labid are both quarantined (which is right is unknown), also when they name stays whose events
-    go to different parts on disk (`event_parts`, parts of 20 stays); a distinct lab result (its own
-    labid) of the same name at the same time is summed (paper A.1.3)."""
+    go to different parts on disk (`event_parts`, parts of 50 of the 161 stays); a distinct lab
+    result (its own labid) of the same name at the same time is summed (paper A.1.3)."""
     from clintraj.data import event_parts
 
     lab = frame(eicu_demo_raw, "lab")
@@ -232,7 +232,7 @@ def test_duplicate_rows_are_judged_by_the_tables_key(tmp_path, eicu_demo_raw, cl
     other = conflicting.assign(labresult="999999")
     cohort = clean.stays["stay_id"]
     victim = lab.loc[[int(used.loc[used["stay_id"] == cohort.iloc[0], "row"].iloc[0])]]  # the first stay's
-    far = int(cohort.iloc[-1])  # the last stay: another part when parts hold 20 stays
+    far = int(cohort.iloc[-1])  # the last stay: another part when parts hold 50 stays
     elsewhere = victim.assign(patientunitstayid=str(far))  # its labid, another stay
     if stays_per_part:
         from clintraj import runtime
